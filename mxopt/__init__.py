@@ -1,0 +1,40 @@
+"""mxopt: MXNet 1.9.1's optimizers as pure JAX/Optax gradient transformations."""
+from mxopt import reference, transforms
+from mxopt.alias import CenteredRMSPropState, RMSPropState, rmsprop, rmsprop_chain
+from mxopt.transforms import (
+    GravesMomentumState,
+    ScaleByCenteredRmsState,
+    ScaleByLearningRateState,
+    ScaleByRmsState,
+    add_weight_decay,
+    clip_gradient,
+    clip_weights,
+    graves_momentum,
+    rescale_gradient,
+    scale_by_centered_rms,
+    scale_by_learning_rate,
+    scale_by_rms,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "rmsprop",
+    "rmsprop_chain",
+    "RMSPropState",
+    "CenteredRMSPropState",
+    "transforms",
+    "reference",
+    "rescale_gradient",
+    "add_weight_decay",
+    "clip_gradient",
+    "scale_by_rms",
+    "ScaleByRmsState",
+    "scale_by_centered_rms",
+    "ScaleByCenteredRmsState",
+    "scale_by_learning_rate",
+    "ScaleByLearningRateState",
+    "graves_momentum",
+    "GravesMomentumState",
+    "clip_weights",
+]

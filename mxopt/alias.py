@@ -1,0 +1,177 @@
+"""``mxopt.rmsprop``: MXNet 1.9.1's ``mxnet.optimizer.RMSProp`` in one call."""
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from mxopt import _validation as v
+from mxopt import transforms
+from mxopt import transforms as T
+from mxopt.transforms import Scalar, ScalarOrSchedule
+
+__all__ = ["rmsprop", "rmsprop_chain", "RMSPropState", "CenteredRMSPropState"]
+
+
+class RMSPropState(NamedTuple):
+    """State of :func:`rmsprop` with ``centered=False``: MXNet's ``(n,)`` plus the
+    number of updates done (drives schedules)."""
+    count: jax.Array
+    n: optax.Updates
+
+
+class CenteredRMSPropState(NamedTuple):
+    """State of :func:`rmsprop` with ``centered=True``: MXNet's ``(n, g, delta)``
+    (``g`` is named ``g_avg`` here) plus the number of updates done."""
+    count: jax.Array
+    n: optax.Updates
+    g_avg: optax.Updates
+    delta: optax.Updates
+
+
+def rmsprop(learning_rate: ScalarOrSchedule = 0.001, gamma1: Scalar = 0.9,
+            gamma2: Scalar = 0.9, epsilon: Scalar = 1e-8, centered: bool = False,
+            clip_weights: Optional[Scalar] = None, *, wd: Scalar = 0.0,
+            rescale_grad: Scalar = 1.0,
+            clip_gradient: Optional[Scalar] = None) -> optax.GradientTransformation:
+    """MXNet 1.9.1's RMSProp as an Optax gradient transformation.
+
+    With :math:`\\nabla` the incoming gradient and :math:`w` the weight, each step
+    computes, in the weight's dtype and MXNet's order::
+
+        g = clip(rescale_grad * grad + wd * w, clip_gradient)   # decay BEFORE clipping
+        centered=False (Tieleman & Hinton 2012):
+            n = (1 - gamma1) * g * g + gamma1 * n
+            w = w - lr * g / sqrt(n + epsilon)                    # epsilon INSIDE the root
+        centered=True (Graves 2013, eq. 38-45):
+            n     = (1 - gamma1) * g * g + gamma1 * n
+            g_avg = (1 - gamma1) * g + gamma1 * g_avg
+            delta = gamma2 * delta - lr * g / sqrt(n - g_avg**2 + epsilon)  # lr INSIDE
+            w = w + delta
+        w = clip(w, clip_weights)
+
+    ``clip_gradient`` and ``clip_weights`` act only when truthy (None and 0 switch
+    them off). It differs from ``optax.rmsprop`` (which applies the learning rate
+    after its momentum trace, has no weight clipping and puts decay elsewhere)
+    and from ``torch.optim.RMSprop`` (epsilon outside the root).
+
+    Use it the optax way::
+
+        tx = mxopt.rmsprop(0.01, centered=True, wd=1e-4, clip_gradient=1.0)
+        state = tx.init(params)
+        updates, state = tx.update(grads, state, params)   # params are required
+        params = optax.apply_updates(params, updates)
+
+    Under ``jax.jit`` XLA contracts multiply-adds into FMAs and rewrites
+    ``x / sqrt(y)`` as ``x * rsqrt(y)``, so results agree with MXNet to a few
+    float32 ulps rather than bit for bit (see README, "Numerics").
+
+    Args:
+      learning_rate: float >= 0, JAX scalar, or an optax schedule (called with the
+        number of updates done so far, from 0).
+      gamma1: decay of the running mean(s), in [0, 1).
+      gamma2: momentum factor of the centered variant, in [0, 1).
+      epsilon: added under the square root, >= 0.
+      centered: False for Tieleman & Hinton, True for Graves.
+      clip_weights: None, 0 or a bound > 0 for the weights after the step.
+      wd: L2 weight decay, >= 0, added to the gradient before clipping.
+      rescale_grad: gradient scale, > 0 (e.g. ``1 / batch_size``).
+      clip_gradient: None, 0 or a bound > 0 for the decayed, rescaled gradient.
+
+    Returns:
+      An ``optax.GradientTransformation`` whose state is :class:`RMSPropState` or
+      :class:`CenteredRMSPropState`. It evaluates each leaf in one expression in
+      the kernel's order; :func:`rmsprop_chain` builds the same optimizer from
+      the composable pieces in :mod:`mxopt.transforms`.
+    """
+    v.check_learning_rate(learning_rate)
+    v.check_bool("centered", centered)
+    v.check_scalar("gamma1", gamma1, low=0.0, high=1.0, high_open=True)
+    v.check_scalar("gamma2", gamma2, low=0.0, high=1.0, high_open=True)
+    v.check_scalar("epsilon", epsilon, low=0.0)
+    v.check_scalar("clip_weights", clip_weights, low=0.0, allow_none=True)
+    v.check_scalar("wd", wd, low=0.0)
+    v.check_scalar("rescale_grad", rescale_grad, low=0.0, low_open=True)
+    v.check_scalar("clip_gradient", clip_gradient, low=0.0, allow_none=True)
+
+    def gradient(grad, w):
+        g = T._decay(T._rescale(grad, rescale_grad), w, wd)
+        return g if T._clip_is_static_off(clip_gradient) else T._clip(g, clip_gradient)
+
+    def weight_update(u, w):
+        if T._clip_is_static_off(clip_weights):
+            return u
+        return T._clipped_weight_update(w, u, clip_weights)
+
+    def plain_leaf(grad, w, n, lr):
+        g = gradient(grad, w)
+        n = T._mean_square(g, n, gamma1, centered=False)
+        # -(lr * x) added to w is exactly MXNet's w - lr * x.
+        u = -(T._hyper(lr, g) * (g / T._root(n + T._hyper(epsilon, g))))
+        return weight_update(u, w), n
+
+    def centered_leaf(grad, w, n, g_avg, delta, lr):
+        g = gradient(grad, w)
+        n = T._mean_square(g, n, gamma1, centered=True)
+        g_avg = T._mean(g, g_avg, gamma1)
+        # (lr * g) / root: the centered kernel's grouping, unlike the plain one.
+        delta = (T._hyper(gamma2, g) * delta
+                 - T._hyper(lr, g) * g / T._centered_root(n, g_avg, epsilon))
+        return weight_update(delta, w), n, g_avg, delta
+
+    def init_fn(params):
+        zeros = optax.tree_utils.tree_zeros_like
+        count = jnp.zeros([], jnp.int32)
+        if centered:
+            return CenteredRMSPropState(count=count, n=zeros(params), g_avg=zeros(params),
+                                        delta=zeros(params))
+        return RMSPropState(count=count, n=zeros(params))
+
+    def update_fn(updates, state, params=None):
+        if params is None:
+            raise ValueError("mxopt.rmsprop needs the params: call "
+                             "tx.update(grads, state, params)")
+        lr = T._learning_rate_at(learning_rate, state.count)
+        count = optax.safe_increment(state.count)
+        if centered:
+            updates, n, g_avg, delta = T._map_leaves(
+                lambda g, w, n, a, d: centered_leaf(g, w, n, a, d, lr), 4,
+                updates, params, state.n, state.g_avg, state.delta)
+            return updates, CenteredRMSPropState(count=count, n=n, g_avg=g_avg, delta=delta)
+        updates, n = T._map_leaves(lambda g, w, n: plain_leaf(g, w, n, lr), 2,
+                                   updates, params, state.n)
+        return updates, RMSPropState(count=count, n=n)
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+def rmsprop_chain(learning_rate: ScalarOrSchedule = 0.001, gamma1: Scalar = 0.9,
+                  gamma2: Scalar = 0.9, epsilon: Scalar = 1e-8, centered: bool = False,
+                  clip_weights: Optional[Scalar] = None, *, wd: Scalar = 0.0,
+                  rescale_grad: Scalar = 1.0,
+                  clip_gradient: Optional[Scalar] = None) -> optax.GradientTransformation:
+    """:func:`rmsprop` built as an ``optax.chain`` of :mod:`mxopt.transforms`.
+
+    Same arguments and the same mathematics as :func:`rmsprop`, as separate pieces
+    to rearrange or extend. It agrees with :func:`rmsprop` to rounding: the
+    centered chain computes ``lr * (g / root)`` where MXNet's kernel (and
+    :func:`rmsprop`) computes ``(lr * g) / root``, and each piece is its own pass
+    over memory.
+    """
+    v.check_bool("centered", centered)
+    v.check_scalar("gamma2", gamma2, low=0.0, high=1.0, high_open=True)
+    parts = [
+        transforms.rescale_gradient(rescale_grad),
+        transforms.add_weight_decay(wd),
+        transforms.clip_gradient(clip_gradient),
+    ]
+    if centered:
+        parts += [transforms.scale_by_centered_rms(gamma1, epsilon),
+                  transforms.graves_momentum(learning_rate, gamma2)]
+    else:
+        parts += [transforms.scale_by_rms(gamma1, epsilon),
+                  transforms.scale_by_learning_rate(learning_rate)]
+    parts.append(transforms.clip_weights(clip_weights))
+    return optax.chain(*parts)

@@ -1,0 +1,392 @@
+"""MXNet's RMSProp, taken apart into composable Optax gradient transformations.
+
+Each function returns an :class:`optax.GradientTransformation` whose state is a
+``NamedTuple``; chained in MXNet's order they compute what MXNet 1.9.1's
+``rmsprop_update`` / ``rmspropalex_update`` kernels compute::
+
+    optax.chain(rescale_gradient(r), add_weight_decay(wd), clip_gradient(c),
+                scale_by_rms(gamma1, eps), scale_by_learning_rate(lr),
+                clip_weights(b))                                  # Tieleman & Hinton
+    optax.chain(rescale_gradient(r), add_weight_decay(wd), clip_gradient(c),
+                scale_by_centered_rms(gamma1, eps), graves_momentum(lr, gamma2),
+                clip_weights(b))                                  # Graves (centered)
+
+Why not optax's own ``scale``, ``add_decayed_weights``, ``clip`` and
+``scale_by_rms``: MXNet rounds every hyperparameter to float32 and evaluates the
+kernel in the weight's dtype, computing ``1 - gamma1`` in that dtype too. Optax
+multiplies by the hyperparameter as given, so a float32 jax scalar promotes a
+bfloat16 update to float32 and ``1 - 0.9`` is rounded once from float64; its
+``scale_by_rms`` also uses ``rsqrt``. The transformations here cast each
+hyperparameter the way MXNet does and keep every leaf in its own dtype.
+
+Hyperparameters may be Python numbers or JAX scalars, traced ones included (as
+under ``optax.inject_hyperparams``): nothing branches on a traced value.
+"""
+from __future__ import annotations
+
+from typing import Any, NamedTuple, Optional, Union
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from mxopt import _validation as v
+
+__all__ = [
+    "rescale_gradient",
+    "add_weight_decay",
+    "clip_gradient",
+    "scale_by_rms",
+    "ScaleByRmsState",
+    "scale_by_centered_rms",
+    "ScaleByCenteredRmsState",
+    "scale_by_learning_rate",
+    "ScaleByLearningRateState",
+    "graves_momentum",
+    "GravesMomentumState",
+    "clip_weights",
+]
+
+Scalar = Union[float, jax.Array]
+ScalarOrSchedule = Union[float, jax.Array, optax.Schedule]
+
+_NEEDS_PARAMS = "{} needs the params: call update(updates, state, params)."
+
+
+def _hyper(value: Scalar, like: jax.Array) -> jax.Array:
+    """``value`` as MXNet passes it to its kernel: rounded to float32 (operator
+    parameters are C++ floats), then cast to the leaf's dtype."""
+    return jnp.asarray(value, dtype=jnp.float32).astype(like.dtype)
+
+
+def _one_minus(value: Scalar, like: jax.Array) -> jax.Array:
+    # The kernel computes (1.f - gamma1) in the weight's dtype, from the rounded gamma1.
+    return (jnp.ones((), like.dtype) - _hyper(value, like)).astype(like.dtype)
+
+
+def _clip(x: jax.Array, bound: Scalar) -> jax.Array:
+    """MXNet's elementwise clip to [-bound, bound], on only when ``bound > 0``
+    (None and 0 switch it off). Static bounds decide in Python; traced ones use
+    ``where`` so the switch survives tracing."""
+    b = _hyper(bound, x)
+    clipped = jnp.minimum(jnp.maximum(x, -b), b)
+    if v.is_traced(bound):
+        return jnp.where(b > 0, clipped, x)
+    return clipped
+
+
+def _clip_is_static_off(bound: Optional[Scalar]) -> bool:
+    return bound is None or (not v.is_traced(bound) and not v.static_value(bound) > 0)
+
+
+def _is_static(value: Any, target: float) -> bool:
+    return value is not None and not v.is_traced(value) and v.static_value(value) == target
+
+
+def _rescale(g: jax.Array, rescale_grad: Scalar) -> jax.Array:
+    # Multiplying by a static 1.0 is exact; skip it to save a pass.
+    return g if _is_static(rescale_grad, 1.0) else _hyper(rescale_grad, g) * g
+
+
+def _decay(g: jax.Array, w: jax.Array, wd: Scalar) -> jax.Array:
+    # g + 0 * w == g for finite weights; a static zero skips reading w.
+    return g if _is_static(wd, 0.0) else g + _hyper(wd, g) * w
+
+
+def _mean_square(g: jax.Array, n: jax.Array, gamma1: Scalar, *, centered: bool) -> jax.Array:
+    one_minus, decay = _one_minus(gamma1, g), _hyper(gamma1, g)
+    if centered:
+        # ((1 - gamma1) * g) * g: the grouping of MXNet's centered kernel.
+        return one_minus * g * g + decay * n
+    return one_minus * (g * g) + decay * n
+
+
+def _mean(g: jax.Array, g_avg: jax.Array, gamma1: Scalar) -> jax.Array:
+    return _one_minus(gamma1, g) * g + _hyper(gamma1, g) * g_avg
+
+
+def _root(x: jax.Array) -> jax.Array:
+    """``sqrt(x)`` that XLA keeps as a square root.
+
+    XLA rewrites ``y / sqrt(x)`` as ``y * rsqrt(x)``, which differs from MXNet by
+    an ulp in about 40% of elements. A ``reduce_precision`` to the dtype's own
+    precision changes no value but stops that rewrite.
+    """
+    info = jnp.finfo(x.dtype)
+    return jax.lax.reduce_precision(jnp.sqrt(x), exponent_bits=info.nexp,
+                                    mantissa_bits=info.nmant)
+
+
+def _centered_root(n: jax.Array, g_avg: jax.Array, epsilon: Scalar) -> jax.Array:
+    # n - g_avg**2 cancels catastrophically once the gradient is steady (e.g.
+    # clipped), so an FMA here (exact product) would move the result far from
+    # MXNet's rounded product. max(p, 0) == p for a square, and it stands between
+    # the multiply and the subtract so LLVM cannot contract them.
+    square = jnp.maximum(g_avg * g_avg, jnp.zeros((), g_avg.dtype))
+    return _root(n - square + _hyper(epsilon, n))
+
+
+def _learning_rate_at(learning_rate: ScalarOrSchedule, count: Optional[jax.Array]):
+    return learning_rate(count) if callable(learning_rate) else learning_rate
+
+
+def _map_leaves(fn, num_outputs: int, tree: Any, *others: Any):
+    """Apply ``fn`` leaf by leaf over trees shaped like ``tree``, returning
+    ``num_outputs`` trees (``fn`` returns a tuple of that length)."""
+    leaves, treedef = jax.tree.flatten(tree)
+    other_leaves = [treedef.flatten_up_to(o) for o in others]
+    outs = [fn(*args) for args in zip(leaves, *other_leaves)]
+    return tuple(treedef.unflatten([o[i] for o in outs]) for i in range(num_outputs))
+
+
+def _empty_init(params):
+    del params
+    return optax.EmptyState()
+
+
+def rescale_gradient(rescale_grad: Scalar) -> optax.GradientTransformation:
+    """Multiply gradients by MXNet's ``rescale_grad``: :math:`g \\leftarrow r \\cdot g`.
+
+    Args:
+      rescale_grad: the factor, usually ``1 / batch_size``; finite and > 0.
+    """
+    v.check_scalar("rescale_grad", rescale_grad, low=0.0, low_open=True)
+
+    def update_fn(updates, state, params=None):
+        del params
+        return jax.tree.map(lambda g: _rescale(g, rescale_grad), updates), state
+
+    return optax.GradientTransformation(_empty_init, update_fn)
+
+
+def add_weight_decay(wd: Scalar) -> optax.GradientTransformation:
+    """MXNet's weight decay, added to the gradient *before* clipping:
+    :math:`g \\leftarrow g + \\lambda w`.
+
+    Place it before :func:`clip_gradient` to follow MXNet (the decay term is
+    clipped together with the gradient).
+
+    Args:
+      wd: the L2 coefficient :math:`\\lambda`; finite and >= 0.
+    """
+    v.check_scalar("wd", wd, low=0.0)
+
+    def update_fn(updates, state, params=None):
+        if params is None:
+            raise ValueError(_NEEDS_PARAMS.format("add_weight_decay"))
+        return jax.tree.map(lambda g, w: _decay(g, w, wd), updates, params), state
+
+    return optax.GradientTransformation(_empty_init, update_fn)
+
+
+def clip_gradient(bound: Optional[Scalar]) -> optax.GradientTransformation:
+    """Clip each gradient element to ``[-bound, bound]``, MXNet's ``clip_gradient``.
+
+    ``None`` and ``0`` switch clipping off, as in MXNet. NaN passes through.
+
+    Args:
+      bound: None, 0, or a finite number > 0.
+    """
+    v.check_scalar("clip_gradient", bound, low=0.0, allow_none=True)
+
+    def update_fn(updates, state, params=None):
+        del params
+        if _clip_is_static_off(bound):
+            return updates, state
+        return jax.tree.map(lambda g: _clip(g, bound), updates), state
+
+    return optax.GradientTransformation(_empty_init, update_fn)
+
+
+class ScaleByRmsState(NamedTuple):
+    """State of :func:`scale_by_rms`: the running mean of squared gradients."""
+    n: optax.Updates
+
+
+def scale_by_rms(gamma1: Scalar = 0.9, epsilon: Scalar = 1e-8) -> optax.GradientTransformation:
+    """Tieleman & Hinton's RMS scaling with epsilon *inside* the square root.
+
+    .. math::
+        n \\leftarrow (1 - \\gamma_1)(g \\cdot g) + \\gamma_1 n, \\qquad
+        g \\leftarrow g / \\sqrt{n + \\epsilon}
+
+    ``n`` starts at zero and has each parameter's dtype. Unlike
+    ``optax.scale_by_rms`` the default places epsilon inside the root and there is
+    no bias correction, as in MXNet.
+
+    Args:
+      gamma1: decay of the mean of squares, in [0, 1).
+      epsilon: added to ``n`` under the root, >= 0.
+    """
+    v.check_scalar("gamma1", gamma1, low=0.0, high=1.0, high_open=True)
+    v.check_scalar("epsilon", epsilon, low=0.0)
+
+    def init_fn(params):
+        return ScaleByRmsState(n=optax.tree_utils.tree_zeros_like(params))
+
+    def update_fn(updates, state, params=None):
+        del params
+
+        def leaf(g, n):
+            n = _mean_square(g, n, gamma1, centered=False)
+            return g / _root(n + _hyper(epsilon, g)), n
+
+        updates, n = _map_leaves(leaf, 2, updates, state.n)
+        return updates, ScaleByRmsState(n=n)
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+class ScaleByCenteredRmsState(NamedTuple):
+    """State of :func:`scale_by_centered_rms`: running means of g² and of g."""
+    n: optax.Updates
+    g_avg: optax.Updates
+
+
+def scale_by_centered_rms(gamma1: Scalar = 0.9,
+                          epsilon: Scalar = 1e-8) -> optax.GradientTransformation:
+    """Graves' centered RMS scaling (Graves 2013, eq. 38-45), as in MXNet.
+
+    .. math::
+        n \\leftarrow (1 - \\gamma_1) g^2 + \\gamma_1 n, \\quad
+        \\bar g \\leftarrow (1 - \\gamma_1) g + \\gamma_1 \\bar g, \\quad
+        g \\leftarrow g / \\sqrt{n - \\bar g^2 + \\epsilon}
+
+    When rounding makes :math:`n - \\bar g^2 + \\epsilon` negative the result is
+    NaN, as in MXNet.
+
+    Args:
+      gamma1: decay of both running means, in [0, 1).
+      epsilon: added under the root, >= 0.
+    """
+    v.check_scalar("gamma1", gamma1, low=0.0, high=1.0, high_open=True)
+    v.check_scalar("epsilon", epsilon, low=0.0)
+
+    def init_fn(params):
+        zeros = optax.tree_utils.tree_zeros_like
+        return ScaleByCenteredRmsState(n=zeros(params), g_avg=zeros(params))
+
+    def update_fn(updates, state, params=None):
+        del params
+
+        def leaf(g, n, g_avg):
+            n = _mean_square(g, n, gamma1, centered=True)
+            g_avg = _mean(g, g_avg, gamma1)
+            return g / _centered_root(n, g_avg, epsilon), n, g_avg
+
+        updates, n, g_avg = _map_leaves(leaf, 3, updates, state.n, state.g_avg)
+        return updates, ScaleByCenteredRmsState(n=n, g_avg=g_avg)
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+class ScaleByLearningRateState(NamedTuple):
+    """Step count of :func:`scale_by_learning_rate` (for schedules)."""
+    count: jax.Array
+
+
+def scale_by_learning_rate(learning_rate: ScalarOrSchedule) -> optax.GradientTransformation:
+    """Scale by the negated learning rate: :math:`u \\leftarrow -\\eta \\, u`.
+
+    A schedule is called with the number of updates done so far (0 first), the
+    optax convention.
+
+    Args:
+      learning_rate: a float >= 0, a JAX scalar, or a schedule.
+    """
+    v.check_learning_rate(learning_rate)
+
+    def init_fn(params):
+        del params
+        return ScaleByLearningRateState(count=jnp.zeros([], jnp.int32))
+
+    def update_fn(updates, state, params=None):
+        del params
+        lr = _learning_rate_at(learning_rate, state.count)
+        updates = jax.tree.map(lambda u: -(_hyper(lr, u) * u), updates)
+        return updates, ScaleByLearningRateState(count=optax.safe_increment(state.count))
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+class GravesMomentumState(NamedTuple):
+    """State of :func:`graves_momentum`: step count and the momentum buffer."""
+    count: jax.Array
+    delta: optax.Updates
+
+
+def graves_momentum(learning_rate: ScalarOrSchedule,
+                    gamma2: Scalar = 0.9) -> optax.GradientTransformation:
+    """Graves' momentum buffer with the learning rate *inside* it, as in MXNet.
+
+    .. math::
+        \\Delta \\leftarrow \\gamma_2 \\Delta - \\eta \\, u, \\qquad u \\leftarrow \\Delta
+
+    Because :math:`\\eta` is folded into :math:`\\Delta`, a changed learning rate
+    only affects new contributions, unlike ``optax.trace`` followed by a scale.
+
+    Args:
+      learning_rate: a float >= 0, a JAX scalar, or a schedule (called with the
+        number of updates done so far).
+      gamma2: the momentum factor, in [0, 1).
+    """
+    v.check_learning_rate(learning_rate)
+    v.check_scalar("gamma2", gamma2, low=0.0, high=1.0, high_open=True)
+
+    def init_fn(params):
+        return GravesMomentumState(count=jnp.zeros([], jnp.int32),
+                                   delta=optax.tree_utils.tree_zeros_like(params))
+
+    def update_fn(updates, state, params=None):
+        del params
+        lr = _learning_rate_at(learning_rate, state.count)
+        delta = jax.tree.map(lambda u, d: _hyper(gamma2, u) * d - _hyper(lr, u) * u,
+                             updates, state.delta)
+        return delta, GravesMomentumState(count=optax.safe_increment(state.count), delta=delta)
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+def _clipped_weight_update(w: jax.Array, u: jax.Array, bound: Scalar) -> jax.Array:
+    """An update ``u'`` with ``w + u'`` equal to ``clip(w + u)``, or within one ulp
+    of it and never outside ``[-bound, bound]``.
+
+    ``w + (t - w)`` can round one ulp past ``t`` when ``t - w`` is inexact; such
+    corrections are nudged one ulp back toward the interval.
+    """
+    b = _hyper(bound, w)
+    new = w + u
+    target = jnp.minimum(jnp.maximum(new, -b), b)
+    fix = target - w
+    landed = w + fix
+    fix = jnp.where(landed > b, jnp.nextafter(fix, jnp.asarray(-jnp.inf, w.dtype)), fix)
+    fix = jnp.where(landed < -b, jnp.nextafter(fix, jnp.asarray(jnp.inf, w.dtype)), fix)
+    outside = (new > b) | (new < -b)
+    if v.is_traced(bound):
+        outside = outside & (b > 0)
+    return jnp.where(outside, fix, u)
+
+
+def clip_weights(bound: Optional[Scalar]) -> optax.GradientTransformation:
+    """Keep weights in ``[-bound, bound]`` after ``optax.apply_updates``.
+
+    Turns the incoming update ``u`` into ``clip(w + u) - w`` where ``w + u`` leaves
+    the interval, and leaves it untouched elsewhere (so unclipped weights are
+    bit-identical to an unclipped run). The bound holds exactly after
+    ``optax.apply_updates``, despite rounding. ``None`` and ``0`` switch it off.
+    Must be the last transformation before the update is applied.
+
+    Args:
+      bound: None, 0, or a finite number > 0.
+    """
+    v.check_scalar("clip_weights", bound, low=0.0, allow_none=True)
+
+    def update_fn(updates, state, params=None):
+        if _clip_is_static_off(bound):
+            return updates, state
+        if params is None:
+            raise ValueError(_NEEDS_PARAMS.format("clip_weights"))
+        return jax.tree.map(lambda u, w: _clipped_weight_update(w, u, bound),
+                            updates, params), state
+
+    return optax.GradientTransformation(_empty_init, update_fn)

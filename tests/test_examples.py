@@ -1,0 +1,24 @@
+"""The README's commands and the demo stay true."""
+import os
+import re
+import runpy
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_ci_runs_the_readme_test_command():
+    readme = open(os.path.join(ROOT, "README.md")).read()
+    commands = re.findall(r"^    (python3 -m venv .*)$", readme, flags=re.M)
+    test_cmd = [c for c in commands if "pytest" in c]
+    assert len(test_cmd) == 1
+    ci = open(os.path.join(ROOT, ".ci", "run")).read()
+    assert test_cmd[0] in ci.splitlines()
+
+
+def test_demo_trains(capsys, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["demo.py", "--steps", "150", "--centered"])
+    runpy.run_path(os.path.join(ROOT, "examples", "demo.py"), run_name="__main__")
+    out = capsys.readouterr().out
+    first, last = re.search(r"loss (\S+) -> (\S+)", out).groups()
+    assert float(last) < 0.2 * float(first)

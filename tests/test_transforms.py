@@ -1,0 +1,193 @@
+"""The composable pieces, and property tests of mxopt.rmsprop against the reference."""
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import mxopt
+from mxopt import reference
+
+RTOL, ATOL = 1e-5, 1e-6
+
+
+def _apply(tx, grads, params, state=None):
+    state = tx.init(params) if state is None else state
+    updates, state = tx.update(grads, state, params)
+    return updates, state
+
+
+def test_rescale_and_decay_in_mxnet_order():
+    w = jnp.asarray([1.0, -2.0, 3.0], jnp.float32)
+    g = jnp.asarray([10.0, 10.0, -10.0], jnp.float32)
+    tx = optax.chain(mxopt.rescale_gradient(0.5), mxopt.add_weight_decay(0.1),
+                     mxopt.clip_gradient(4.9))
+    updates, _ = _apply(tx, g, w)
+    # 0.5 * g + 0.1 * w = [5.1, 4.8, -4.7]; the decay term is clipped with the gradient.
+    np.testing.assert_allclose(updates, [4.9, 4.8, -4.7], rtol=1e-6)
+
+
+@pytest.mark.parametrize("bound", [None, 0, 0.0])
+def test_clip_gradient_off_values(bound):
+    g = jnp.asarray([100.0, -100.0])
+    updates, _ = _apply(mxopt.clip_gradient(bound), g, g)
+    chex.assert_trees_all_equal(updates, g)
+
+
+def test_clip_gradient_passes_nan():
+    updates, _ = _apply(mxopt.clip_gradient(1.0), jnp.asarray([jnp.nan, 3.0]), jnp.zeros(2))
+    assert np.isnan(updates[0]) and updates[1] == 1.0
+
+
+@pytest.mark.parametrize("centered", [False, True])
+def test_pieces_follow_the_reference_state(centered):
+    rng = np.random.RandomState(0)
+    w = rng.normal(size=10).astype(np.float32)
+    g = rng.normal(size=10).astype(np.float32)
+    scale = mxopt.scale_by_centered_rms(0.8, 1e-4) if centered else mxopt.scale_by_rms(0.8, 1e-4)
+    _, state = _apply(scale, jnp.asarray(g), jnp.asarray(w))
+    if centered:
+        _, n, g_avg, _ = reference.rmspropalex_update(w, g, *(np.zeros_like(w),) * 3, lr=0.1,
+                                                      gamma1=0.8, epsilon=1e-4)
+        np.testing.assert_array_equal(state.g_avg, g_avg)
+    else:
+        _, n = reference.rmsprop_update(w, g, np.zeros_like(w), lr=0.1, gamma1=0.8, epsilon=1e-4)
+    np.testing.assert_array_equal(state.n, n)
+
+
+def test_graves_momentum_keeps_lr_inside_the_buffer():
+    # delta_2 = gamma2 * (-lr_1 u) - lr_2 u: the old step keeps its own rate.
+    lrs = iter([1.0, 0.1])
+    tx = mxopt.graves_momentum(lambda count: jnp.where(count == 0, 1.0, 0.1), gamma2=0.5)
+    u = jnp.ones(2)
+    state = tx.init(u)
+    d1, state = tx.update(u, state)
+    d2, state = tx.update(u, state)
+    np.testing.assert_allclose(d1, -next(lrs))
+    np.testing.assert_allclose(d2, 0.5 * -1.0 - 0.1, rtol=1e-6)
+    assert isinstance(state, mxopt.GravesMomentumState) and int(state.count) == 2
+
+
+def test_pieces_need_params_where_mxnet_reads_the_weight():
+    for tx in (mxopt.add_weight_decay(0.1), mxopt.clip_weights(1.0)):
+        with pytest.raises(ValueError, match="params"):
+            tx.update(jnp.ones(2), tx.init(jnp.ones(2)))
+
+
+def test_state_is_a_named_tuple_of_param_shaped_leaves():
+    params = {"a": jnp.ones((2, 3)), "b": (jnp.ones(4), jnp.ones(()))}
+    state = mxopt.rmsprop(centered=True).init(params)
+    assert isinstance(state, mxopt.CenteredRMSPropState)
+    for buf in (state.n, state.g_avg, state.delta):
+        chex.assert_trees_all_equal_shapes(buf, params)
+
+
+def test_structure_mismatch_is_an_error():
+    tx = mxopt.rmsprop()
+    state = tx.init({"a": jnp.ones(2)})
+    with pytest.raises(ValueError):
+        tx.update({"b": jnp.ones(2)}, state, {"a": jnp.ones(2)})
+
+
+# ---- weight clipping holds exactly -----------------------------------------
+
+FLOAT_DTYPES = [np.float16, np.float32, np.float64, jnp.bfloat16]
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(dtype=st.sampled_from(FLOAT_DTYPES),
+       bound=st.floats(1e-3, 1e3),
+       weights=st.lists(st.floats(-1e4, 1e4), min_size=1, max_size=40),
+       updates=st.lists(st.floats(-1e4, 1e4), min_size=40, max_size=40))
+def test_clip_weights_bound_holds_after_apply_updates(dtype, bound, weights, updates):
+    w = jnp.asarray(np.asarray(weights), dtype)
+    u = jnp.asarray(np.asarray(updates[: len(weights)]), dtype)
+    b = jnp.asarray(np.float32(bound)).astype(dtype)
+    tx = mxopt.clip_weights(bound)
+    out, _ = tx.update(u, tx.init(w), w)
+    new = optax.apply_updates(w, out)
+    assert new.dtype == w.dtype
+    assert bool(jnp.all((new <= b) & (new >= -b))), (w, u, new, b)
+    # Inside the interval the update is untouched, so the weight is exactly w + u.
+    plain = optax.apply_updates(w, u)
+    inside = (plain <= b) & (plain >= -b)
+    assert bool(jnp.all(jnp.where(inside, new == plain, True)))
+    # Where clipped, within an ulp of the clipped value at the scale of the old
+    # weight (the finest step w + u can take).
+    f32 = lambda x: jnp.asarray(x, jnp.float32)  # noqa: E731
+    err = jnp.abs(f32(new) - f32(jnp.clip(plain, -b, b)))
+    scale = jnp.maximum(jnp.abs(f32(w)), f32(b))
+    assert bool(jnp.all(err <= 2 * float(jnp.finfo(dtype).eps) * scale)), (w, u, new, b)
+
+
+def test_clip_weights_adversarial_rounding():
+    # 0.5 + (0.2 - 0.5) rounds to just below 0.2 in float32; far weights make
+    # w + (b - w) overshoot. The bound must still hold.
+    w = jnp.asarray([0.5, -0.5, 3.0, -40.0, 1e6, -1e6, 0.7, 1.3e-5], jnp.float32)
+    u = jnp.asarray([10.0, -10.0, 7.0, 90.0, -3e6, 3e6, -1.4, 5.0], jnp.float32)
+    for bound in (0.2, 0.1, 1e-3, 0.3333333):
+        tx = mxopt.clip_weights(bound)
+        new = optax.apply_updates(w, tx.update(u, None, w)[0])
+        b = jnp.float32(bound)
+        assert bool(jnp.all(jnp.abs(new) <= b)), (bound, new)
+
+
+# ---- property tests against the reference ----------------------------------
+
+hyper = st.fixed_dictionaries(dict(
+    learning_rate=st.floats(0.0, 0.5),
+    gamma1=st.floats(0.0, 0.999),
+    gamma2=st.floats(0.0, 0.999),
+    epsilon=st.floats(0.0, 1e-2),
+    wd=st.one_of(st.just(0.0), st.floats(0.0, 0.5)),
+    rescale_grad=st.floats(1e-3, 10.0),
+    clip_gradient=st.one_of(st.none(), st.just(0.0), st.floats(1e-2, 10.0)),
+    clip_weights=st.one_of(st.none(), st.just(0.0), st.floats(1e-1, 10.0)),
+    centered=st.booleans(),
+))
+shapes = st.lists(st.lists(st.integers(1, 5), min_size=0, max_size=3), min_size=1, max_size=3)
+
+
+def _reference_steps(hp, weights, grads_seq):
+    weights = [w.copy() for w in weights]
+    states = [[np.zeros_like(w)] * (3 if hp["centered"] else 1) for w in weights]
+    kw = dict(lr=hp["learning_rate"], gamma1=hp["gamma1"], epsilon=hp["epsilon"], wd=hp["wd"],
+              rescale_grad=hp["rescale_grad"], clip_gradient=hp["clip_gradient"],
+              clip_weights=hp["clip_weights"])
+    for grads in grads_seq:
+        for i, (w, g) in enumerate(zip(weights, grads)):
+            if hp["centered"]:
+                weights[i], *states[i] = reference.rmspropalex_update(
+                    w, g, *states[i], gamma2=hp["gamma2"], **kw)
+            else:
+                weights[i], *states[i] = reference.rmsprop_update(w, g, *states[i], **kw)
+    return weights
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(hp=hyper, shape_list=shapes, seed=st.integers(0, 2**31 - 1), jit=st.booleans())
+def test_rmsprop_matches_reference(hp, shape_list, seed, jit):
+    rng = np.random.RandomState(seed)
+    weights = [rng.normal(size=s).astype(np.float32) for s in shape_list]
+    grads_seq = [[(rng.normal(size=s) * 3).astype(np.float32) for s in shape_list]
+                 for _ in range(4)]
+    tx = mxopt.rmsprop(**hp)
+    params = [jnp.asarray(w) for w in weights]
+    state = tx.init(params)
+    update = jax.jit(tx.update) if jit else tx.update
+    for grads in grads_seq:
+        updates, state = update([jnp.asarray(g) for g in grads], state, params)
+        params = optax.apply_updates(params, updates)
+    expected = _reference_steps(hp, weights, grads_seq)
+    for got, want in zip(params, expected):
+        assert got.dtype == want.dtype and got.shape == want.shape
+        if not jit and not hp["clip_weights"]:
+            np.testing.assert_array_equal(np.asarray(got), want)
+        else:
+            # A few ulps per step; an epsilon of 0 with tiny n amplifies them.
+            np.testing.assert_allclose(np.asarray(got), want, rtol=1e-4, atol=1e-5)
+        if hp["clip_weights"]:
+            assert np.all(np.abs(np.asarray(got)) <= np.float32(hp["clip_weights"]))
