@@ -109,7 +109,7 @@ def rmsprop(learning_rate: ScalarOrSchedule = 0.001, gamma1: Scalar = 0.9,
         g = gradient(grad, w)
         n = T._mean_square(g, n, gamma1, centered=False)
         # -(lr * x) added to w is exactly MXNet's w - lr * x.
-        u = -(T._hyper(lr, g) * (g / T._root(n + T._hyper(epsilon, g))))
+        u = -T._rounded(T._hyper(lr, g) * (g / T._root(n + T._hyper(epsilon, g))))
         return weight_update(u, w), n
 
     def centered_leaf(grad, w, n, g_avg, delta, lr):
@@ -117,7 +117,7 @@ def rmsprop(learning_rate: ScalarOrSchedule = 0.001, gamma1: Scalar = 0.9,
         n = T._mean_square(g, n, gamma1, centered=True)
         g_avg = T._mean(g, g_avg, gamma1)
         # (lr * g) / root: the centered kernel's grouping, unlike the plain one.
-        delta = (T._hyper(gamma2, g) * delta
+        delta = (T._rounded(T._hyper(gamma2, g) * delta)
                  - T._hyper(lr, g) * g / T._centered_root(n, g_avg, epsilon))
         return weight_update(delta, w), n, g_avg, delta
 

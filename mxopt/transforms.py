@@ -55,8 +55,14 @@ _NEEDS_PARAMS = "{} needs the params: call update(updates, state, params)."
 
 def _hyper(value: Scalar, like: jax.Array) -> jax.Array:
     """``value`` as MXNet passes it to its kernel: rounded to float32 (operator
-    parameters are C++ floats), then cast to the leaf's dtype."""
-    return jnp.asarray(value, dtype=jnp.float32).astype(like.dtype)
+    parameters are C++ floats), then cast to the leaf's dtype.
+
+    The scalar goes through an optimization barrier so that XLA cannot treat a
+    static hyperparameter as a constant and reassociate around it: it rewrites
+    ``(5 * a) * (5 * a)`` as ``(a * a) * 25``, which rounds differently from MXNet.
+    """
+    scalar = jnp.asarray(value, dtype=jnp.float32).astype(like.dtype)
+    return jax.lax.optimization_barrier(scalar)
 
 
 def _one_minus(value: Scalar, like: jax.Array) -> jax.Array:
@@ -79,30 +85,43 @@ def _clip_is_static_off(bound: Optional[Scalar]) -> bool:
     return bound is None or (not v.is_traced(bound) and not v.static_value(bound) > 0)
 
 
+def _rounded(product: jax.Array) -> jax.Array:
+    """``product``, rounded on its own as MXNet's kernels round it.
+
+    Under ``jax.jit`` LLVM contracts ``a * b + c`` into a fused multiply-add, which
+    skips the product's rounding; a step of mxopt then differs from MXNet by an
+    ulp here and there, and Graves' ``n - g_avg**2`` amplifies such ulps once the
+    gradient is steady. ``max(p, lowest)`` equals ``p`` except that ``-inf``
+    becomes the lowest finite value (an update that is NaN anyway), and LLVM
+    cannot see through it, so the product is rounded and then added.
+    """
+    return jnp.maximum(product, jnp.asarray(jnp.finfo(product.dtype).min, product.dtype))
+
+
 def _is_static(value: Any, target: float) -> bool:
     return value is not None and not v.is_traced(value) and v.static_value(value) == target
 
 
 def _rescale(g: jax.Array, rescale_grad: Scalar) -> jax.Array:
     # Multiplying by a static 1.0 is exact; skip it to save a pass.
-    return g if _is_static(rescale_grad, 1.0) else _hyper(rescale_grad, g) * g
+    return g if _is_static(rescale_grad, 1.0) else _rounded(_hyper(rescale_grad, g) * g)
 
 
 def _decay(g: jax.Array, w: jax.Array, wd: Scalar) -> jax.Array:
     # g + 0 * w == g for finite weights; a static zero skips reading w.
-    return g if _is_static(wd, 0.0) else g + _hyper(wd, g) * w
+    return g if _is_static(wd, 0.0) else g + _rounded(_hyper(wd, g) * w)
 
 
 def _mean_square(g: jax.Array, n: jax.Array, gamma1: Scalar, *, centered: bool) -> jax.Array:
     one_minus, decay = _one_minus(gamma1, g), _hyper(gamma1, g)
     if centered:
         # ((1 - gamma1) * g) * g: the grouping of MXNet's centered kernel.
-        return one_minus * g * g + decay * n
-    return one_minus * (g * g) + decay * n
+        return _rounded(one_minus * g * g) + _rounded(decay * n)
+    return _rounded(one_minus * (g * g)) + _rounded(decay * n)
 
 
 def _mean(g: jax.Array, g_avg: jax.Array, gamma1: Scalar) -> jax.Array:
-    return _one_minus(gamma1, g) * g + _hyper(gamma1, g) * g_avg
+    return _rounded(_one_minus(gamma1, g) * g) + _rounded(_hyper(gamma1, g) * g_avg)
 
 
 def _root(x: jax.Array) -> jax.Array:
@@ -303,7 +322,7 @@ def scale_by_learning_rate(learning_rate: ScalarOrSchedule) -> optax.GradientTra
     def update_fn(updates, state, params=None):
         del params
         lr = _learning_rate_at(learning_rate, state.count)
-        updates = jax.tree.map(lambda u: -(_hyper(lr, u) * u), updates)
+        updates = jax.tree.map(lambda u: -_rounded(_hyper(lr, u) * u), updates)
         return updates, ScaleByLearningRateState(count=optax.safe_increment(state.count))
 
     return optax.GradientTransformation(init_fn, update_fn)
@@ -340,8 +359,9 @@ def graves_momentum(learning_rate: ScalarOrSchedule,
     def update_fn(updates, state, params=None):
         del params
         lr = _learning_rate_at(learning_rate, state.count)
-        delta = jax.tree.map(lambda u, d: _hyper(gamma2, u) * d - _hyper(lr, u) * u,
-                             updates, state.delta)
+        delta = jax.tree.map(
+            lambda u, d: _rounded(_hyper(gamma2, u) * d) - _rounded(_hyper(lr, u) * u),
+            updates, state.delta)
         return delta, GravesMomentumState(count=optax.safe_increment(state.count), delta=delta)
 
     return optax.GradientTransformation(init_fn, update_fn)

@@ -55,3 +55,11 @@ def rmsprop_kwargs(cfg):
                 epsilon=cfg["epsilon"], centered=cfg["centered"],
                 clip_weights=cfg["clip_weights"], wd=cfg["wd"],
                 rescale_grad=cfg["rescale_grad"], clip_gradient=cfg["clip_gradient"])
+
+
+# CI explores the same hypothesis examples every run; locally they vary.
+from hypothesis import settings  # noqa: E402
+
+settings.register_profile("ci", derandomize=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")

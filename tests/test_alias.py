@@ -16,10 +16,11 @@ import os
 _GOLDEN = Golden(os.path.join(GOLDEN_DIR, "rmsprop_core.npz"))
 _CONFIGS = [(config_id(cfg), c) for c, cfg in enumerate(_GOLDEN.configs)]
 
-# Tolerance of jitted mxopt against MXNet after 60 steps (README, "Numerics").
-# Worst case measured on the golden grid: about half of it, on the centered
-# variant with clipped gradients, where n - g_avg**2 cancels.
+# Tolerance against MXNet after 60 steps where bit-exactness is not promised
+# (README, "Numerics"): weight clipping, and backends other than XLA:CPU. The
+# worst case on the golden grid is about 4% of it.
 RTOL, ATOL = 1e-5, 1e-6
+ON_CPU = jax.default_backend() == "cpu"
 
 
 def run(tx, w0, grads, steps, step_fn=None):
@@ -46,9 +47,9 @@ class GoldenTest(chex.TestCase):
         cfg = _GOLDEN.configs[c]
         w0, grads = _GOLDEN.inputs(cfg["dtype"])
         tx = mxopt.rmsprop(**rmsprop_kwargs(cfg))
-        # Without jit each operation rounds once, in MXNet's order: bit for bit,
-        # except where clip_weights must be expressed as an additive update.
-        exact = self.variant.type == chex.ChexVariantType.WITHOUT_JIT and not cfg["clip_weights"]
+        # Each operation rounds once, in MXNet's order, with or without jit: bit
+        # for bit, except where clip_weights must be expressed as an additive update.
+        exact = ON_CPU and not cfg["clip_weights"]
         for step, params, state in run(tx, w0, grads, _GOLDEN.steps, self.variant):
             if step not in _GOLDEN.record_steps:
                 continue

@@ -184,10 +184,11 @@ def test_rmsprop_matches_reference(hp, shape_list, seed, jit):
     expected = _reference_steps(hp, weights, grads_seq)
     for got, want in zip(params, expected):
         assert got.dtype == want.dtype and got.shape == want.shape
-        if not jit and not hp["clip_weights"]:
+        if not hp["clip_weights"] and jax.default_backend() == "cpu":
             np.testing.assert_array_equal(np.asarray(got), want)
         else:
-            # A few ulps per step; an epsilon of 0 with tiny n amplifies them.
+            # Clipped weights land within an ulp of MXNet's each step, and the
+            # next steps can amplify that (epsilon near 0, tiny n).
             np.testing.assert_allclose(np.asarray(got), want, rtol=1e-4, atol=1e-5)
         if hp["clip_weights"]:
             assert np.all(np.abs(np.asarray(got)) <= np.float32(hp["clip_weights"]))
