@@ -1,6 +1,7 @@
 """mxopt: MXNet 1.9.1's optimizers as pure JAX/Optax gradient transformations."""
-from mxopt import reference, transforms
+from mxopt import multipliers, precision, reference, transforms
 from mxopt.alias import CenteredRMSPropState, RMSPropState, rmsprop, rmsprop_chain
+from mxopt.precision import MasterWeightsState, master_weights
 from mxopt.transforms import (
     GravesMomentumState,
     ScaleByCenteredRmsState,
@@ -13,6 +14,7 @@ from mxopt.transforms import (
     rescale_gradient,
     scale_by_centered_rms,
     scale_by_learning_rate,
+    scale_by_lr_mult,
     scale_by_rms,
 )
 
@@ -21,6 +23,10 @@ __version__ = "0.1.0"
 __all__ = [
     "rmsprop",
     "rmsprop_chain",
+    "master_weights",
+    "MasterWeightsState",
+    "multipliers",
+    "precision",
     "RMSPropState",
     "CenteredRMSPropState",
     "transforms",
@@ -37,4 +43,5 @@ __all__ = [
     "graves_momentum",
     "GravesMomentumState",
     "clip_weights",
+    "scale_by_lr_mult",
 ]

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import optax
 
 from mxopt import _validation as v
-from mxopt import transforms
+from mxopt import multipliers, precision, transforms
 from mxopt import transforms as T
 from mxopt.transforms import Scalar, ScalarOrSchedule
 
@@ -34,8 +34,10 @@ class CenteredRMSPropState(NamedTuple):
 def rmsprop(learning_rate: ScalarOrSchedule = 0.001, gamma1: Scalar = 0.9,
             gamma2: Scalar = 0.9, epsilon: Scalar = 1e-8, centered: bool = False,
             clip_weights: Optional[Scalar] = None, *, wd: Scalar = 0.0,
-            rescale_grad: Scalar = 1.0,
-            clip_gradient: Optional[Scalar] = None) -> optax.GradientTransformation:
+            rescale_grad: Scalar = 1.0, clip_gradient: Optional[Scalar] = None,
+            lr_mult: multipliers.MultiplierSpec = None,
+            wd_mult: multipliers.MultiplierSpec = None,
+            multi_precision: bool = False) -> optax.GradientTransformation:
     """MXNet 1.9.1's RMSProp as an Optax gradient transformation.
 
     With :math:`\\nabla` the incoming gradient and :math:`w` the weight, each step
@@ -64,9 +66,9 @@ def rmsprop(learning_rate: ScalarOrSchedule = 0.001, gamma1: Scalar = 0.9,
         updates, state = tx.update(grads, state, params)   # params are required
         params = optax.apply_updates(params, updates)
 
-    Under ``jax.jit`` XLA contracts multiply-adds into FMAs and rewrites
-    ``x / sqrt(y)`` as ``x * rsqrt(y)``, so results agree with MXNet to a few
-    float32 ulps rather than bit for bit (see README, "Numerics").
+    On XLA:CPU the result is MXNet's bit for bit, with or without ``jax.jit``,
+    except where ``clip_weights`` clips (within an ulp there; see README,
+    "Numerics").
 
     Args:
       learning_rate: float >= 0, JAX scalar, or an optax schedule (called with the
@@ -79,6 +81,14 @@ def rmsprop(learning_rate: ScalarOrSchedule = 0.001, gamma1: Scalar = 0.9,
       wd: L2 weight decay, >= 0, added to the gradient before clipping.
       rescale_grad: gradient scale, > 0 (e.g. ``1 / batch_size``).
       clip_gradient: None, 0 or a bound > 0 for the decayed, rescaled gradient.
+      lr_mult: per-parameter learning-rate multipliers (see
+        :mod:`mxopt.multipliers`): a leaf's rate is ``learning_rate * lr_mult``.
+      wd_mult: per-parameter weight-decay multipliers: a leaf's decay is
+        ``wd * wd_mult`` (e.g. :func:`mxopt.multipliers.mxnet_module_wd_mult`).
+      multi_precision: keep float32 master copies of float16/bfloat16 params
+        and run the optimizer on them (:func:`mxopt.master_weights`).
+
+    Integer and bool leaves pass through untouched and get no state.
 
     Returns:
       An ``optax.GradientTransformation`` whose state is :class:`RMSPropState` or
@@ -95,9 +105,15 @@ def rmsprop(learning_rate: ScalarOrSchedule = 0.001, gamma1: Scalar = 0.9,
     v.check_scalar("wd", wd, low=0.0)
     v.check_scalar("rescale_grad", rescale_grad, low=0.0, low_open=True)
     v.check_scalar("clip_gradient", clip_gradient, low=0.0, allow_none=True)
+    v.check_bool("multi_precision", multi_precision)
+    if multi_precision:
+        inner = rmsprop(learning_rate, gamma1, gamma2, epsilon, centered, clip_weights, wd=wd,
+                        rescale_grad=rescale_grad, clip_gradient=clip_gradient,
+                        lr_mult=lr_mult, wd_mult=wd_mult)
+        return precision.master_weights(inner)
 
-    def gradient(grad, w):
-        g = T._decay(T._rescale(grad, rescale_grad), w, wd)
+    def gradient(grad, w, wd_leaf):
+        g = T._decay(T._rescale(grad, rescale_grad), w, wd_leaf)
         return g if T._clip_is_static_off(clip_gradient) else T._clip(g, clip_gradient)
 
     def weight_update(u, w):
@@ -105,15 +121,15 @@ def rmsprop(learning_rate: ScalarOrSchedule = 0.001, gamma1: Scalar = 0.9,
             return u
         return T._clipped_weight_update(w, u, clip_weights)
 
-    def plain_leaf(grad, w, n, lr):
-        g = gradient(grad, w)
+    def plain_leaf(grad, w, n, lr, wd_leaf):
+        g = gradient(grad, w, wd_leaf)
         n = T._mean_square(g, n, gamma1, centered=False)
         # -(lr * x) added to w is exactly MXNet's w - lr * x.
         u = -T._rounded(T._hyper(lr, g) * (g / T._root(n + T._hyper(epsilon, g))))
         return weight_update(u, w), n
 
-    def centered_leaf(grad, w, n, g_avg, delta, lr):
-        g = gradient(grad, w)
+    def centered_leaf(grad, w, n, g_avg, delta, lr, wd_leaf):
+        g = gradient(grad, w, wd_leaf)
         n = T._mean_square(g, n, gamma1, centered=True)
         g_avg = T._mean(g, g_avg, gamma1)
         # (lr * g) / root: the centered kernel's grouping, unlike the plain one.
@@ -122,7 +138,11 @@ def rmsprop(learning_rate: ScalarOrSchedule = 0.001, gamma1: Scalar = 0.9,
         return weight_update(delta, w), n, g_avg, delta
 
     def init_fn(params):
-        zeros = optax.tree_utils.tree_zeros_like
+        T._warn_low_precision(params, "mxopt.rmsprop")
+        # Resolving the multipliers here reports a bad name before training starts.
+        multipliers.resolve(lr_mult, params, "lr_mult")
+        multipliers.resolve(wd_mult, params, "wd_mult")
+        zeros = T._zeros_for_float_leaves
         count = jnp.zeros([], jnp.int32)
         if centered:
             return CenteredRMSPropState(count=count, n=zeros(params), g_avg=zeros(params),
@@ -133,16 +153,24 @@ def rmsprop(learning_rate: ScalarOrSchedule = 0.001, gamma1: Scalar = 0.9,
         if params is None:
             raise ValueError("mxopt.rmsprop needs the params: call "
                              "tx.update(grads, state, params)")
+        names, treedef = T._check_grads_match_params(updates, params, "mxopt.rmsprop")
         lr = T._learning_rate_at(learning_rate, state.count)
+        lrs = treedef.flatten_up_to(T._scale_by_multipliers(lr, lr_mult, params, "lr_mult"))
+        wds = treedef.flatten_up_to(T._scale_by_multipliers(wd, wd_mult, params, "wd_mult"))
+        buffers = ("n", "g_avg", "delta") if centered else ("n",)
+        leaf_fn = centered_leaf if centered else plain_leaf
+        columns = [treedef.flatten_up_to(updates), treedef.flatten_up_to(params)]
+        columns += [treedef.flatten_up_to(getattr(state, b)) for b in buffers]
+        outs = []
+        for g, w, *bufs, lr_leaf, wd_leaf in zip(*columns, lrs, wds):
+            if T._is_float(w):
+                outs.append(leaf_fn(g, w, *bufs, lr_leaf, wd_leaf))
+            else:  # integer and bool leaves pass through with no state
+                outs.append((jnp.zeros_like(w),) + (optax.MaskedNode(),) * len(buffers))
+        new = [treedef.unflatten([o[i] for o in outs]) for i in range(1 + len(buffers))]
         count = optax.safe_increment(state.count)
-        if centered:
-            updates, n, g_avg, delta = T._map_leaves(
-                lambda g, w, n, a, d: centered_leaf(g, w, n, a, d, lr), 4,
-                updates, params, state.n, state.g_avg, state.delta)
-            return updates, CenteredRMSPropState(count=count, n=n, g_avg=g_avg, delta=delta)
-        updates, n = T._map_leaves(lambda g, w, n: plain_leaf(g, w, n, lr), 2,
-                                   updates, params, state.n)
-        return updates, RMSPropState(count=count, n=n)
+        state_cls = CenteredRMSPropState if centered else RMSPropState
+        return new[0], state_cls(count, *new[1:])
 
     return optax.GradientTransformation(init_fn, update_fn)
 
@@ -150,8 +178,9 @@ def rmsprop(learning_rate: ScalarOrSchedule = 0.001, gamma1: Scalar = 0.9,
 def rmsprop_chain(learning_rate: ScalarOrSchedule = 0.001, gamma1: Scalar = 0.9,
                   gamma2: Scalar = 0.9, epsilon: Scalar = 1e-8, centered: bool = False,
                   clip_weights: Optional[Scalar] = None, *, wd: Scalar = 0.0,
-                  rescale_grad: Scalar = 1.0,
-                  clip_gradient: Optional[Scalar] = None) -> optax.GradientTransformation:
+                  rescale_grad: Scalar = 1.0, clip_gradient: Optional[Scalar] = None,
+                  lr_mult: multipliers.MultiplierSpec = None,
+                  wd_mult: multipliers.MultiplierSpec = None) -> optax.GradientTransformation:
     """:func:`rmsprop` built as an ``optax.chain`` of :mod:`mxopt.transforms`.
 
     Same arguments and the same mathematics as :func:`rmsprop`, as separate pieces
@@ -164,14 +193,14 @@ def rmsprop_chain(learning_rate: ScalarOrSchedule = 0.001, gamma1: Scalar = 0.9,
     v.check_scalar("gamma2", gamma2, low=0.0, high=1.0, high_open=True)
     parts = [
         transforms.rescale_gradient(rescale_grad),
-        transforms.add_weight_decay(wd),
+        transforms.add_weight_decay(wd, wd_mult),
         transforms.clip_gradient(clip_gradient),
     ]
     if centered:
         parts += [transforms.scale_by_centered_rms(gamma1, epsilon),
-                  transforms.graves_momentum(learning_rate, gamma2)]
+                  transforms.graves_momentum(learning_rate, gamma2, lr_mult)]
     else:
         parts += [transforms.scale_by_rms(gamma1, epsilon),
-                  transforms.scale_by_learning_rate(learning_rate)]
+                  transforms.scale_by_learning_rate(learning_rate, lr_mult)]
     parts.append(transforms.clip_weights(clip_weights))
     return optax.chain(*parts)

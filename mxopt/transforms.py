@@ -24,13 +24,16 @@ under ``optax.inject_hyperparams``): nothing branches on a traced value.
 """
 from __future__ import annotations
 
+import warnings
 from typing import Any, NamedTuple, Optional, Union
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from mxopt import _validation as v
+from mxopt import multipliers
 
 __all__ = [
     "rescale_gradient",
@@ -45,6 +48,7 @@ __all__ = [
     "graves_momentum",
     "GravesMomentumState",
     "clip_weights",
+    "scale_by_lr_mult",
 ]
 
 Scalar = Union[float, jax.Array]
@@ -145,6 +149,69 @@ def _centered_root(n: jax.Array, g_avg: jax.Array, epsilon: Scalar) -> jax.Array
     return _root(n - square + _hyper(epsilon, n))
 
 
+def _is_float(x: Any) -> bool:
+    return jnp.issubdtype(jnp.result_type(x), jnp.floating)
+
+
+def _zeros_for_float_leaves(params: Any) -> Any:
+    """Zeros like each floating leaf; ``optax.MaskedNode()`` for integer/bool leaves,
+    which optimizers leave untouched and keep no state for."""
+    return jax.tree.map(lambda p: jnp.zeros_like(p) if _is_float(p) else optax.MaskedNode(),
+                        params)
+
+
+def _warn_low_precision(params: Any, who: str) -> None:
+    """Warn once, as MXNet's ``create_state_multi_precision`` does, when state will
+    accumulate in float16/bfloat16."""
+    low = [leaf for leaf in jax.tree.leaves(params)
+           if jnp.result_type(leaf) in (jnp.float16, jnp.bfloat16)]
+    if low:
+        warnings.warn(f"{who}: {len(low)} float16/bfloat16 parameter(s): accumulating with "
+                      "float16/bfloat16 in the optimizer can lead to poor accuracy or slow "
+                      "convergence. Consider multi_precision=True (float32 master weights).",
+                      UserWarning, stacklevel=3)
+
+
+def _check_grads_match_params(updates: Any, params: Any, who: str):
+    """Leaf names and the params' treedef, after checking that ``updates`` has the
+    params' structure and each floating leaf its param's shape and dtype."""
+    paths, treedef = jax.tree_util.tree_flatten_with_path(params)
+    names = [multipliers.leaf_name(p) for p, _ in paths]
+    try:
+        grads = treedef.flatten_up_to(updates)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"{who}: the gradients do not have the structure of the params: "
+                         f"{e}") from None
+    for name, (_, w), g in zip(names, paths, grads):
+        if not _is_float(w):
+            continue
+        if jnp.shape(g) != jnp.shape(w):
+            raise ValueError(f"{who}: the gradient of {name!r} has shape {jnp.shape(g)}, "
+                             f"its param has shape {jnp.shape(w)}")
+        if jnp.result_type(g) != jnp.result_type(w):
+            raise TypeError(f"{who}: the gradient of {name!r} has dtype {jnp.result_type(g)}, "
+                            f"its param has dtype {jnp.result_type(w)}")
+    return names, treedef
+
+
+def _scale_by_multipliers(value: Any, spec: Any, params: Any, argname: str) -> Any:
+    """``value * multiplier`` per leaf. MXNet multiplies Python floats (float64)
+    and then rounds to float32: a static value is multiplied the same way here;
+    a traced one (a schedule, an injected hyperparameter) in its own dtype."""
+    mults = multipliers.resolve(spec, params, argname)
+    if mults is None:
+        return jax.tree.map(lambda _: value, params)
+
+    def scaled(m):
+        if m == 1.0:
+            return value
+        if not v.is_traced(value) and not callable(value):
+            return float(np.asarray(value)) * m
+        return value * m
+
+    return jax.tree.map(scaled, mults)
+
+
 def _learning_rate_at(learning_rate: ScalarOrSchedule, count: Optional[jax.Array]):
     return learning_rate(count) if callable(learning_rate) else learning_rate
 
@@ -178,24 +245,31 @@ def rescale_gradient(rescale_grad: Scalar) -> optax.GradientTransformation:
     return optax.GradientTransformation(_empty_init, update_fn)
 
 
-def add_weight_decay(wd: Scalar) -> optax.GradientTransformation:
+def add_weight_decay(wd: Scalar, wd_mult: Any = None) -> optax.GradientTransformation:
     """MXNet's weight decay, added to the gradient *before* clipping:
-    :math:`g \\leftarrow g + \\lambda w`.
+    :math:`g \\leftarrow g + (\\lambda \\cdot m) w`.
 
     Place it before :func:`clip_gradient` to follow MXNet (the decay term is
     clipped together with the gradient).
 
     Args:
       wd: the L2 coefficient :math:`\\lambda`; finite and >= 0.
+      wd_mult: per-parameter multipliers :math:`m` (see :mod:`mxopt.multipliers`),
+        e.g. :func:`mxopt.multipliers.no_decay_for_biases_and_norms`.
     """
     v.check_scalar("wd", wd, low=0.0)
+
+    def init_fn(params):
+        multipliers.resolve(wd_mult, params, "wd_mult")  # report bad names early
+        return optax.EmptyState()
 
     def update_fn(updates, state, params=None):
         if params is None:
             raise ValueError(_NEEDS_PARAMS.format("add_weight_decay"))
-        return jax.tree.map(lambda g, w: _decay(g, w, wd), updates, params), state
+        wds = _scale_by_multipliers(wd, wd_mult, params, "wd_mult")
+        return jax.tree.map(lambda g, w, d: _decay(g, w, d), updates, params, wds), state
 
-    return optax.GradientTransformation(_empty_init, update_fn)
+    return optax.GradientTransformation(init_fn, update_fn)
 
 
 def clip_gradient(bound: Optional[Scalar]) -> optax.GradientTransformation:
@@ -304,25 +378,28 @@ class ScaleByLearningRateState(NamedTuple):
     count: jax.Array
 
 
-def scale_by_learning_rate(learning_rate: ScalarOrSchedule) -> optax.GradientTransformation:
-    """Scale by the negated learning rate: :math:`u \\leftarrow -\\eta \\, u`.
+def scale_by_learning_rate(learning_rate: ScalarOrSchedule,
+                           lr_mult: Any = None) -> optax.GradientTransformation:
+    """Scale by the negated learning rate: :math:`u \\leftarrow -(\\eta m) \\, u`.
 
     A schedule is called with the number of updates done so far (0 first), the
     optax convention.
 
     Args:
       learning_rate: a float >= 0, a JAX scalar, or a schedule.
+      lr_mult: per-parameter multipliers :math:`m` (see :mod:`mxopt.multipliers`).
     """
     v.check_learning_rate(learning_rate)
 
     def init_fn(params):
-        del params
+        multipliers.resolve(lr_mult, params, "lr_mult")  # report bad names early
         return ScaleByLearningRateState(count=jnp.zeros([], jnp.int32))
 
     def update_fn(updates, state, params=None):
         del params
         lr = _learning_rate_at(learning_rate, state.count)
-        updates = jax.tree.map(lambda u: -_rounded(_hyper(lr, u) * u), updates)
+        lrs = _scale_by_multipliers(lr, lr_mult, updates, "lr_mult")
+        updates = jax.tree.map(lambda u, r: -_rounded(_hyper(r, u) * u), updates, lrs)
         return updates, ScaleByLearningRateState(count=optax.safe_increment(state.count))
 
     return optax.GradientTransformation(init_fn, update_fn)
@@ -334,8 +411,8 @@ class GravesMomentumState(NamedTuple):
     delta: optax.Updates
 
 
-def graves_momentum(learning_rate: ScalarOrSchedule,
-                    gamma2: Scalar = 0.9) -> optax.GradientTransformation:
+def graves_momentum(learning_rate: ScalarOrSchedule, gamma2: Scalar = 0.9,
+                    lr_mult: Any = None) -> optax.GradientTransformation:
     """Graves' momentum buffer with the learning rate *inside* it, as in MXNet.
 
     .. math::
@@ -348,21 +425,48 @@ def graves_momentum(learning_rate: ScalarOrSchedule,
       learning_rate: a float >= 0, a JAX scalar, or a schedule (called with the
         number of updates done so far).
       gamma2: the momentum factor, in [0, 1).
+      lr_mult: per-parameter multipliers of the learning rate.
     """
     v.check_learning_rate(learning_rate)
     v.check_scalar("gamma2", gamma2, low=0.0, high=1.0, high_open=True)
 
     def init_fn(params):
+        multipliers.resolve(lr_mult, params, "lr_mult")  # report bad names early
         return GravesMomentumState(count=jnp.zeros([], jnp.int32),
                                    delta=optax.tree_utils.tree_zeros_like(params))
 
     def update_fn(updates, state, params=None):
         del params
         lr = _learning_rate_at(learning_rate, state.count)
+        lrs = _scale_by_multipliers(lr, lr_mult, updates, "lr_mult")
         delta = jax.tree.map(
-            lambda u, d: _rounded(_hyper(gamma2, u) * d) - _rounded(_hyper(lr, u) * u),
-            updates, state.delta)
+            lambda u, d, r: _rounded(_hyper(gamma2, u) * d) - _rounded(_hyper(r, u) * u),
+            updates, state.delta, lrs)
         return delta, GravesMomentumState(count=optax.safe_increment(state.count), delta=delta)
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+def scale_by_lr_mult(lr_mult: Any) -> optax.GradientTransformation:
+    """Multiply each leaf's update by its learning-rate multiplier, MXNet's
+    ``lr_mult`` for any optax optimizer: ``optax.chain(optax.adam(1e-3),
+    mxopt.scale_by_lr_mult({"*bias": 2.0}))``.
+
+    Args:
+      lr_mult: a multiplier specification (see :mod:`mxopt.multipliers`).
+    """
+    if lr_mult is None:
+        raise TypeError("lr_mult must be a dict, a tree of floats or a callable, got None")
+
+    def init_fn(params):
+        multipliers.resolve(lr_mult, params, "lr_mult")  # report bad names early
+        return optax.EmptyState()
+
+    def update_fn(updates, state, params=None):
+        del params
+        mults = multipliers.resolve(lr_mult, updates, "lr_mult")
+        return jax.tree.map(lambda u, m: u if m == 1.0 else _rounded(_hyper(m, u) * u),
+                            updates, mults), state
 
     return optax.GradientTransformation(init_fn, update_fn)
 
