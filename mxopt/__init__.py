@@ -1,5 +1,6 @@
 """mxopt: MXNet 1.9.1's optimizers as pure JAX/Optax gradient transformations."""
 from mxopt import multipliers, precision, reference, transforms
+from mxopt.facade import Optimizer, RMSProp, Updater, create, get_updater, register
 from mxopt.alias import CenteredRMSPropState, RMSPropState, rmsprop, rmsprop_chain
 from mxopt.precision import MasterWeightsState, master_weights
 from mxopt.transforms import (
@@ -21,6 +22,12 @@ from mxopt.transforms import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "Optimizer",
+    "RMSProp",
+    "Updater",
+    "create",
+    "register",
+    "get_updater",
     "rmsprop",
     "rmsprop_chain",
     "master_weights",

@@ -36,7 +36,7 @@ def rmsprop(learning_rate: ScalarOrSchedule = 0.001, gamma1: Scalar = 0.9,
             clip_weights: Optional[Scalar] = None, *, wd: Scalar = 0.0,
             rescale_grad: Scalar = 1.0, clip_gradient: Optional[Scalar] = None,
             lr_mult: multipliers.MultiplierSpec = None,
-            wd_mult: multipliers.MultiplierSpec = None,
+            wd_mult: multipliers.MultiplierSpec = None, begin_num_update: int = 0,
             multi_precision: bool = False) -> optax.GradientTransformation:
     """MXNet 1.9.1's RMSProp as an Optax gradient transformation.
 
@@ -71,8 +71,10 @@ def rmsprop(learning_rate: ScalarOrSchedule = 0.001, gamma1: Scalar = 0.9,
     "Numerics").
 
     Args:
-      learning_rate: float >= 0, JAX scalar, or an optax schedule (called with the
-        number of updates done so far, from 0).
+      learning_rate: float >= 0, JAX scalar, an optax schedule (called with the
+        number of updates done so far, ``schedule(count)``), or an
+        :mod:`mxopt.lr_scheduler` scheduler (MXNet's rule: the k-th update uses
+        ``scheduler(begin_num_update + k)``, k = 1, 2, ...).
       gamma1: decay of the running mean(s), in [0, 1).
       gamma2: momentum factor of the centered variant, in [0, 1).
       epsilon: added under the square root, >= 0.
@@ -85,6 +87,8 @@ def rmsprop(learning_rate: ScalarOrSchedule = 0.001, gamma1: Scalar = 0.9,
         :mod:`mxopt.multipliers`): a leaf's rate is ``learning_rate * lr_mult``.
       wd_mult: per-parameter weight-decay multipliers: a leaf's decay is
         ``wd * wd_mult`` (e.g. :func:`mxopt.multipliers.mxnet_module_wd_mult`).
+      begin_num_update: the update count to start from, as MXNet's; the state's
+        ``count`` is MXNet's ``num_update``.
       multi_precision: keep float32 master copies of float16/bfloat16 params
         and run the optimizer on them (:func:`mxopt.master_weights`).
 
@@ -106,10 +110,11 @@ def rmsprop(learning_rate: ScalarOrSchedule = 0.001, gamma1: Scalar = 0.9,
     v.check_scalar("rescale_grad", rescale_grad, low=0.0, low_open=True)
     v.check_scalar("clip_gradient", clip_gradient, low=0.0, allow_none=True)
     v.check_bool("multi_precision", multi_precision)
+    count0 = T._initial_count(begin_num_update)
     if multi_precision:
         inner = rmsprop(learning_rate, gamma1, gamma2, epsilon, centered, clip_weights, wd=wd,
                         rescale_grad=rescale_grad, clip_gradient=clip_gradient,
-                        lr_mult=lr_mult, wd_mult=wd_mult)
+                        lr_mult=lr_mult, wd_mult=wd_mult, begin_num_update=begin_num_update)
         return precision.master_weights(inner)
 
     def gradient(grad, w, wd_leaf):
@@ -143,7 +148,7 @@ def rmsprop(learning_rate: ScalarOrSchedule = 0.001, gamma1: Scalar = 0.9,
         multipliers.resolve(lr_mult, params, "lr_mult")
         multipliers.resolve(wd_mult, params, "wd_mult")
         zeros = T._zeros_for_float_leaves
-        count = jnp.zeros([], jnp.int32)
+        count = count0
         if centered:
             return CenteredRMSPropState(count=count, n=zeros(params), g_avg=zeros(params),
                                         delta=zeros(params))
@@ -180,7 +185,8 @@ def rmsprop_chain(learning_rate: ScalarOrSchedule = 0.001, gamma1: Scalar = 0.9,
                   clip_weights: Optional[Scalar] = None, *, wd: Scalar = 0.0,
                   rescale_grad: Scalar = 1.0, clip_gradient: Optional[Scalar] = None,
                   lr_mult: multipliers.MultiplierSpec = None,
-                  wd_mult: multipliers.MultiplierSpec = None) -> optax.GradientTransformation:
+                  wd_mult: multipliers.MultiplierSpec = None,
+                  begin_num_update: int = 0) -> optax.GradientTransformation:
     """:func:`rmsprop` built as an ``optax.chain`` of :mod:`mxopt.transforms`.
 
     Same arguments and the same mathematics as :func:`rmsprop`, as separate pieces
@@ -198,9 +204,11 @@ def rmsprop_chain(learning_rate: ScalarOrSchedule = 0.001, gamma1: Scalar = 0.9,
     ]
     if centered:
         parts += [transforms.scale_by_centered_rms(gamma1, epsilon),
-                  transforms.graves_momentum(learning_rate, gamma2, lr_mult)]
+                  transforms.graves_momentum(learning_rate, gamma2, lr_mult,
+                                             begin_num_update)]
     else:
         parts += [transforms.scale_by_rms(gamma1, epsilon),
-                  transforms.scale_by_learning_rate(learning_rate, lr_mult)]
+                  transforms.scale_by_learning_rate(learning_rate, lr_mult,
+                                                    begin_num_update)]
     parts.append(transforms.clip_weights(clip_weights))
     return optax.chain(*parts)

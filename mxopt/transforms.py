@@ -212,8 +212,30 @@ def _scale_by_multipliers(value: Any, spec: Any, params: Any, argname: str) -> A
     return jax.tree.map(scaled, mults)
 
 
-def _learning_rate_at(learning_rate: ScalarOrSchedule, count: Optional[jax.Array]):
+def _is_mxnet_scheduler(learning_rate: Any) -> bool:
+    from mxopt import lr_scheduler  # noqa: PLC0415 (lr_scheduler imports this module)
+    return isinstance(learning_rate, lr_scheduler.LRScheduler)
+
+
+def _learning_rate_at(learning_rate: ScalarOrSchedule, count: jax.Array):
+    """The rate of the update that follows ``count`` updates.
+
+    An :mod:`mxopt.lr_scheduler` scheduler follows MXNet, which increments
+    ``num_update`` before reading the rate: ``scheduler(count + 1)``. Any other
+    schedule follows optax: ``schedule(count)``.
+    """
+    if _is_mxnet_scheduler(learning_rate):
+        return learning_rate(count + 1)
     return learning_rate(count) if callable(learning_rate) else learning_rate
+
+
+def _initial_count(begin_num_update: Any) -> jax.Array:
+    if isinstance(begin_num_update, (bool, np.bool_)) or not isinstance(
+            begin_num_update, (int, np.integer)):
+        raise TypeError(f"begin_num_update must be an int, got {begin_num_update!r}")
+    if not 0 <= begin_num_update < 2**31 - 1:
+        raise ValueError(f"begin_num_update must be in [0, 2**31 - 1), got {begin_num_update}")
+    return jnp.asarray(begin_num_update, jnp.int32)
 
 
 def _map_leaves(fn, num_outputs: int, tree: Any, *others: Any):
@@ -378,22 +400,25 @@ class ScaleByLearningRateState(NamedTuple):
     count: jax.Array
 
 
-def scale_by_learning_rate(learning_rate: ScalarOrSchedule,
-                           lr_mult: Any = None) -> optax.GradientTransformation:
+def scale_by_learning_rate(learning_rate: ScalarOrSchedule, lr_mult: Any = None,
+                           begin_num_update: int = 0) -> optax.GradientTransformation:
     """Scale by the negated learning rate: :math:`u \\leftarrow -(\\eta m) \\, u`.
 
-    A schedule is called with the number of updates done so far (0 first), the
-    optax convention.
+    An optax schedule is called with the number of updates done so far (from
+    ``begin_num_update``), the optax convention; an :mod:`mxopt.lr_scheduler`
+    scheduler with that number plus one, MXNet's.
 
     Args:
       learning_rate: a float >= 0, a JAX scalar, or a schedule.
       lr_mult: per-parameter multipliers :math:`m` (see :mod:`mxopt.multipliers`).
+      begin_num_update: the update count to start from (a resumed run).
     """
     v.check_learning_rate(learning_rate)
+    count0 = _initial_count(begin_num_update)
 
     def init_fn(params):
         multipliers.resolve(lr_mult, params, "lr_mult")  # report bad names early
-        return ScaleByLearningRateState(count=jnp.zeros([], jnp.int32))
+        return ScaleByLearningRateState(count=count0)
 
     def update_fn(updates, state, params=None):
         del params
@@ -412,7 +437,8 @@ class GravesMomentumState(NamedTuple):
 
 
 def graves_momentum(learning_rate: ScalarOrSchedule, gamma2: Scalar = 0.9,
-                    lr_mult: Any = None) -> optax.GradientTransformation:
+                    lr_mult: Any = None, begin_num_update: int = 0
+                    ) -> optax.GradientTransformation:
     """Graves' momentum buffer with the learning rate *inside* it, as in MXNet.
 
     .. math::
@@ -422,17 +448,19 @@ def graves_momentum(learning_rate: ScalarOrSchedule, gamma2: Scalar = 0.9,
     only affects new contributions, unlike ``optax.trace`` followed by a scale.
 
     Args:
-      learning_rate: a float >= 0, a JAX scalar, or a schedule (called with the
-        number of updates done so far).
+      learning_rate: a float >= 0, a JAX scalar, or a schedule (counted as in
+        :func:`scale_by_learning_rate`).
       gamma2: the momentum factor, in [0, 1).
       lr_mult: per-parameter multipliers of the learning rate.
+      begin_num_update: the update count to start from (a resumed run).
     """
     v.check_learning_rate(learning_rate)
     v.check_scalar("gamma2", gamma2, low=0.0, high=1.0, high_open=True)
+    count0 = _initial_count(begin_num_update)
 
     def init_fn(params):
         multipliers.resolve(lr_mult, params, "lr_mult")  # report bad names early
-        return GravesMomentumState(count=jnp.zeros([], jnp.int32),
+        return GravesMomentumState(count=count0,
                                    delta=optax.tree_utils.tree_zeros_like(params))
 
     def update_fn(updates, state, params=None):

@@ -1,0 +1,305 @@
+"""The MXNet-style class API: mxopt.RMSProp, registry, Updater."""
+import itertools
+import json
+import os
+import pickle
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import mxopt
+from mxopt import reference
+from tests.conftest import GOLDEN_DIR
+
+_FACADE = np.load(os.path.join(GOLDEN_DIR, "rmsprop_facade.npz"))
+_META = json.loads(str(_FACADE["meta"]))
+
+
+class _Mults:
+    def __init__(self, lr_mult, wd_mult):
+        self.lr_mult, self.wd_mult = lr_mult, wd_mult
+
+
+def _build(scenario):
+    kwargs = dict(scenario["kwargs"])
+    if scenario.get("idx2name"):
+        kwargs["param_idx2name"] = dict(enumerate(_META["names"]))
+    if "param_dict" in scenario:
+        kwargs["param_dict"] = {int(k): _Mults(*v) for k, v in scenario["param_dict"].items()}
+    if "sym_attr_dict" in scenario:
+        kwargs["sym"] = scenario["sym_attr_dict"]
+    if "scheduler" in scenario:
+        kwargs["lr_scheduler"] = mxopt.lr_scheduler.FactorScheduler(**scenario["scheduler"])
+    return mxopt.RMSProp(**kwargs)
+
+
+@pytest.mark.parametrize("s", range(len(_META["scenarios"])),
+                         ids=[sc["name"] for sc in _META["scenarios"]])
+def test_golden_scenarios_through_the_updater(s):
+    scenario = _META["scenarios"][s]
+    dtype = jnp.dtype(scenario.get("dtype", "float32"))
+    opt = _build(scenario)
+    updater = mxopt.get_updater(opt)
+    n = len(_META["names"])
+    weights = [jnp.asarray(_FACADE[f"p{i}_w0"]).astype(dtype) for i in range(n)]
+    for step in range(1, _META["steps"] + 1):
+        for key, value in scenario["events"].get(str(step), {}).items():
+            if key == "set_learning_rate":
+                opt.set_learning_rate(value)
+            else:
+                getattr(opt, key)({int(k) if k.isdigit() else k: m for k, m in value.items()})
+        for i in range(n):
+            grad = jnp.asarray(_FACADE[f"p{i}_grads"][step - 1]).astype(dtype)
+            weights[i] = updater(i, grad, weights[i])
+    assert opt.num_update == scenario["num_update"]
+    assert opt.learning_rate == scenario["learning_rate"]
+    for i in range(n):
+        got, want = np.asarray(weights[i]), _FACADE[f"s{s}_p{i}_weight"]
+        assert got.dtype == want.dtype
+        if scenario["kwargs"].get("clip_weights"):
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+        else:  # one numerical code path, MXNet's rounding: bit for bit
+            np.testing.assert_array_equal(got, want)
+
+
+class PyRMSProp(mxopt.Optimizer):
+    """Reference optimizer in the style of MXNet's test_optimizer.py: MXNet's
+    Python-side bookkeeping (inherited) around the NumPy kernels."""
+
+    def __init__(self, learning_rate=0.001, gamma1=0.9, gamma2=0.9, epsilon=1e-8,
+                 centered=False, clip_weights=None, **kwargs):
+        super().__init__(learning_rate=learning_rate, **kwargs)
+        self.gamma1, self.gamma2, self.epsilon = gamma1, gamma2, epsilon
+        self.centered, self.clip_weights = centered, clip_weights
+
+    def create_state(self, index, weight):
+        return tuple(np.zeros(weight.shape, np.asarray(weight).dtype)
+                     for _ in range(3 if self.centered else 1))
+
+    def update(self, index, weight, grad, state):
+        self._update_count(index)
+        kw = dict(lr=self._get_lr(index), wd=self._get_wd(index), gamma1=self.gamma1,
+                  epsilon=self.epsilon, rescale_grad=self.rescale_grad,
+                  clip_gradient=self.clip_gradient, clip_weights=self.clip_weights)
+        weight, grad = np.asarray(weight), np.asarray(grad)
+        if self.centered:
+            w, *state = reference.rmspropalex_update(weight, grad, *state,
+                                                     gamma2=self.gamma2, **kw)
+        else:
+            w, *state = reference.rmsprop_update(weight, grad, *state, **kw)
+        return jnp.asarray(w), tuple(state)
+
+
+_GRID = list(itertools.product(
+    [{}, {"clip_weights": 0.01}],
+    [{}, {"clip_gradient": 0.4}, {"clip_gradient": 0.5}],
+    [{}, {"centered": False}, {"centered": True}],
+    [{}, {"rescale_grad": 0.14}, {"rescale_grad": 0.8}],
+    [{}, {"wd": 0.03}, {"wd": 0.05}, {"wd": 0.07}],
+    [{}, {"multi_precision": False}, {"multi_precision": True}],
+))
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+def test_rms_option_grid_against_python_reference(dtype):
+    # MXNet's test_rms: the same grid, float16 only with multi_precision.
+    rng = np.random.RandomState(0)
+    shape = (3, 4, 5)
+    checked = 0
+    for options in _GRID:
+        kwargs = {k: val for opt in options for k, val in opt.items()}
+        if dtype == np.float16 and not kwargs.get("multi_precision"):
+            continue
+        w0 = rng.uniform(-1, 1, size=shape).astype(dtype)
+        grads = [rng.uniform(-1, 1, size=shape).astype(dtype) for _ in range(3)]
+        results = []
+        for opt in (PyRMSProp(**kwargs), mxopt.RMSProp(**kwargs)):
+            updater = mxopt.get_updater(opt)
+            w = jnp.asarray(w0)
+            for g in grads:
+                w = updater(0, jnp.asarray(g), w)
+            results.append((np.asarray(w), updater.states[0]))
+        (w_ref, s_ref), (w_got, s_got) = results
+        assert w_got.dtype == dtype
+        if kwargs.get("clip_weights"):  # within an ulp (of float16, for float16 weights)
+            tol = dict(rtol=2 ** -10, atol=2 ** -24) if dtype == np.float16 else dict(
+                rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(w_got, w_ref, err_msg=str(kwargs), **tol)
+        else:
+            np.testing.assert_array_equal(w_got, w_ref, err_msg=str(kwargs))
+        for a, b in zip(jax.tree.leaves(s_got), jax.tree.leaves(s_ref)):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+        checked += 1
+    assert checked == (len(_GRID) // 3 if dtype == np.float16 else len(_GRID))
+
+
+def test_registry_and_create():
+    assert mxopt.Optimizer.opt_registry["rmsprop"] is mxopt.RMSProp
+    assert isinstance(mxopt.create("RMSProp", learning_rate=0.1), mxopt.RMSProp)
+    assert isinstance(mxopt.Optimizer.create_optimizer("rmsprop"), mxopt.RMSProp)
+    with pytest.raises(ValueError, match="Cannot find optimizer nadam"):
+        mxopt.create("nadam")
+
+    class MyOpt(mxopt.Optimizer):
+        pass
+
+    try:
+        assert mxopt.register(MyOpt) is MyOpt
+        assert isinstance(mxopt.create("myopt"), MyOpt)
+        with pytest.warns(UserWarning, match="overriding"):
+            mxopt.register(MyOpt)
+    finally:
+        mxopt.Optimizer.opt_registry.pop("myopt")
+
+
+def test_defaults_and_learning_rate_rules(capsys):
+    opt = mxopt.RMSProp()
+    assert (opt.lr, opt.gamma1, opt.gamma2, opt.epsilon, opt.centered, opt.clip_weights) == (
+        0.001, 0.9, 0.9, 1e-8, False, None)
+    assert (opt.wd, opt.rescale_grad, opt.clip_gradient, opt.num_update) == (0.0, 1.0, None, 0)
+    assert mxopt.Optimizer().lr == 0.01
+    opt.set_learning_rate(0.5)
+    assert opt.learning_rate == 0.5
+
+    class Const:
+        base_lr = 0.3
+
+        def __call__(self, num_update):
+            return self.base_lr
+
+    sched = Const()
+    opt = mxopt.RMSProp(lr_scheduler=sched)  # RMSProp's default lr overrides base_lr
+    assert sched.base_lr == 0.001 and "overwritten" in capsys.readouterr().out
+    with pytest.raises(UserWarning, match="LRScheduler"):
+        opt.set_learning_rate(0.1)
+    with pytest.raises(DeprecationWarning):
+        opt.set_lr_scale({})
+
+
+def test_idx2name_default_wd_rule_and_precedence():
+    opt = mxopt.RMSProp(wd=0.1, param_idx2name={0: "fc_weight", 1: "fc_bias", 2: "bn_gamma"},
+                        param_dict={2: _Mults(3.0, 0.5)})
+    assert [opt._get_wd(i) for i in range(3)] == [0.1, 0.0, 0.1 * 0.5]
+    opt.set_lr_mult({"fc_weight": 2.0, 1: 4.0})
+    assert [opt._get_lr(i) for i in range(3)] == [0.001 * 2.0, 0.001 * 4.0, 0.001 * 3.0]
+    opt = mxopt.RMSProp(sym={"fc_weight": {"__lr_mult__": "2", "__wd_mult__": "0"}},
+                        param_idx2name={0: "fc_weight"}, wd=0.1)
+    assert opt._get_lr(0) == 0.002 and opt._get_wd(0) == 0.0
+
+
+def test_update_returns_new_weight_and_state_and_counts():
+    opt = mxopt.RMSProp(learning_rate=0.1, centered=True)
+    w = jnp.ones(3)
+    state = opt.create_state(0, w)
+    assert len(state) == 3
+    new_w, new_state = opt.update(0, w, jnp.ones(3), state)
+    assert float(new_w[0]) < 1.0 and len(new_state) == 3
+    opt.update(1, w, jnp.ones(3), state)
+    opt.update(1, w, jnp.ones(3), state)
+    assert opt._index_update_count == {0: 1, 1: 2} and opt.num_update == 2
+
+
+def test_no_recompilation_when_hyperparameters_change():
+    opt = mxopt.RMSProp(learning_rate=0.1, param_idx2name={0: "a_weight", 1: "b_weight"})
+    updater = mxopt.get_updater(opt)
+    w = [jnp.ones(4), jnp.ones(4)]
+    w = [updater(i, jnp.ones(4), w[i]) for i in range(2)]
+    before = mxopt.facade._rmsprop_step._cache_size()
+    for k in range(5):
+        opt.set_learning_rate(0.1 / (k + 1))
+        opt.set_lr_mult({"a_weight": float(k)})
+        opt.set_wd_mult({"b_weight": 0.5 * k})
+        opt.rescale_grad = 1.0 / (k + 1)
+        opt.clip_gradient = None if k % 2 else 0.5
+        w = [updater(i, jnp.ones(4), w[i]) for i in range(2)]
+    assert mxopt.facade._rmsprop_step._cache_size() == before
+
+
+@pytest.mark.parametrize("dump_optimizer", [False, True])
+def test_get_set_states_round_trip_mid_run(dump_optimizer):
+    rng = np.random.RandomState(0)
+    grads = [jnp.asarray(rng.normal(size=5), jnp.float32) for _ in range(10)]
+
+    def make():
+        return mxopt.get_updater(mxopt.RMSProp(learning_rate=0.05, centered=True, wd=0.01,
+                                               multi_precision=True))
+
+    full, w_full = make(), jnp.ones(5, jnp.float16)
+    for g in grads:
+        w_full = full(0, g.astype(jnp.float16), w_full)
+    first, w = make(), jnp.ones(5, jnp.float16)
+    for g in grads[:4]:
+        w = first(0, g.astype(jnp.float16), w)
+    blob = first.get_states(dump_optimizer=dump_optimizer)
+    second = make()
+    second.set_states(blob)
+    if not dump_optimizer:  # counts live in the optimizer: carry them over by hand
+        second.optimizer = pickle.loads(pickle.dumps(first.optimizer))
+    for g in grads[4:]:
+        w = second(0, g.astype(jnp.float16), w)
+    np.testing.assert_array_equal(np.asarray(w), np.asarray(w_full))
+    assert second.optimizer.num_update == 10
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("touch /tmp/mxopt_pwned",))
+
+
+def test_set_states_refuses_arbitrary_objects(tmp_path):
+    marker = "/tmp/mxopt_pwned"
+    if os.path.exists(marker):
+        os.remove(marker)
+    updater = mxopt.get_updater(mxopt.RMSProp())
+    with pytest.raises(pickle.UnpicklingError, match="posix.system|os.system"):
+        updater.set_states(pickle.dumps({0: _Evil()}))
+    assert not os.path.exists(marker)
+    with pytest.raises(TypeError):
+        updater.set_states("not bytes")
+
+
+@pytest.mark.parametrize("kwargs, exc, name", [
+    (dict(gamma1=1.0), ValueError, "gamma1"), (dict(epsilon=-1.0), ValueError, "epsilon"),
+    (dict(clip_weights=-1.0), ValueError, "clip_weights"),
+    (dict(learning_rate="fast"), TypeError, "learning_rate"),
+    (dict(wd=-1.0), ValueError, "wd"), (dict(begin_num_update=-1), ValueError, "begin_num_update"),
+    (dict(param_idx2name=[1]), TypeError, "param_idx2name"),
+    (dict(centered=1), TypeError, "centered"), (dict(momentum=0.9), TypeError, "momentum"),
+])
+def test_bad_constructor_arguments(kwargs, exc, name):
+    with pytest.raises(exc, match=name):
+        mxopt.RMSProp(**kwargs)
+
+
+def test_mismatched_grad_names_the_index():
+    opt = mxopt.RMSProp()
+    w = jnp.ones(3)
+    with pytest.raises(ValueError, match="index 7"):
+        opt.update(7, w, jnp.ones(4), opt.create_state(7, w))
+
+
+def test_mxnet_style_script_ports_with_only_the_weight_change():
+    # An MXNet 1.9.1 script, ported: `import mxnet as mx` -> `import mxopt`, and
+    # `updater(i, g, w)` -> `w = updater(i, g, w)`.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        optimizer = mxopt.create("rmsprop", learning_rate=0.01, centered=True,
+                                 rescale_grad=1.0 / 8, wd=1e-4, clip_gradient=5.0,
+                                 param_idx2name={0: "fc1_weight", 1: "fc1_bias"})
+        updater = mxopt.get_updater(optimizer)
+    x = jnp.linspace(-1, 1, 8)[:, None]
+    y = 3 * x + 1
+    params = [jnp.zeros((1, 1)), jnp.zeros(1)]
+
+    def loss(params):
+        return jnp.sum((x @ params[0] + params[1] - y) ** 2)
+
+    first = float(loss(params))
+    for _ in range(300):
+        grads = jax.grad(loss)(params)
+        for i in range(2):
+            params[i] = updater(i, grads[i], params[i])
+    assert float(loss(params)) < 0.01 * first
