@@ -1,5 +1,5 @@
 """mxopt: MXNet 1.9.1's optimizers as pure JAX/Optax gradient transformations."""
-from mxopt import reference, transforms
+from mxopt import lr_scheduler, reference, transforms
 from mxopt.alias import CenteredRMSPropState, RMSPropState, rmsprop, rmsprop_chain
 from mxopt.transforms import (
     GravesMomentumState,
