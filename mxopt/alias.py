@@ -159,8 +159,8 @@ def rmsprop(learning_rate: ScalarOrSchedule = 0.001, gamma1: Scalar = 0.9,
             raise ValueError("mxopt.rmsprop needs the params: call "
                              "tx.update(grads, state, params)")
         names, treedef = T._check_grads_match_params(updates, params, "mxopt.rmsprop")
-        lr = T._learning_rate_at(learning_rate, state.count)
-        lrs = treedef.flatten_up_to(T._scale_by_multipliers(lr, lr_mult, params, "lr_mult"))
+        lrs = treedef.flatten_up_to(T._learning_rates(learning_rate, state.count, lr_mult,
+                                                      params))
         wds = treedef.flatten_up_to(T._scale_by_multipliers(wd, wd_mult, params, "wd_mult"))
         buffers = ("n", "g_avg", "delta") if centered else ("n",)
         leaf_fn = centered_leaf if centered else plain_leaf

@@ -229,7 +229,31 @@ def _learning_rate_at(learning_rate: ScalarOrSchedule, count: jax.Array):
     return learning_rate(count) if callable(learning_rate) else learning_rate
 
 
+def _learning_rates(learning_rate: ScalarOrSchedule, count: jax.Array, lr_mult: Any,
+                    tree: Any) -> Any:
+    """Per-leaf learning rates of the update that follows ``count`` updates.
+
+    For an :mod:`mxopt.lr_scheduler` scheduler the product ``rate * lr_mult`` is
+    taken in float64 on the host, as MXNet does, before the float32 cast.
+    """
+    if _is_mxnet_scheduler(learning_rate):
+        from mxopt import lr_scheduler  # noqa: PLC0415
+        mults = multipliers.resolve(lr_mult, tree, "lr_mult")
+        if mults is None:
+            return jax.tree.map(lambda _: learning_rate(count + 1), tree)
+        return jax.tree.map(
+            lambda m: lr_scheduler.mxnet_schedule(learning_rate, lr_mult=m)(count), mults)
+    lr = _learning_rate_at(learning_rate, count)
+    return _scale_by_multipliers(lr, lr_mult, tree, "lr_mult")
+
+
 def _initial_count(begin_num_update: Any) -> jax.Array:
+    # optax.inject_hyperparams hands every int argument over as an array.
+    if (isinstance(begin_num_update, (jax.Array, np.ndarray)) and begin_num_update.ndim == 0
+            and jnp.issubdtype(begin_num_update.dtype, jnp.integer)):
+        if v.is_traced(begin_num_update):
+            return begin_num_update.astype(jnp.int32)
+        begin_num_update = int(begin_num_update)
     if isinstance(begin_num_update, (bool, np.bool_)) or not isinstance(
             begin_num_update, (int, np.integer)):
         raise TypeError(f"begin_num_update must be an int, got {begin_num_update!r}")
@@ -422,8 +446,7 @@ def scale_by_learning_rate(learning_rate: ScalarOrSchedule, lr_mult: Any = None,
 
     def update_fn(updates, state, params=None):
         del params
-        lr = _learning_rate_at(learning_rate, state.count)
-        lrs = _scale_by_multipliers(lr, lr_mult, updates, "lr_mult")
+        lrs = _learning_rates(learning_rate, state.count, lr_mult, updates)
         updates = jax.tree.map(lambda u, r: -_rounded(_hyper(r, u) * u), updates, lrs)
         return updates, ScaleByLearningRateState(count=optax.safe_increment(state.count))
 
@@ -465,8 +488,7 @@ def graves_momentum(learning_rate: ScalarOrSchedule, gamma2: Scalar = 0.9,
 
     def update_fn(updates, state, params=None):
         del params
-        lr = _learning_rate_at(learning_rate, state.count)
-        lrs = _scale_by_multipliers(lr, lr_mult, updates, "lr_mult")
+        lrs = _learning_rates(learning_rate, state.count, lr_mult, updates)
         delta = jax.tree.map(
             lambda u, d, r: _rounded(_hyper(gamma2, u) * d) - _rounded(_hyper(r, u) * u),
             updates, state.delta, lrs)
