@@ -15,6 +15,11 @@ from mxopt.transforms import Scalar, ScalarOrSchedule
 __all__ = ["rmsprop", "rmsprop_chain", "RMSPropState", "CenteredRMSPropState"]
 
 
+# apply_if_finite applies the update anyway after this many consecutive
+# non-finite steps; skip_nonfinite means never.
+_NEVER_GIVE_UP = 2**31 - 1
+
+
 class RMSPropState(NamedTuple):
     """State of :func:`rmsprop` with ``centered=False``: MXNet's ``(n,)`` plus the
     number of updates done (drives schedules)."""
@@ -37,7 +42,8 @@ def rmsprop(learning_rate: ScalarOrSchedule = 0.001, gamma1: Scalar = 0.9,
             rescale_grad: Scalar = 1.0, clip_gradient: Optional[Scalar] = None,
             lr_mult: multipliers.MultiplierSpec = None,
             wd_mult: multipliers.MultiplierSpec = None, begin_num_update: int = 0,
-            multi_precision: bool = False) -> optax.GradientTransformation:
+            multi_precision: bool = False,
+            skip_nonfinite: bool = False) -> optax.GradientTransformation:
     """MXNet 1.9.1's RMSProp as an Optax gradient transformation.
 
     With :math:`\\nabla` the incoming gradient and :math:`w` the weight, each step
@@ -91,6 +97,12 @@ def rmsprop(learning_rate: ScalarOrSchedule = 0.001, gamma1: Scalar = 0.9,
         ``count`` is MXNet's ``num_update``.
       multi_precision: keep float32 master copies of float16/bfloat16 params
         and run the optimizer on them (:func:`mxopt.master_weights`).
+      skip_nonfinite: by default a NaN or infinite gradient propagates into the
+        weights and state, as in MXNet. True skips any step whose gradients
+        are not all finite, leaving params and optimizer state untouched, and
+        counts the skipped steps (``optax.apply_if_finite``'s state:
+        ``total_notfinite``; inside ``MasterWeightsState.inner_state`` with
+        ``multi_precision``).
 
     Integer and bool leaves pass through untouched and get no state.
 
@@ -110,12 +122,17 @@ def rmsprop(learning_rate: ScalarOrSchedule = 0.001, gamma1: Scalar = 0.9,
     v.check_scalar("rescale_grad", rescale_grad, low=0.0, low_open=True)
     v.check_scalar("clip_gradient", clip_gradient, low=0.0, allow_none=True)
     v.check_bool("multi_precision", multi_precision)
+    v.check_bool("skip_nonfinite", skip_nonfinite)
     count0 = T._initial_count(begin_num_update)
-    if multi_precision:
+    if multi_precision or skip_nonfinite:
         inner = rmsprop(learning_rate, gamma1, gamma2, epsilon, centered, clip_weights, wd=wd,
                         rescale_grad=rescale_grad, clip_gradient=clip_gradient,
                         lr_mult=lr_mult, wd_mult=wd_mult, begin_num_update=begin_num_update)
-        return precision.master_weights(inner)
+        if skip_nonfinite:
+            # Inside the master weights, so the check and the skipped update see
+            # float32 gradients and updates.
+            inner = optax.apply_if_finite(inner, max_consecutive_errors=_NEVER_GIVE_UP)
+        return precision.master_weights(inner) if multi_precision else inner
 
     def gradient(grad, w, wd_leaf):
         g = T._decay(T._rescale(grad, rescale_grad), w, wd_leaf)

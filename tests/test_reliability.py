@@ -1,0 +1,178 @@
+"""Bad input, odd trees, non-finite gradients, numerical edge cases, round trips."""
+import pickle
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import mxopt
+from mxopt import reference
+
+
+def _step(tx, params, grads, state=None, jit=True):
+    state = tx.init(params) if state is None else state
+    update = jax.jit(tx.update) if jit else tx.update
+    updates, state = update(grads, state, params)
+    return optax.apply_updates(params, updates), state
+
+
+# ---- odd trees, one case at a time -------------------------------------------
+
+@pytest.mark.parametrize("centered", [False, True])
+@pytest.mark.parametrize("params", [
+    {}, [], (), {"a": {}},
+    {"scalar": jnp.asarray(1.5)},
+    {"empty": jnp.zeros((0, 3))},
+    {"w": jnp.ones(2), "none": None},
+    {"int": jnp.arange(3), "bool": jnp.asarray([True, False]), "w": jnp.ones(2)},
+], ids=["empty-dict", "empty-list", "empty-tuple", "nested-empty", "scalar", "zero-size",
+        "none-leaf", "int-bool-leaves"])
+def test_odd_trees_work(params, centered):
+    tx = mxopt.rmsprop(0.1, centered=centered, wd=0.1, clip_weights=1.0)
+
+    def grad_of(p):
+        if p is None:
+            return None
+        if jnp.issubdtype(p.dtype, jnp.floating):
+            return jnp.ones_like(p)
+        return np.zeros(p.shape, jax.dtypes.float0)
+
+    grads = jax.tree.map(grad_of, params, is_leaf=lambda x: x is None)
+    new, state = _step(tx, params, grads)
+    chex.assert_trees_all_equal_structs(new, params)
+    for p, q in zip(jax.tree.leaves(params), jax.tree.leaves(new)):
+        assert p.dtype == q.dtype and p.shape == q.shape
+        if not jnp.issubdtype(p.dtype, jnp.floating):
+            chex.assert_trees_all_equal(p, q)  # untouched, no state
+    assert int(state.count) == 1
+
+
+def test_structure_mismatch_names_the_problem():
+    tx = mxopt.rmsprop()
+    params = {"a": jnp.ones(2), "b": jnp.ones(2)}
+    state = tx.init(params)
+    with pytest.raises(ValueError, match="structure of the params"):
+        tx.update({"a": jnp.ones(2)}, state, params)
+    with pytest.raises(ValueError, match="'b'.*shape"):
+        tx.update({"a": jnp.ones(2), "b": jnp.ones(3)}, state, params)
+    with pytest.raises(TypeError, match="'b'.*dtype"):
+        tx.update({"a": jnp.ones(2), "b": jnp.ones(2, jnp.float16)}, state, params)
+
+
+def test_state_from_other_params_is_an_error():
+    tx = mxopt.rmsprop(centered=True)
+    state = tx.init({"a": jnp.ones(2)})
+    params = {"a": jnp.ones(2), "b": jnp.ones(2)}
+    with pytest.raises(ValueError):
+        tx.update(jax.tree.map(jnp.ones_like, params), state, params)
+
+
+# ---- non-finite gradients ------------------------------------------------------
+
+def _without_guard(state):
+    """The optimizer state minus apply_if_finite's own counters."""
+    if isinstance(state, mxopt.MasterWeightsState):
+        return state.master, state.inner_state.inner_state
+    return state.inner_state
+
+
+def params_int_dtype():
+    return jnp.arange(2).dtype
+
+
+@pytest.mark.parametrize("centered", [False, True])
+def test_nan_gradient_propagates_by_default_as_in_mxnet(centered):
+    params = {"w": jnp.ones(3)}
+    new, state = _step(mxopt.rmsprop(0.1, centered=centered), params,
+                       {"w": jnp.asarray([jnp.nan, 1.0, 1.0])})
+    assert np.isnan(new["w"][0]) and np.all(np.isfinite(new["w"][1:]))
+    assert np.isnan(state.n["w"][0])
+
+
+@pytest.mark.parametrize("centered", [False, True])
+@pytest.mark.parametrize("multi_precision", [False, True])
+def test_skip_nonfinite_steps_keeps_params_and_state(centered, multi_precision):
+    # The documented policy: skip_nonfinite=True (optax.apply_if_finite, placed
+    # inside the float32 master weights when there are any).
+    tx = mxopt.rmsprop(0.05, centered=centered, multi_precision=multi_precision, wd=0.01,
+                       skip_nonfinite=True)
+    dtype = jnp.float16 if multi_precision else jnp.float32
+    params = {"w": jnp.linspace(-1, 1, 6, dtype=dtype), "k": jnp.arange(2)}
+    # Integer leaves get a zero update in their own dtype; apply_if_finite needs
+    # the gradients to carry that dtype too (not float0).
+    good = {"w": jnp.full(6, 0.5, dtype), "k": jnp.zeros(2, params_int_dtype())}
+    params, state = _step(tx, params, good)
+    before_params, before_state = params, state
+    for bad in (jnp.nan, jnp.inf, -jnp.inf):
+        grads = {"w": good["w"].at[2].set(bad), "k": good["k"]}
+        params, state = _step(tx, params, grads, state)
+        chex.assert_trees_all_equal(params, before_params)
+        chex.assert_trees_all_equal(_without_guard(state), _without_guard(before_state))
+    guard = state.inner_state if multi_precision else state
+    assert int(guard.total_notfinite) == 3
+    params, state = _step(tx, params, good, state)
+    guard = state.inner_state if multi_precision else state
+    assert int(guard.notfinite_count) == 0 and int(guard.inner_state.count) == 2
+    assert np.all(np.isfinite(np.asarray(params["w"], np.float32)))
+
+
+# ---- numerical edge cases against the reference ------------------------------
+
+@pytest.mark.parametrize("grad, epsilon", [
+    (0.0, 1e-8), (1e30, 1e-8), (-1e30, 1e-8), (1e-30, 1e-8), (1e-30, 0.0), (0.0, 0.0),
+    (3e38, 1e-8),
+])
+@pytest.mark.parametrize("centered", [False, True])
+@pytest.mark.parametrize("jit", [False, True])
+def test_edge_values_match_mxnet_reference(grad, epsilon, centered, jit):
+    w0 = np.asarray([0.5, -0.25, 0.0], np.float32)
+    g = np.full(3, grad, np.float32)
+    tx = mxopt.rmsprop(0.01, epsilon=epsilon, centered=centered)
+    new, state = _step(tx, {"w": jnp.asarray(w0)}, {"w": jnp.asarray(g)}, jit=jit)
+    zeros = np.zeros_like(w0)
+    if centered:
+        want, *_ = reference.rmspropalex_update(w0, g, zeros, zeros, zeros, lr=0.01,
+                                                epsilon=epsilon)
+    else:
+        want, _ = reference.rmsprop_update(w0, g, zeros, lr=0.01, epsilon=epsilon)
+    # Bit for bit, NaN included: e.g. a zero gradient with epsilon 0 is 0/0 = NaN
+    # in MXNet, and mxopt does not guard it (README, "Numerics").
+    np.testing.assert_array_equal(np.asarray(new["w"]), want)
+
+
+def test_centered_variance_rounding_negative_gives_nan_like_mxnet():
+    # n - g_avg**2 + eps < 0 by rounding: both MXNet and mxopt return NaN.
+    w = np.asarray([1.0], np.float32)
+    n, g_avg, delta = (np.asarray([x], np.float32) for x in (1.0, 1.0000001, 0.0))
+    tx = mxopt.rmsprop(0.01, gamma1=0.999999, epsilon=0.0, centered=True)
+    state = mxopt.CenteredRMSPropState(count=jnp.asarray(0, jnp.int32), n={"w": n},
+                                       g_avg={"w": g_avg}, delta={"w": delta})
+    new, _ = _step(tx, {"w": jnp.asarray(w)}, {"w": jnp.asarray(w)}, state)
+    want, *_ = reference.rmspropalex_update(w, w, n, g_avg, delta, lr=0.01, gamma1=0.999999,
+                                            epsilon=0.0)
+    assert np.isnan(want[0])
+    np.testing.assert_array_equal(np.asarray(new["w"]), want)
+
+
+# ---- state round trips ----------------------------------------------------------
+
+@pytest.mark.parametrize("kwargs", [dict(), dict(centered=True),
+                                    dict(centered=True, multi_precision=True)])
+def test_pickled_state_continues_bit_identically(kwargs):
+    rng = np.random.RandomState(0)
+    dtype = jnp.float16 if kwargs.get("multi_precision") else jnp.float32
+    params = {"w": jnp.asarray(rng.normal(size=(4, 3)), dtype)}
+    grads = [{"w": jnp.asarray(rng.normal(size=(4, 3)), dtype)} for _ in range(6)]
+    tx = mxopt.rmsprop(0.01, wd=0.01, **kwargs)
+    p, s = params, tx.init(params)
+    for g in grads[:3]:
+        p, s = _step(tx, p, g, s)
+    p2, s2 = pickle.loads(pickle.dumps((p, s)))
+    chex.assert_trees_all_equal(s2, s)
+    for g in grads[3:]:
+        p, s = _step(tx, p, g, s)
+        p2, s2 = _step(tx, p2, g, s2)
+    chex.assert_trees_all_equal((p, s), (p2, s2))
