@@ -11,21 +11,13 @@ The file holds the shared inputs (initial weights, gradient sequences) once and,
 per configuration, the weights after selected steps and the final states.
 """
 import itertools
-import json
-import os
-import sys
 
 import numpy as np
 
-try:
-    import mxnet as mx
-except ImportError:  # pragma: no cover - only ever run in the side venv
-    sys.exit("tools/make_golden.py needs MXNet 1.9.1: run it with ../mxref/bin/python")
+from _mxref import import_mxnet, save_golden
 
-assert mx.__version__ == "1.9.1", mx.__version__
+mx = import_mxnet()
 
-OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "tests", "golden",
-                   "rmsprop_core.npz")
 STEPS = 60
 RECORD_STEPS = (1, 2, 3, 10, 30, 60)
 SHAPES = ((3, 4, 5), (17,), (1,), (2, 3))
@@ -101,10 +93,7 @@ def main():
             arrays[f"c{c}_{key}"] = value
     meta = dict(mxnet=mx.__version__, numpy=np.__version__, steps=STEPS,
                 record_steps=RECORD_STEPS, shapes=SHAPES, configs=configs)
-    arrays["meta"] = np.array(json.dumps(meta))
-    np.savez_compressed(OUT, **arrays)
-    print(f"wrote {len(configs)} configurations to {os.path.normpath(OUT)} "
-          f"({os.path.getsize(OUT) / 1024:.0f} KiB)")
+    save_golden("rmsprop_core.npz", arrays, meta, f"{len(configs)} configurations")
 
 
 if __name__ == "__main__":

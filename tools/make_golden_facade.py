@@ -9,21 +9,13 @@ Symbol attributes, a FactorScheduler with ``begin_num_update`` and float16
 ``multi_precision``. Each scenario is described in JSON ("events" at given
 steps) so that the test replays it through mxopt. Deterministic (fixed seeds).
 """
-import json
-import os
-import sys
 
 import numpy as np
 
-try:
-    import mxnet as mx
-except ImportError:  # pragma: no cover - only ever run in the side venv
-    sys.exit("tools/make_golden_facade.py needs MXNet 1.9.1: run it with ../mxref/bin/python")
+from _mxref import import_mxnet, save_golden
 
-assert mx.__version__ == "1.9.1", mx.__version__
+mx = import_mxnet()
 
-OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "tests", "golden",
-                   "rmsprop_facade.npz")
 STEPS = 60
 NAMES = ("fc1_weight", "fc1_bias", "bn_gamma", "bn_beta")
 SHAPES = ((4, 3), (3,), (3,), (3,))
@@ -101,10 +93,7 @@ def main():
         scenario["num_update"] = opt.num_update
         scenario["learning_rate"] = opt.learning_rate
     meta = dict(mxnet=mx.__version__, steps=STEPS, names=NAMES, scenarios=SCENARIOS)
-    arrays["meta"] = np.array(json.dumps(meta))
-    np.savez_compressed(OUT, **arrays)
-    print(f"wrote {len(SCENARIOS)} scenarios to {os.path.normpath(OUT)} "
-          f"({os.path.getsize(OUT) / 1024:.0f} KiB)")
+    save_golden("rmsprop_facade.npz", arrays, meta, f"{len(SCENARIOS)} scenarios")
 
 
 if __name__ == "__main__":

@@ -7,21 +7,13 @@ and the float32 master copies after 60 steps (and after step 1), plus the final
 optimizer state. Deterministic (fixed seeds).
 """
 import itertools
-import json
-import os
-import sys
 
 import numpy as np
 
-try:
-    import mxnet as mx
-except ImportError:  # pragma: no cover - only ever run in the side venv
-    sys.exit("tools/make_golden_mp.py needs MXNet 1.9.1: run it with ../mxref/bin/python")
+from _mxref import import_mxnet, save_golden
 
-assert mx.__version__ == "1.9.1", mx.__version__
+mx = import_mxnet()
 
-OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "tests", "golden",
-                   "rmsprop_mp.npz")
 STEPS = 60
 SHAPES = ((4, 5), (9,), (1,))
 
@@ -70,10 +62,7 @@ def main():
             for name, s in zip(("n", "g_avg", "delta"), state):
                 arrays[f"c{c}_p{i}_{name}"] = s.asnumpy()
     meta = dict(mxnet=mx.__version__, steps=STEPS, shapes=SHAPES, configs=configs)
-    arrays["meta"] = np.array(json.dumps(meta))
-    np.savez_compressed(OUT, **arrays)
-    print(f"wrote {len(configs)} configurations to {os.path.normpath(OUT)} "
-          f"({os.path.getsize(OUT) / 1024:.0f} KiB)")
+    save_golden("rmsprop_mp.npz", arrays, meta, f"{len(configs)} configurations")
 
 
 if __name__ == "__main__":

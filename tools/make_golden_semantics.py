@@ -7,21 +7,13 @@ Writes tests/golden/rmsprop_semantics.npz, replayed by tests/test_semantics.py
 through ``mxopt.rmsprop(..., lr_mult=..., wd_mult=..., learning_rate=<mxopt
 scheduler>, begin_num_update=...)``. Deterministic (fixed seeds).
 """
-import json
-import os
-import sys
 
 import numpy as np
 
-try:
-    import mxnet as mx
-except ImportError:  # pragma: no cover - only ever run in the side venv
-    sys.exit("tools/make_golden_semantics.py needs MXNet 1.9.1: run it with ../mxref/bin/python")
+from _mxref import import_mxnet, save_golden
 
-assert mx.__version__ == "1.9.1", mx.__version__
+mx = import_mxnet()
 
-OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "tests", "golden",
-                   "rmsprop_semantics.npz")
 STEPS = 60
 NAMES = ("fc1_weight", "fc1_bias", "bn_gamma", "bn_beta", "fc2_weight")
 SHAPES = ((5, 4), (4,), (4,), (4,), (4, 3))
@@ -71,10 +63,7 @@ def main():
                               wd=0.02, rescale_grad=0.5, clip_gradient=2.0))
     meta = dict(mxnet=mx.__version__, steps=STEPS, names=NAMES, lr_mult=LR_MULT,
                 wd_mult=WD_MULT, scenarios=scenarios)
-    arrays["meta"] = np.array(json.dumps(meta))
-    np.savez_compressed(OUT, **arrays)
-    print(f"wrote {len(scenarios)} scenarios to {os.path.normpath(OUT)} "
-          f"({os.path.getsize(OUT) / 1024:.0f} KiB)")
+    save_golden("rmsprop_semantics.npz", arrays, meta, f"{len(scenarios)} scenarios")
 
 
 if __name__ == "__main__":
