@@ -23,21 +23,10 @@ Writes tests/golden/schedulers.npz, deterministically:
   constructing (and then calling) each scheduler setting in MXNet: ``"ok"``,
   ``"init:<Exception>"`` or ``"call:<Exception>"``.
 """
-import json
-import os
-import sys
-
 import numpy as np
+from _mxref import import_mxnet, save_golden
 
-try:
-    import mxnet as mx
-except ImportError:  # pragma: no cover - only ever run in the side venv
-    sys.exit("tools/make_golden_schedulers.py needs MXNet 1.9.1: run it with ../mxref/bin/python")
-
-assert mx.__version__ == "1.9.1", mx.__version__
-
-OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "tests", "golden",
-                   "schedulers.npz")
+mx = import_mxnet()
 STEPS = 10_000
 OPT_STEPS = 60
 
@@ -277,13 +266,11 @@ def main():
     meta = dict(mxnet=mx.__version__, numpy=np.__version__, steps=STEPS, opt_steps=OPT_STEPS,
                 sequences=SEQUENCES, optimizers=OPTIMIZERS, optimizer_kwargs=OPT_KWARGS,
                 validation=validation)
-    arrays["meta"] = np.array(json.dumps(meta))
-    np.savez_compressed(OUT, **arrays)
     for case in validation:
         print(f"{case['id']:40s} {case['mxnet']}")
-    print(f"wrote {len(SEQUENCES)} sequences, {len(OPTIMIZERS)} optimizer runs, "
-          f"{len(validation)} validation cases to {os.path.normpath(OUT)} "
-          f"({os.path.getsize(OUT) / 1024:.0f} KiB)")
+    save_golden("schedulers.npz", arrays, meta,
+                f"{len(SEQUENCES)} sequences, {len(OPTIMIZERS)} optimizer runs, "
+                f"{len(validation)} validation cases")
 
 
 if __name__ == "__main__":
