@@ -153,11 +153,23 @@ def _is_float(x: Any) -> bool:
     return jnp.issubdtype(jnp.result_type(x), jnp.floating)
 
 
+def _zeros_like_sharded(p: jax.Array) -> jax.Array:
+    """Zeros with ``p``'s shape, dtype and, under ``jax.jit``, sharding.
+
+    ``jnp.zeros_like`` of a traced param is a constant, which GSPMD leaves
+    unsharded: ``jax.jit(tx.init)`` would put all the state on one device. This
+    elementwise expression is exactly +0 for every value of ``p`` (NaN and inf
+    included) yet depends on ``p``, so the state takes ``p``'s sharding.
+    """
+    m = jnp.minimum(jnp.abs(p), jnp.zeros((), p.dtype))
+    return jnp.where(m == m, m, jnp.zeros((), p.dtype))
+
+
 def _zeros_for_float_leaves(params: Any) -> Any:
-    """Zeros like each floating leaf; ``optax.MaskedNode()`` for integer/bool leaves,
-    which optimizers leave untouched and keep no state for."""
-    return jax.tree.map(lambda p: jnp.zeros_like(p) if _is_float(p) else optax.MaskedNode(),
-                        params)
+    """Zeros like each floating leaf (sharded like it); ``optax.MaskedNode()`` for
+    integer/bool leaves, which optimizers leave untouched and keep no state for."""
+    return jax.tree.map(
+        lambda p: _zeros_like_sharded(p) if _is_float(p) else optax.MaskedNode(), params)
 
 
 def _warn_low_precision(params: Any, who: str) -> None:
