@@ -1,5 +1,6 @@
 """mxopt: MXNet 1.9.1's optimizers as pure JAX/Optax gradient transformations."""
 from mxopt import reference, transforms
+from mxopt import interop
 from mxopt.alias import CenteredRMSPropState, RMSPropState, rmsprop, rmsprop_chain
 from mxopt.transforms import (
     GravesMomentumState,
