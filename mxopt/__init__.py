@@ -1,5 +1,5 @@
 """mxopt: MXNet 1.9.1's optimizers as pure JAX/Optax gradient transformations."""
-from mxopt import lr_scheduler, multipliers, precision, reference, transforms
+from mxopt import interop, lr_scheduler, multipliers, precision, reference, transforms
 from mxopt.facade import Optimizer, RMSProp, Updater, create, get_updater, register
 from mxopt.alias import CenteredRMSPropState, RMSPropState, rmsprop, rmsprop_chain
 from mxopt.precision import MasterWeightsState, master_weights
@@ -34,6 +34,7 @@ __all__ = [
     "MasterWeightsState",
     "multipliers",
     "lr_scheduler",
+    "interop",
     "precision",
     "RMSPropState",
     "CenteredRMSPropState",

@@ -1,0 +1,972 @@
+"""MXNet 1.9.1's file formats in pure Python + NumPy (no JAX, no MXNet).
+
+This module is the byte-level half of :mod:`mxopt.interop`. It imports nothing but
+the standard library and NumPy so that ``tools/make_golden_interop.py`` can load it
+by path inside the MXNet side virtualenv (NumPy 1.23, no JAX) and prove, with real
+MXNet, that what it writes loads and continues there.
+
+Formats (MXNet 1.9.1, ``src/ndarray/ndarray.cc``, ``src/c_api/c_api.cc``), all
+little-endian:
+
+* NDArray list file (``mx.nd.save``, Gluon ``save_parameters``, ``export``)::
+
+      uint64 0x112, uint64 reserved,
+      uint64 count, count * NDArray,
+      uint64 name_count (0 or count), name_count * (uint64 length, utf-8 bytes)
+
+* one NDArray (``NDArray::Save``; also the payload of a pickled NDArray)::
+
+      uint32 magic        0xF993FAC9 (v2) or 0xF993FACA (v3: numpy-shape semantics)
+      int32  storage      0 dense (1 row_sparse, 2 csr: refused here)
+      int32  ndim, ndim * int64 dims
+      int32  dev_type, int32 dev_id
+      int32  dtype flag   0 f32, 1 f64, 2 f16, 3 u8, 4 i32, 5 i8, 6 i64, 7 bool
+      prod(dims) * itemsize bytes of C-ordered data
+
+  In v2 a 0-d shape means "no array" (MXNet writes 0-d arrays outside numpy-shape
+  semantics but cannot load them back); v3 files hold 0-d arrays and load in MXNet
+  only under numpy-shape semantics (``mx.np_shape(True)``, or ``mx.npx.load`` after
+  ``mx.npx.set_np()``).
+
+* ``.states`` files (``Updater.get_states`` / Gluon ``Trainer.save_states``): a
+  pickle of ``{index: NDArray | tuple of NDArrays | None}``, or of the pair
+  ``(states, optimizer)`` with ``dump_optimizer=True`` (what ``save_states``
+  writes). An NDArray pickles as ``NDArray(None)`` followed by
+  ``__setstate__({'handle': bytearray(<one NDArray as above>)})``; the optimizer
+  as its class plus its ``__dict__`` (without ``param_dict``), its LR scheduler
+  likewise.
+
+Pickles can run arbitrary code. :func:`restricted_loads` never imports or calls
+anything but the few MXNet, NumPy and builtin names MXNet's files contain, each
+replaced by an inert stand-in; everything else is refused before it runs.
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import io
+import math
+import os
+import pickle
+import pickletools
+import reprlib
+import struct
+import types
+import uuid
+from typing import Any, Mapping, Optional, Sequence, Union
+
+import numpy as np
+
+__all__ = [
+    "MXNetFormatError", "UnsafePickleError", "MXNetObject", "MXNetStates",
+    "loads_params", "dumps_params", "decode_ndarray", "encode_ndarray",
+    "restricted_loads", "loads_states", "dumps_states", "atomic_write",
+    "rmsprop_optimizer", "OPTIMIZER_CLASSES", "SCHEDULER_CLASSES",
+]
+
+LIST_MAGIC = 0x112
+V1_MAGIC = 0xF993FAC8
+V2_MAGIC = 0xF993FAC9
+V3_MAGIC = 0xF993FACA
+
+# mshadow type flags MXNet 1.9.1's Python frontend can create and save.
+_DTYPE_BY_FLAG = {0: np.dtype("<f4"), 1: np.dtype("<f8"), 2: np.dtype("<f2"),
+                  3: np.dtype("u1"), 4: np.dtype("<i4"), 5: np.dtype("i1"),
+                  6: np.dtype("<i8"), 7: np.dtype("?")}
+_FLAG_BY_DTYPE = {dt.newbyteorder("="): flag for flag, dt in _DTYPE_BY_FLAG.items()}
+# Flags mshadow defines but MXNet 1.9.1's Python frontend cannot create.
+_UNSUPPORTED_FLAGS = {8: "int16", 9: "uint16", 10: "uint32", 11: "uint64", 12: "bfloat16"}
+_STORAGE_NAMES = {-1: "undefined", 0: "default (dense)", 1: "row_sparse", 2: "csr"}
+_DEVICE_TYPES = {1: "cpu", 2: "gpu", 3: "cpu_pinned", 5: "cpu_shared"}
+_MAX_NDIM = 32
+_MAX_BYTES = 2 ** 63 - 1  # NumPy's limit on an array's size, even with a zero dimension
+# Smallest possible encoded dense NDArray: magic, storage, ndim, context (2), flag.
+_MIN_NDARRAY_BYTES = 4 * 6
+# Pickled structures nest a few levels; anything deeper is not an MXNet file.
+_MAX_DEPTH = 64
+
+_OPTIMIZER_MODULE = "mxnet.optimizer.optimizer"
+OPTIMIZER_CLASSES = frozenset(
+    f"{_OPTIMIZER_MODULE}.{name}" for name in (
+        "Optimizer", "SGD", "Signum", "FTML", "LARS", "LBSGD", "LAMB", "DCASGD", "NAG",
+        "SGLD", "ccSGD", "Adam", "AdaGrad", "RMSProp", "AdaDelta", "Ftrl", "Adamax",
+        "Nadam", "Test")) | {"mxnet.optimizer.contrib.GroupAdaGrad"}
+SCHEDULER_CLASSES = frozenset(
+    f"mxnet.lr_scheduler.{name}" for name in (
+        "LRScheduler", "FactorScheduler", "MultiFactorScheduler", "PolyScheduler",
+        "CosineScheduler"))
+_NDARRAY_CLASSES = frozenset({"mxnet.ndarray.ndarray.NDArray", "mxnet.numpy.ndarray"})
+RMSPROP_CLASS = f"{_OPTIMIZER_MODULE}.RMSProp"
+
+
+class MXNetFormatError(ValueError):
+    """A file or byte string is not a valid (or not a supported) MXNet file."""
+
+
+class UnsafePickleError(MXNetFormatError):
+    """A pickle refers to something other than the MXNet classes a checkpoint holds."""
+
+
+def _fail(source: str, message: str) -> MXNetFormatError:
+    return MXNetFormatError(f"{source}: {message}")
+
+
+# --------------------------------------------------------------------------------------
+# NDArray binary format
+# --------------------------------------------------------------------------------------
+
+class _Cursor:
+    """Bounds-checked little-endian reads: every length is checked against the bytes
+    that are left before anything is allocated."""
+
+    def __init__(self, data, source: str):
+        self.buf = memoryview(data).cast("B")
+        self.pos = 0
+        self.source = source
+
+    @property
+    def remaining(self) -> int:
+        return len(self.buf) - self.pos
+
+    def take(self, n: int, what: str) -> memoryview:
+        if n > self.remaining:
+            raise _fail(self.source, f"truncated: {what} needs {n} bytes at offset "
+                                     f"{self.pos}, only {self.remaining} left")
+        out = self.buf[self.pos:self.pos + n]
+        self.pos += n
+        return out
+
+    def unpack(self, fmt: str, what: str):
+        return struct.unpack(fmt, self.take(struct.calcsize(fmt), what))[0]
+
+    def u32(self, what):
+        return self.unpack("<I", what)
+
+    def i32(self, what):
+        return self.unpack("<i", what)
+
+    def u64(self, what):
+        return self.unpack("<Q", what)
+
+    def i64(self, what):
+        return self.unpack("<q", what)
+
+
+def _read_ndarray(cur: _Cursor, label: str) -> np.ndarray:
+    """Read one dense NDArray at the cursor (``NDArray::Load``)."""
+    at = cur.pos
+    magic = cur.u32(f"{label}: magic number")
+    if magic == V1_MAGIC or magic not in (V2_MAGIC, V3_MAGIC):
+        if magic == V1_MAGIC:
+            why = "is the pre-1.0 format v1, which mxopt does not read"
+        else:
+            why = (f"is not an NDArray magic number (expected 0x{V2_MAGIC:08x} or "
+                   f"0x{V3_MAGIC:08x}): not an MXNet NDArray, a legacy pre-1.0 one, or a "
+                   f"corrupt one")
+        raise _fail(cur.source, f"{label} at offset {at}: magic 0x{magic:08x} {why}")
+    np_shape = magic == V3_MAGIC
+    stype = cur.i32(f"{label}: storage type")
+    if stype != 0:
+        kind = _STORAGE_NAMES.get(stype, f"unknown ({stype})")
+        raise _fail(cur.source, f"{label} has {kind} storage; mxopt reads dense arrays only "
+                                f"(in MXNet, save arr.tostype('default') instead)")
+    ndim = cur.i32(f"{label}: ndim")
+    if np_shape and ndim == -1:
+        raise _fail(cur.source, f"{label} has an unknown shape (an NDArray placeholder "
+                                f"without data)")
+    if not np_shape and ndim == 0:
+        raise _fail(cur.source, f"{label} has ndim 0 outside numpy-shape semantics: MXNet "
+                                f"reads that as an empty placeholder (it writes 0-d arrays "
+                                f"this way but cannot load them back)")
+    if not 0 <= ndim <= _MAX_NDIM:
+        raise _fail(cur.source, f"{label} claims ndim {ndim} (corrupt file?)")
+    shape = tuple(cur.i64(f"{label}: dimension {d}") for d in range(ndim))
+    if any(d < 0 for d in shape):
+        raise _fail(cur.source, f"{label} has a negative or unknown dimension in shape "
+                                f"{shape} (corrupt file?)")
+    dev_type = cur.i32(f"{label}: device type")
+    cur.i32(f"{label}: device id")
+    if dev_type not in _DEVICE_TYPES:
+        raise _fail(cur.source, f"{label} has unknown device type {dev_type} (corrupt file?)")
+    flag = cur.i32(f"{label}: dtype flag")
+    if flag not in _DTYPE_BY_FLAG:
+        name = _UNSUPPORTED_FLAGS.get(flag)
+        why = f"{name}, which mxopt does not read" if name else "unknown (corrupt file?)"
+        raise _fail(cur.source, f"{label} has dtype flag {flag}: {why}; supported: "
+                                f"{sorted(str(d) for d in _DTYPE_BY_FLAG.values())}")
+    dtype = _DTYPE_BY_FLAG[flag]
+    if math.prod(d for d in shape if d) * dtype.itemsize > _MAX_BYTES:
+        raise _fail(cur.source, f"{label} claims shape {shape}, too large for any array "
+                                f"(corrupt file?)")
+    count = math.prod(shape)
+    raw = cur.take(count * dtype.itemsize, f"{label}: data of shape {shape} and dtype {dtype}")
+    if dtype == np.bool_:
+        # Normalise: a stored byte other than 0/1 would be a non-canonical NumPy bool.
+        data = np.frombuffer(raw, np.uint8) != 0
+    else:
+        data = np.frombuffer(raw, dtype).astype(dtype.newbyteorder("="))
+    return data.reshape(shape)
+
+
+def decode_ndarray(data, source: str = "<bytes>") -> np.ndarray:
+    """One NDArray from its raw bytes (``MXNDArraySaveRawBytes``, the pickle payload)."""
+    cur = _Cursor(data, source)
+    arr = _read_ndarray(cur, "NDArray")
+    if cur.remaining:
+        raise _fail(source, f"{cur.remaining} unexpected bytes after the NDArray")
+    return arr
+
+
+def loads_params(data, source: str = "<bytes>") -> dict:
+    """An NDArray list file's contents as an ordered ``{name: numpy.ndarray}``.
+
+    A file saved from a list (no names) gives the keys ``"0"``, ``"1"``, ...
+    """
+    cur = _Cursor(data, source)
+    header = cur.u64("file header")
+    if header != LIST_MAGIC:
+        raise _fail(source, f"not an MXNet NDArray file: header 0x{header:x} (expected "
+                            f"0x{LIST_MAGIC:x}; an NDArray file starts with bytes 12 01 00 00)")
+    cur.u64("reserved header field")
+    count = cur.u64("array count")
+    if count * _MIN_NDARRAY_BYTES > cur.remaining:
+        raise _fail(source, f"truncated or corrupt: the file claims {count} arrays but only "
+                            f"{cur.remaining} bytes follow")
+    arrays = [_read_ndarray(cur, f"array {i}") for i in range(count)]
+    name_count = cur.u64("name count")
+    if name_count not in (0, count):
+        raise _fail(source, f"corrupt: {name_count} names for {count} arrays")
+    names = []
+    for i in range(name_count):
+        length = cur.u64(f"length of name {i}")
+        raw = bytes(cur.take(length, f"name {i}"))
+        try:
+            names.append(raw.decode("utf-8"))
+        except UnicodeDecodeError as e:
+            raise _fail(source, f"name {i} is not valid UTF-8 ({e})") from None
+    if cur.remaining:
+        raise _fail(source, f"{cur.remaining} unexpected bytes after the last "
+                            f"{'name' if names else 'array'} (corrupt or concatenated file?)")
+    if not names:
+        return {str(i): a for i, a in enumerate(arrays)}
+    out = {}
+    for name, arr in zip(names, arrays):
+        if name in out:
+            raise _fail(source, f"the name {name!r} appears twice")
+        out[name] = arr
+    return out
+
+
+def _mx_array(value: Any, label: str, *, np_shape: bool) -> np.ndarray:
+    try:
+        arr = np.asarray(value)
+    except Exception as e:  # e.g. a jax array on a deleted buffer
+        raise TypeError(f"{label}: cannot be converted to a NumPy array ({e})") from None
+    dtype = arr.dtype.newbyteorder("=") if arr.dtype.byteorder not in "=|" else arr.dtype
+    if dtype not in _FLAG_BY_DTYPE:
+        raise TypeError(f"{label} has dtype {arr.dtype}; MXNet 1.9.1 files hold "
+                        f"{sorted(str(d) for d in _FLAG_BY_DTYPE)}")
+    if arr.ndim == 0 and not np_shape:
+        raise ValueError(f"{label} is 0-d: MXNet 1.9.1 can load 0-d arrays only from files "
+                         f"written with numpy-shape semantics; pass np_shape=True (and load "
+                         f"under mx.np_shape(True) or with mx.npx.load)")
+    if arr.ndim > _MAX_NDIM:
+        raise ValueError(f"{label} has {arr.ndim} dimensions, more than {_MAX_NDIM}")
+    return arr
+
+
+def _encode_ndarray(arr: np.ndarray, *, np_shape: bool) -> bytes:
+    dtype = arr.dtype.newbyteorder("=") if arr.dtype.byteorder not in "=|" else arr.dtype
+    flag = _FLAG_BY_DTYPE[dtype]
+    head = struct.pack("<Iii", V3_MAGIC if np_shape else V2_MAGIC, 0, arr.ndim)
+    head += struct.pack(f"<{arr.ndim}q", *arr.shape)
+    head += struct.pack("<iii", 1, 0, flag)  # cpu(0), dtype flag
+    data = np.ascontiguousarray(arr, dtype=_DTYPE_BY_FLAG[flag])
+    return head + data.tobytes()
+
+
+def encode_ndarray(value: Any, *, np_shape: bool = False, label: str = "array") -> bytes:
+    """One array as ``NDArray::Save`` writes it on cpu(0) (v2, or v3 with ``np_shape``)."""
+    return _encode_ndarray(_mx_array(value, label, np_shape=np_shape), np_shape=np_shape)
+
+
+def dumps_params(arrays: Union[Mapping[str, Any], Sequence[Any]], *,
+                 np_shape: bool = False) -> bytes:
+    """The bytes ``mx.nd.save`` writes for a dict ``{name: array}`` or a list of arrays.
+
+    ``np_shape=False`` writes format v2, which every MXNet 1.x loads with
+    ``mx.nd.load`` (0-d arrays are refused: v2 cannot hold them). ``np_shape=True``
+    writes v3 (numpy-shape semantics; 0-d arrays allowed), which MXNet loads with
+    ``mx.nd.load`` under ``mx.np_shape(True)``, or ``mx.npx.load`` after
+    ``mx.npx.set_np()``.
+    """
+    if not isinstance(np_shape, bool):
+        raise TypeError(f"np_shape must be a bool, got {np_shape!r}")
+    if isinstance(arrays, Mapping):
+        names = list(arrays.keys())
+        for name in names:
+            if not isinstance(name, str):
+                raise TypeError(f"array names must be str, got {type(name).__name__} {name!r}")
+        values = [arrays[n] for n in names]
+        labels = [f"array {n!r}" for n in names]
+    elif isinstance(arrays, (list, tuple)):
+        names = []
+        values = list(arrays)
+        labels = [f"array {i}" for i in range(len(values))]
+    else:
+        raise TypeError(f"arrays must be a dict of name -> array or a list of arrays, got "
+                        f"{type(arrays).__name__}")
+    parts = [struct.pack("<QQQ", LIST_MAGIC, 0, len(values))]
+    parts += [_encode_ndarray(_mx_array(v, label, np_shape=np_shape), np_shape=np_shape)
+              for v, label in zip(values, labels)]
+    parts.append(struct.pack("<Q", len(names)))
+    for name in names:
+        raw = name.encode("utf-8")
+        parts.append(struct.pack("<Q", len(raw)) + raw)
+    return b"".join(parts)
+
+
+def atomic_write(path: Union[str, os.PathLike], data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same directory and
+    an atomic rename, so a crash never leaves a half-written checkpoint behind (an
+    existing file at ``path`` stays intact until the new one is complete)."""
+    path = os.fspath(path)
+    directory, base = os.path.split(os.path.abspath(path))
+    tmp = os.path.join(directory, f".{base}.{uuid.uuid4().hex}.tmp")
+    # 0o666 minus the umask, like open(path, "wb") would give.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+# --------------------------------------------------------------------------------------
+# Inert records
+# --------------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class MXNetObject:
+    """An MXNet object (an optimizer or an LR scheduler) as plain data.
+
+    ``cls`` is the fully qualified class name, e.g.
+    ``"mxnet.optimizer.optimizer.RMSProp"``; ``fields`` is the object's pickled
+    ``__dict__`` (read-only), with NDArrays decoded to NumPy arrays and nested
+    objects as :class:`MXNetObject`. Nothing of MXNet's code is involved.
+    """
+    cls: str
+    fields: Mapping[str, Any]
+
+    def __post_init__(self):
+        if not isinstance(self.cls, str):
+            raise TypeError(f"cls must be a str, got {self.cls!r}")
+        if not isinstance(self.fields, Mapping):
+            raise TypeError(f"fields must be a mapping, got {type(self.fields).__name__}")
+        for key in self.fields:
+            if not isinstance(key, str):
+                raise TypeError(f"{self.cls} field names must be str, got {key!r}")
+        object.__setattr__(self, "fields", types.MappingProxyType(dict(self.fields)))
+
+    @property
+    def name(self) -> str:
+        """The bare class name, e.g. ``"RMSProp"``."""
+        return self.cls.rpartition(".")[2]
+
+    def __getitem__(self, key: str) -> Any:
+        try:
+            return self.fields[key]
+        except KeyError:
+            raise KeyError(f"{self.cls} has no field {key!r}; it has "
+                           f"{sorted(self.fields)}") from None
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.fields.get(key, default)
+
+    def replace(self, **fields) -> "MXNetObject":
+        """A copy with some fields changed."""
+        return MXNetObject(self.cls, {**self.fields, **fields})
+
+    def __repr__(self):
+        inner = ", ".join(f"{k}={v!r}" for k, v in self.fields.items())
+        return f"MXNetObject({self.cls}: {inner})"
+
+
+@dataclasses.dataclass(frozen=True)
+class MXNetStates:
+    """The contents of a ``.states`` file.
+
+    ``states`` maps MXNet's parameter index to its optimizer state as MXNet keeps it:
+    a NumPy array, a tuple of arrays (RMSProp: ``(n,)`` or ``(n, g, delta)``), a
+    ``(float32 master weight, inner state)`` pair for ``multi_precision`` float16
+    weights, or None. ``optimizer`` is the pickled optimizer
+    (``dump_optimizer=True``, what Gluon's ``Trainer.save_states`` writes) or None.
+    """
+    states: Mapping[Union[int, str], Any]
+    optimizer: Optional[MXNetObject] = None
+
+    def __post_init__(self):
+        if not isinstance(self.states, Mapping):
+            raise TypeError(f"states must be a mapping of index -> state, got "
+                            f"{type(self.states).__name__}")
+        if self.optimizer is not None:
+            if not isinstance(self.optimizer, MXNetObject):
+                raise TypeError(f"optimizer must be an MXNetObject or None, got "
+                                f"{type(self.optimizer).__name__}")
+            if self.optimizer.cls not in OPTIMIZER_CLASSES:
+                raise ValueError(f"optimizer must be an MXNet optimizer, got {self.optimizer.cls}")
+        object.__setattr__(self, "states", types.MappingProxyType(dict(self.states)))
+
+
+# --------------------------------------------------------------------------------------
+# Restricted unpickling
+# --------------------------------------------------------------------------------------
+
+class _Stub:
+    """Base of the stand-ins the restricted unpickler builds instead of real objects.
+    Class-level defaults keep a stand-in created through NEWOBJ (which skips
+    ``__init__``) in a well-defined, unbuilt state."""
+    _qualname = "?"
+
+
+class _NDArrayStub(_Stub):
+    """Stands in for ``NDArray(None)``; ``__setstate__`` keeps the raw bytes, which
+    the finalizer decodes."""
+    built = False
+    handle = None
+
+    def __init__(self, *args):
+        if args not in ((), (None,)):
+            raise UnsafePickleError(f"{self._qualname} called with unexpected arguments")
+
+    def __setstate__(self, state):
+        if self.built:
+            raise MXNetFormatError(f"{self._qualname} state set twice")
+        if not isinstance(state, dict) or set(state) != {"handle"}:
+            raise MXNetFormatError(f"{self._qualname} state must be {{'handle': bytes}}, got "
+                                   f"a {type(state).__name__}")
+        handle = state["handle"]
+        if handle is not None and not isinstance(handle, (bytes, bytearray)):
+            raise MXNetFormatError(f"{self._qualname} handle must be bytes, got a "
+                                   f"{type(handle).__name__}")
+        self.handle = handle
+        self.built = True
+
+
+class _ObjectStub(_Stub):
+    """Stands in for an allowed MXNet class; ``__setstate__`` keeps its ``__dict__``."""
+    fields = None
+
+    def __init__(self, *args, **kwargs):
+        if args or kwargs:
+            raise UnsafePickleError(f"{self._qualname} called with arguments: MXNet "
+                                    f"pickles these objects by state only")
+
+    def __setstate__(self, state):
+        if self.fields is not None:
+            raise MXNetFormatError(f"{self._qualname} state set twice")
+        if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
+            raise MXNetFormatError(f"{self._qualname} state must be a dict of attributes, "
+                                   f"got a {type(state).__name__}")
+        self.fields = state
+
+
+_SIMPLE_DTYPES = frozenset("b1 i1 u1 i2 u2 i4 u4 i8 u8 f2 f4 f8".split())
+
+
+class _DTypeStub(_Stub):
+    """Stands in for ``numpy.dtype(spec, align, copy)`` of a plain numeric dtype."""
+    _qualname = "numpy.dtype"
+    spec = None
+    order = "="
+
+    def __init__(self, spec=None, align=False, copy=True):
+        if spec not in _SIMPLE_DTYPES or align is not False or copy is not True:
+            raise UnsafePickleError(f"numpy.dtype{_short((spec, align, copy))} is not a plain "
+                                    f"numeric dtype")
+        self.spec = spec
+
+    def __setstate__(self, state):
+        if not isinstance(state, tuple) or len(state) < 2 or state[1] not in ("<", ">", "|", "="):
+            raise MXNetFormatError(f"numpy.dtype state {_short(state)} is not understood")
+        self.order = state[1]
+
+    def resolve(self) -> np.dtype:
+        if self.spec is None:
+            raise MXNetFormatError("numpy.dtype without a type code")
+        dt = np.dtype(self.spec)
+        return dt if self.order in "|=" else dt.newbyteorder(self.order)
+
+
+class _NumpyArrayStub(_Stub):
+    """Stands in for ``numpy.core.multiarray._reconstruct(ndarray, (0,), b'b')``;
+    ``__setstate__`` keeps ``(shape, dtype, fortran, bytes)`` for the finalizer."""
+    _qualname = "numpy.ndarray"
+    state = None
+
+    def __setstate__(self, state):
+        if (not isinstance(state, tuple) or len(state) != 5 or state[0] != 1
+                or not isinstance(state[1], tuple) or not isinstance(state[2], _DTypeStub)
+                or not isinstance(state[4], (bytes, bytearray)) or self.state is not None):
+            raise MXNetFormatError("numpy array state is not understood")
+        shape = state[1]
+        if (len(shape) > _MAX_NDIM
+                or not all(type(d) is int and d >= 0 for d in shape)):  # noqa: E721
+            raise MXNetFormatError(f"numpy array with invalid shape {_short(shape)}")
+        self.state = state[1:]
+
+
+class _NumpyArrayMarker:
+    """Stands in for the class ``numpy.ndarray``, only as _reconstruct's argument."""
+
+    def __init__(self, *args, **kwargs):
+        raise UnsafePickleError("numpy.ndarray may only appear as an argument of "
+                                "numpy.core.multiarray._reconstruct")
+
+
+def _short(obj) -> str:
+    return reprlib.repr(obj)
+
+
+def _stub_class(base, qualname: str):
+    return type(qualname.rpartition(".")[2], (base,), {"_qualname": qualname})
+
+
+def _allowed_classes():
+    table = {("collections", "OrderedDict"): collections.OrderedDict,
+             ("numpy", "dtype"): _DTypeStub,
+             ("numpy", "ndarray"): _NumpyArrayMarker}
+    for qualname in _NDARRAY_CLASSES:
+        table[tuple(qualname.rsplit(".", 1))] = _stub_class(_NDArrayStub, qualname)
+    for qualname in OPTIMIZER_CLASSES | SCHEDULER_CLASSES:
+        table[tuple(qualname.rsplit(".", 1))] = _stub_class(_ObjectStub, qualname)
+    return table
+
+
+_ALLOWED = _allowed_classes()
+_NUMPY_MODULES = ("numpy.core.multiarray", "numpy._core.multiarray")
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    """``find_class`` is the only way a pickle reaches code; it hands out stand-ins
+    and a few functions bound to this load (which charge the bytes they produce to
+    a budget of the input's size, so shared references cannot amplify memory)."""
+
+    def __init__(self, file, source, budget):
+        super().__init__(file)
+        self._source = source
+        self._budget = budget
+
+    def find_class(self, module, name):
+        key = (module, name)
+        if key == ("builtins", "bytearray"):
+            return self._bytearray
+        if module in _NUMPY_MODULES and name == "scalar":
+            return self._numpy_scalar
+        if module in _NUMPY_MODULES and name == "_reconstruct":
+            return self._numpy_reconstruct
+        try:
+            return _ALLOWED[key]
+        except (KeyError, TypeError):
+            raise UnsafePickleError(
+                f"{self._source}: refusing to load {module}.{name}: an MXNet checkpoint "
+                f"only refers to NDArrays, optimizers and LR schedulers") from None
+
+    def persistent_load(self, pid):
+        raise UnsafePickleError(f"{self._source}: refusing a persistent id in the pickle")
+
+    def _bytearray(self, data=b""):
+        # MXNet pickles an NDArray's bytes as bytearray(b'...'); keep the bytes as-is.
+        if not isinstance(data, bytes):
+            raise UnsafePickleError("bytearray called with something other than bytes")
+        return data  # no copy, so nothing to charge
+
+    def _numpy_scalar(self, dtype=None, data=None):
+        if not isinstance(dtype, _DTypeStub) or not isinstance(data, bytes):
+            raise UnsafePickleError("numpy scalar with an unexpected dtype or payload")
+        dt = dtype.resolve()
+        if len(data) != dt.itemsize:
+            raise MXNetFormatError(f"numpy {dt} scalar with {len(data)} bytes")
+        self._budget.charge(len(data))
+        return np.frombuffer(data, dt)[0].astype(dt.newbyteorder("="))
+
+    def _numpy_reconstruct(self, cls=None, shape=None, typecode=None):
+        if cls is not _NumpyArrayMarker or shape != (0,) or typecode != b"b":
+            raise UnsafePickleError("numpy _reconstruct with unexpected arguments")
+        return _NumpyArrayStub()
+
+
+class _Budget:
+    """Bytes that decoding may still produce: at most the size of the input, which is
+    all a genuine file ever needs (each array's bytes are stored once)."""
+
+    def __init__(self, limit, source):
+        self.left = limit
+        self.source = source
+
+    def charge(self, n):
+        self.left -= n
+        if self.left < 0:
+            raise _fail(self.source, "the pickle reuses array payloads to expand beyond its "
+                                     "own size (not an MXNet checkpoint)")
+
+
+_SCALARS = (type(None), bool, int, float, complex, str, bytes, np.generic)
+
+
+class _Finalizer:
+    """Replace stand-ins by NumPy arrays and :class:`MXNetObject` records, keeping
+    shared references shared (so a hostile DAG cannot blow up) and refusing cycles."""
+
+    def __init__(self, source, budget):
+        self.source = source
+        self.budget = budget
+        self.done = {}
+        self.active = set()
+
+    def __call__(self, obj, depth=0):
+        if isinstance(obj, _SCALARS):
+            return obj
+        key = id(obj)
+        if key in self.done:
+            return self.done[key][1]
+        if key in self.active:
+            raise _fail(self.source, "the pickle holds a reference cycle, which an MXNet "
+                                     "checkpoint never does")
+        if depth > _MAX_DEPTH:
+            raise _fail(self.source, f"the pickle nests deeper than {_MAX_DEPTH} levels")
+        self.active.add(key)
+        try:
+            out = self._convert(obj, depth + 1)
+        finally:
+            self.active.discard(key)
+        self.done[key] = (obj, out)  # keep obj alive so its id stays unique
+        return out
+
+    def _convert(self, obj, depth):
+        if isinstance(obj, bytearray):
+            return bytes(obj)
+        if isinstance(obj, tuple):
+            return tuple(self(x, depth) for x in obj)
+        if isinstance(obj, list):
+            return [self(x, depth) for x in obj]
+        if isinstance(obj, (set, frozenset)):
+            return frozenset(self._key(x, depth) for x in obj)
+        if isinstance(obj, dict):  # includes OrderedDict
+            return {self._key(k, depth): self(v, depth) for k, v in obj.items()}
+        if isinstance(obj, _NDArrayStub):
+            if not obj.built:
+                raise _fail(self.source, f"a {obj._qualname} without state")
+            if obj.handle is None:
+                return None  # NDArray(None): MXNet's empty placeholder
+            self.budget.charge(len(obj.handle))
+            try:
+                return decode_ndarray(obj.handle, source=f"pickled {obj._qualname}")
+            except MXNetFormatError as e:
+                raise _fail(self.source, str(e)) from None
+        if isinstance(obj, _ObjectStub):
+            if obj.fields is None:
+                raise _fail(self.source, f"a {obj._qualname} without state")
+            return MXNetObject(obj._qualname, {k: self(v, depth) for k, v in obj.fields.items()})
+        if isinstance(obj, _DTypeStub):
+            return obj.resolve()
+        if isinstance(obj, _NumpyArrayStub):
+            if obj.state is None:
+                raise _fail(self.source, "a numpy array without state")
+            shape, dtype, fortran, data = obj.state
+            dt = dtype.resolve()
+            if len(data) != math.prod(shape) * dt.itemsize:
+                raise _fail(self.source, f"numpy array of shape {shape} and dtype {dt} with "
+                                         f"{len(data)} bytes")
+            self.budget.charge(len(data))
+            arr = np.frombuffer(data, dt).reshape(shape, order="F" if fortran else "C")
+            return np.array(arr, dtype=dt.newbyteorder("="), order="C")
+        raise _fail(self.source, f"unexpected object of type {type(obj).__name__} in the pickle")
+
+    def _key(self, k, depth):
+        out = self(k, depth)
+        try:
+            hash(out)
+        except TypeError:
+            raise _fail(self.source, f"unhashable {type(out).__name__} used as a key") from None
+        return out
+
+
+def _prescan(data: bytes, source: str) -> None:
+    """Walk the opcodes without executing them: every length the pickle declares
+    must fit in the data (CPython allocates a declared bytes length before reading
+    it), and nothing may follow STOP."""
+    end = None
+    try:
+        for op, arg, pos in pickletools.genops(data):
+            if op.name == "FRAME" and arg > len(data) - pos:
+                raise _fail(source, f"pickle frame at offset {pos} claims {arg} bytes, more "
+                                    f"than the data holds")
+            if op.name == "STOP":
+                end = pos + 1
+    except MXNetFormatError:
+        raise
+    except Exception as e:  # ValueError for truncated arguments or unknown opcodes
+        raise _fail(source, f"not a valid pickle ({e})") from None
+    if end is None:
+        raise _fail(source, "not a valid pickle (no STOP opcode)")
+    if end != len(data):
+        raise _fail(source, f"{len(data) - end} unexpected bytes after the end of the pickle")
+
+
+def restricted_loads(data, source: str = "<bytes>") -> Any:
+    """Unpickle an MXNet ``.states`` payload without running anything.
+
+    Only these globals resolve, each to an inert stand-in: MXNet's ``NDArray`` (and
+    ``mxnet.numpy.ndarray``), its optimizer and LR scheduler classes, ``bytearray``,
+    ``collections.OrderedDict`` and NumPy's scalar/array/dtype reconstructors for
+    plain numeric dtypes. Any other global (``os.system``, ``subprocess.Popen``,
+    ``builtins.eval``, ...) raises :class:`UnsafePickleError` naming it, before
+    anything is called. Returns plain containers, NumPy arrays for NDArrays and
+    :class:`MXNetObject` records for objects.
+    """
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"data must be bytes, got {type(data).__name__}")
+    data = bytes(data)
+    _prescan(data, source)
+    budget = _Budget(len(data), source)
+    unpickler = _RestrictedUnpickler(io.BytesIO(data), source, budget)
+    try:
+        obj = unpickler.load()
+    except MXNetFormatError as e:
+        if str(e).startswith(f"{source}: "):
+            raise
+        raise type(e)(f"{source}: {e}") from None
+    except RecursionError:
+        raise _fail(source, "the pickle nests too deeply") from None
+    except MemoryError:
+        raise _fail(source, "the pickle needs more memory than is available") from None
+    except Exception as e:  # malformed pickles raise many types
+        raise _fail(source, f"not a valid pickle ({type(e).__name__}: {_short(str(e))})") from None
+    return _Finalizer(source, budget)(obj)
+
+
+def loads_states(data, source: str = "<bytes>") -> MXNetStates:
+    """A ``.states`` payload (``Updater.get_states`` / ``Trainer.save_states``) as an
+    :class:`MXNetStates` record, read with :func:`restricted_loads`."""
+    obj = restricted_loads(data, source)
+    optimizer = None
+    # Updater.set_states: a 2-tuple is (states, optimizer), anything else is states.
+    if isinstance(obj, tuple) and len(obj) == 2:
+        obj, optimizer = obj
+        if not isinstance(optimizer, MXNetObject) or optimizer.cls not in OPTIMIZER_CLASSES:
+            raise _fail(source, f"the second element of the (states, optimizer) pair is "
+                                f"{_describe(optimizer)}, not an MXNet optimizer")
+    if not isinstance(obj, dict):
+        raise _fail(source, f"expected a dict of optimizer states (or a (states, optimizer) "
+                            f"pair) as Updater.get_states writes, got {_describe(obj)}")
+    for key, value in obj.items():
+        if isinstance(key, bool) or not isinstance(key, (int, str)):
+            raise _fail(source, f"state key {key!r} is not a parameter index (int or str)")
+        _check_state_value(value, f"{source}: state {key!r}")
+    return MXNetStates(obj, optimizer)
+
+
+def _check_state_value(value, label, depth=0):
+    if value is None or isinstance(value, np.ndarray):
+        return
+    if isinstance(value, (tuple, list)) and depth < 4:
+        for i, v in enumerate(value):
+            _check_state_value(v, f"{label}[{i}]", depth + 1)
+        return
+    raise MXNetFormatError(f"{label} is {_describe(value)}, not an array or a tuple of arrays")
+
+
+def _describe(obj) -> str:
+    if isinstance(obj, MXNetObject):
+        return f"a {obj.cls} object"
+    return f"a {type(obj).__name__}"
+
+
+# --------------------------------------------------------------------------------------
+# Writing pickles MXNet 1.9.1 loads
+# --------------------------------------------------------------------------------------
+
+class _PickleWriter:
+    """A minimal protocol-3 pickle emitter for exactly the values a ``.states`` file
+    holds, referring to MXNet's classes by name (MXNet need not be installed)."""
+
+    def __init__(self):
+        self.out = bytearray(b"\x80\x03")  # PROTO 3
+        self.memo = {}
+        self.keep = []
+
+    def dump(self, obj) -> bytes:
+        self.save(obj, 0)
+        self.out += b"."  # STOP
+        return bytes(self.out)
+
+    def _global(self, qualname):
+        module, name = qualname.rsplit(".", 1)
+        self.out += b"c" + module.encode() + b"\n" + name.encode() + b"\n"
+
+    def _put(self, obj):
+        idx = len(self.memo)
+        self.memo[id(obj)] = idx
+        self.keep.append(obj)
+        self.out += b"q" + bytes([idx]) if idx < 256 else b"r" + struct.pack("<I", idx)
+
+    def save(self, obj, depth):
+        if depth > _MAX_DEPTH:
+            raise ValueError("structure nests too deeply to write")
+        if id(obj) in self.memo:
+            idx = self.memo[id(obj)]
+            self.out += b"h" + bytes([idx]) if idx < 256 else b"j" + struct.pack("<I", idx)
+            return
+        if obj is None:
+            self.out += b"N"
+        elif obj is True or obj is False:
+            self.out += b"\x88" if obj else b"\x89"
+        elif isinstance(obj, np.bool_):
+            self.save(bool(obj), depth)
+        elif isinstance(obj, (int, np.integer)):
+            v = int(obj)
+            if 0 <= v < 256:
+                self.out += b"K" + bytes([v])
+            elif -2 ** 31 <= v < 2 ** 31:
+                self.out += b"J" + struct.pack("<i", v)
+            else:
+                raw = v.to_bytes((v.bit_length() + 8) // 8, "little", signed=True)
+                if len(raw) > 255:
+                    raise ValueError(f"integer {v} too large to write")
+                self.out += b"\x8a" + bytes([len(raw)]) + raw
+        elif isinstance(obj, (float, np.floating)):
+            self.out += b"G" + struct.pack(">d", float(obj))
+        elif isinstance(obj, str):
+            raw = obj.encode("utf-8")
+            self.out += b"X" + struct.pack("<I", len(raw)) + raw
+        elif isinstance(obj, tuple):
+            if not obj:
+                self.out += b")"
+                return
+            self.out += b"("
+            for x in obj:
+                self.save(x, depth + 1)
+            self.out += b"t"
+        elif isinstance(obj, list):
+            self.out += b"]"
+            self._put(obj)
+            if obj:
+                self.out += b"("
+                for x in obj:
+                    self.save(x, depth + 1)
+                self.out += b"e"
+        elif isinstance(obj, Mapping):
+            self.out += b"}"
+            self._put(obj)
+            if obj:
+                self.out += b"("
+                for k, v in obj.items():
+                    self.save(k, depth + 1)
+                    self.save(v, depth + 1)
+                self.out += b"u"
+        elif isinstance(obj, np.ndarray):
+            # NDArray.__reduce__: (NDArray, (None,), {'handle': bytearray(raw bytes)})
+            self._global("mxnet.ndarray.ndarray.NDArray")
+            self.out += b"N\x85R"
+            raw = encode_ndarray(obj, label="state array")
+            self.out += b"}X" + struct.pack("<I", 6) + b"handle"
+            self._global("builtins.bytearray")
+            self.out += b"B" + struct.pack("<I", len(raw)) + raw + b"\x85R"
+            self.out += b"sb"
+        elif isinstance(obj, MXNetObject):
+            if obj.cls not in OPTIMIZER_CLASSES | SCHEDULER_CLASSES:
+                raise ValueError(f"cannot write a {obj.cls}: only MXNet optimizers and LR "
+                                 f"schedulers")
+            self._global(obj.cls)
+            self.out += b")\x81"  # EMPTY_TUPLE NEWOBJ
+            self.save(dict(obj.fields), depth + 1)
+            self.out += b"b"
+        else:
+            raise TypeError(f"cannot write a {type(obj).__name__} into an MXNet .states file")
+
+
+def dumps_states(states: MXNetStates) -> bytes:
+    """The bytes of a ``.states`` file MXNet 1.9.1 loads with ``Updater.set_states`` /
+    Gluon ``Trainer.load_states``: the pair ``(states, optimizer)`` when
+    ``states.optimizer`` is set (as ``Trainer.save_states`` writes), else the
+    states dict alone. Arrays become NDArrays on cpu(0) (format v2)."""
+    if not isinstance(states, MXNetStates):
+        raise TypeError(f"states must be an MXNetStates, got {type(states).__name__}")
+    for key in states.states:
+        if isinstance(key, bool) or not isinstance(key, (int, str)):
+            raise TypeError(f"state keys must be parameter indices (int or str), got {key!r}")
+        _check_state_value(states.states[key], f"state {key!r}")
+    payload = dict(states.states)
+    if states.optimizer is not None:
+        # Shared references (MXNet aliases _index_update_count to an entry of
+        # _all_index_update_counts) stay shared: the writer memoizes dicts by identity.
+        return _PickleWriter().dump((payload, states.optimizer))
+    return _PickleWriter().dump(payload)
+
+
+# --------------------------------------------------------------------------------------
+# A fresh MXNet RMSProp optimizer, as plain data
+# --------------------------------------------------------------------------------------
+
+def rmsprop_optimizer(*, learning_rate: float = 0.001, gamma1: float = 0.9,
+                      gamma2: float = 0.9, epsilon: float = 1e-8, centered: bool = False,
+                      clip_weights: Optional[float] = None, wd: float = 0.0,
+                      rescale_grad: float = 1.0, clip_gradient: Optional[float] = None,
+                      multi_precision: bool = False,
+                      lr_scheduler: Optional[MXNetObject] = None,
+                      begin_num_update: int = 0, num_update: Optional[int] = None,
+                      index_update_counts: Optional[Mapping[Union[int, str], int]] = None
+                      ) -> MXNetObject:
+    """The ``__dict__`` that ``mx.optimizer.RMSProp(...)`` has in MXNet 1.9.1 (what
+    its ``__getstate__`` pickles), after ``num_update`` updates counted per index in
+    ``index_update_counts``. ``lr_scheduler`` is stored as given: MXNet then takes
+    the learning rate from it (a new MXNet optimizer would also set the scheduler's
+    ``base_lr`` to ``learning_rate``; a scheduler read from a checkpoint has moved on
+    from there, so it is left alone)."""
+    for name, value in (("learning_rate", learning_rate), ("gamma1", gamma1),
+                        ("gamma2", gamma2), ("epsilon", epsilon), ("wd", wd),
+                        ("rescale_grad", rescale_grad)):
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+            raise TypeError(f"{name} must be a real number, got {value!r}")
+    for name, value in (("clip_weights", clip_weights), ("clip_gradient", clip_gradient)):
+        if value is not None and (isinstance(value, bool)
+                                  or not isinstance(value, (int, float, np.floating, np.integer))):
+            raise TypeError(f"{name} must be a real number or None, got {value!r}")
+    if lr_scheduler is not None and (not isinstance(lr_scheduler, MXNetObject)
+                                     or lr_scheduler.cls not in SCHEDULER_CLASSES):
+        raise TypeError(f"lr_scheduler must be an MXNet LR scheduler record, got {lr_scheduler!r}")
+    counts = {} if index_update_counts is None else dict(index_update_counts)
+    if num_update is None:
+        num_update = max([int(begin_num_update), *counts.values()])
+    fields = {
+        "rescale_grad": float(rescale_grad),
+        "lr_scheduler": lr_scheduler,
+        "lr": float(learning_rate),
+        "wd": float(wd),
+        "lr_mult": {},
+        "wd_mult": {},
+        "begin_num_update": int(begin_num_update),
+        "num_update": int(num_update),
+        "_all_index_update_counts": {0: counts},
+        "_index_update_count": counts,
+        "clip_gradient": None if clip_gradient is None else float(clip_gradient),
+        "multi_precision": bool(multi_precision),
+        "aggregate_num": 0,
+        "idx2name": {},
+        "sym_info": (),
+        "allow_np_array": False,
+        "gamma1": float(gamma1),
+        "gamma2": float(gamma2),
+        "centered": bool(centered),
+        "epsilon": float(epsilon),
+        "clip_weights": None if clip_weights is None else float(clip_weights),
+    }
+    return MXNetObject(RMSPROP_CLASS, fields)
