@@ -402,12 +402,18 @@ class Updater:
         return pickle.dumps((states, self.optimizer) if dump_optimizer else states)
 
     def set_states(self, states):
-        """Restore from :meth:`get_states` bytes. Only known classes are rebuilt:
-        NumPy arrays, plain containers, registered optimizers and
-        :mod:`mxopt.lr_scheduler` schedulers; anything else is refused."""
+        """Restore from :meth:`get_states` bytes, or from MXNet 1.9.1's own
+        (``Updater.get_states`` / ``Trainer.save_states`` files, read with
+        :mod:`mxopt.interop`'s restricted reader; a pickled MXNet RMSProp becomes an
+        :class:`RMSProp` with its counts, multipliers and scheduler). Only known
+        classes are rebuilt: NumPy arrays, plain containers, registered optimizers
+        and :mod:`mxopt.lr_scheduler` schedulers; anything else is refused."""
         if not isinstance(states, (bytes, bytearray)):
             raise TypeError(f"set_states expects bytes from get_states, got "
                             f"{type(states).__name__}")
+        if _MXNET_PICKLE_MARK in states:
+            self._set_mxnet_states(bytes(states))
+            return
         loaded = _RestrictedUnpickler(io.BytesIO(states)).load()
         if isinstance(loaded, tuple) and len(loaded) == 2:
             states, optimizer = loaded
@@ -420,6 +426,21 @@ class Updater:
             raise TypeError(f"the pickled states must be a dict, got {type(states).__name__}")
         self.states = jax.tree.map(jnp.asarray, states)
         self.states_synced = dict.fromkeys(self.states.keys(), False)
+
+
+def _set_mxnet_states_impl(updater, data):
+    from mxopt import interop  # noqa: PLC0415 (interop imports the alias module)
+    loaded = interop.loads_states(data)
+    if loaded.optimizer is not None:
+        updater.optimizer = interop.optimizer_from_mxnet(loaded.optimizer)
+    updater.states = interop.updater_states_from_mxnet(loaded)
+    updater.states_synced = dict.fromkeys(updater.states.keys(), False)
+
+
+Updater._set_mxnet_states = _set_mxnet_states_impl
+
+# Every MXNet pickle names its NDArray or optimizer classes by module.
+_MXNET_PICKLE_MARK = b"mxnet."
 
 
 def get_updater(optimizer):

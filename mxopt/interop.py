@@ -58,6 +58,7 @@ from mxopt._mxformat import (
     loads_states,
     restricted_loads,
 )
+from mxopt import lr_scheduler as _lr_scheduler
 from mxopt.alias import CenteredRMSPropState, RMSPropState
 
 __all__ = [
@@ -68,6 +69,7 @@ __all__ = [
     "trainer_index_map", "leaf_names",
     "rmsprop_kwargs", "rmsprop_state_from_mxnet", "resume_rmsprop", "ResumedRMSProp",
     "RMSPropFromMXNet", "rmsprop_state_to_mxnet", "rmsprop_optimizer",
+    "lr_scheduler_from_mxnet", "optimizer_from_mxnet", "updater_states_from_mxnet",
 ]
 
 PathLike = Union[str, os.PathLike]
@@ -324,11 +326,10 @@ def rmsprop_kwargs(optimizer: MXNetObject, indices: Iterable[Index], *,
     Args:
       optimizer: an ``mxnet.optimizer.optimizer.RMSProp`` :class:`MXNetObject`.
       indices: the MXNet parameter indices the transformation will update.
-      learning_rate: overrides the optimizer's. Required when the optimizer has an
-        ``lr_scheduler`` (its fields are in ``optimizer["lr_scheduler"]``): pass an
-        optax schedule ``s`` with ``s(count) == mx_scheduler(count + 1)``, because
-        MXNet asks its scheduler after counting the update and mxopt's schedules
-        receive the number of updates done before it.
+      learning_rate: overrides the optimizer's. By default a saved
+        ``lr_scheduler`` is rebuilt as an :mod:`mxopt.lr_scheduler` scheduler
+        (:func:`lr_scheduler_from_mxnet`), which :func:`mxopt.rmsprop` reads with
+        MXNet's counting.
       param_lr_mult, param_wd_mult: Gluon parameters' own multipliers by index.
 
     Returns:
@@ -357,12 +358,14 @@ def rmsprop_kwargs(optimizer: MXNetObject, indices: Iterable[Index], *,
     lr_mult, wd_mult = distinct[0]
     if learning_rate is None:
         if optimizer.get("lr_scheduler") is not None:
-            raise ValueError(
-                f"the optimizer has a {optimizer['lr_scheduler'].cls}, so its learning rate "
-                f"changes with the update count: pass learning_rate=<optax schedule s> with "
-                f"s(count) == mx_scheduler(count + 1) (its fields: "
-                f"{dict(optimizer['lr_scheduler'].fields)})")
-        learning_rate = _real(optimizer, "lr")
+            # The state's count is MXNet's num_update; mxnet_schedule reads the
+            # scheduler at count + 1 and applies lr_mult in float64, as MXNet.
+            scheduler = lr_scheduler_from_mxnet(optimizer["lr_scheduler"], optimizer.get("lr"))
+            learning_rate = (scheduler if lr_mult == 1.0 else
+                             _lr_scheduler.mxnet_schedule(scheduler, lr_mult=lr_mult))
+            lr_mult = 1.0
+        else:
+            learning_rate = _real(optimizer, "lr")
     if lr_mult != 1.0:
         if callable(learning_rate):
             schedule = learning_rate
@@ -726,3 +729,82 @@ def rmsprop_state_to_mxnet(state: Union[RMSPropState, CenteredRMSPropState], par
     record = optimizer.replace(num_update=num_update, _all_index_update_counts={0: counts},
                                _index_update_count=counts)
     return MXNetStates(out, record)
+
+
+def lr_scheduler_from_mxnet(record: MXNetObject, optimizer_lr: Optional[float] = None):
+    """The :mod:`mxopt.lr_scheduler` scheduler of a pickled MXNet scheduler.
+
+    MXNet's schedulers mutate as they run (``base_lr`` decays in place, ``count``
+    advances); the constructor arguments are recovered from the fields that do not
+    (``warmup_final_lr`` and ``base_lr_orig`` keep the original base rate). When
+    the optimizer was built with a ``learning_rate`` (``optimizer_lr``), MXNet
+    overwrote the scheduler's ``base_lr`` with it, and so does this function; the
+    warmup still ends at the original rate, as in MXNet.
+    """
+    if not isinstance(record, MXNetObject):
+        raise TypeError(f"record must be an MXNetObject, got {type(record).__name__}")
+    f = record
+    warmup = dict(warmup_steps=f["warmup_steps"], warmup_begin_lr=f["warmup_begin_lr"],
+                  warmup_mode=f["warmup_mode"])
+    base = f["warmup_final_lr"]
+    if record.name == "FactorScheduler":
+        sched = _lr_scheduler.FactorScheduler(f["step"], f["factor"], f["stop_factor_lr"],
+                                              base_lr=base, **warmup)
+    elif record.name == "MultiFactorScheduler":
+        sched = _lr_scheduler.MultiFactorScheduler(list(f["step"]), f["factor"], base_lr=base,
+                                                   **warmup)
+    elif record.name == "PolyScheduler":
+        sched = _lr_scheduler.PolyScheduler(f["max_update"], base_lr=f["base_lr_orig"],
+                                            pwr=f["power"], final_lr=f["final_lr"], **warmup)
+    elif record.name == "CosineScheduler":
+        sched = _lr_scheduler.CosineScheduler(f["max_update"], base_lr=f["base_lr_orig"],
+                                              final_lr=f["final_lr"], **warmup)
+    else:
+        raise ValueError(f"unsupported LR scheduler {record.cls}: mxopt.lr_scheduler has "
+                         f"Factor, MultiFactor, Poly and Cosine schedulers")
+    if optimizer_lr is not None and record.name in ("FactorScheduler", "MultiFactorScheduler"):
+        # Optimizer.__init__ set base_lr = learning_rate when they differed.
+        sched.base_lr = float(optimizer_lr)
+    return sched
+
+
+def optimizer_from_mxnet(record: MXNetObject):
+    """An :class:`mxopt.RMSProp` (the class API) carrying a pickled MXNet RMSProp's
+    hyperparameters, multipliers, names, update counts and LR scheduler."""
+    from mxopt.facade import RMSProp  # noqa: PLC0415 (facade imports interop lazily)
+    _check_rmsprop(record)
+    sched = record.get("lr_scheduler")
+    opt = RMSProp(
+        learning_rate=record.get("lr"), gamma1=_real(record, "gamma1"),
+        gamma2=_real(record, "gamma2"), epsilon=_real(record, "epsilon"),
+        centered=bool(record.get("centered")), clip_weights=_bound(record, "clip_weights"),
+        rescale_grad=_real(record, "rescale_grad"), wd=_real(record, "wd"),
+        clip_gradient=_bound(record, "clip_gradient"),
+        multi_precision=bool(record.get("multi_precision")),
+        param_idx2name=dict(record.get("idx2name") or {}),
+        begin_num_update=int(record.get("begin_num_update") or 0),
+        lr_scheduler=None if sched is None else lr_scheduler_from_mxnet(sched, record.get("lr")))
+    opt.lr_mult = dict(record.get("lr_mult") or {})
+    opt.wd_mult = dict(record.get("wd_mult") or {})
+    opt.num_update = int(record.get("num_update") or 0)
+    counts = record.get("_all_index_update_counts") or {0: dict(
+        record.get("_index_update_count") or {})}
+    opt._all_index_update_counts = {int(d): dict(c) for d, c in counts.items()}
+    opt._index_update_count = opt._all_index_update_counts.setdefault(0, {})
+    return opt
+
+
+def updater_states_from_mxnet(states: MXNetStates) -> dict:
+    """MXNet's per-index states as :class:`mxopt.Updater` keeps them: tuples of JAX
+    arrays, and ``(master, inner_state)`` pairs for multi_precision weights."""
+    if not isinstance(states, MXNetStates):
+        raise TypeError(f"states must be an MXNetStates, got {type(states).__name__}")
+
+    def convert(value):
+        if isinstance(value, np.ndarray):
+            return jnp.asarray(value)
+        if isinstance(value, (tuple, list)):
+            return tuple(convert(v) for v in value)
+        return value
+
+    return {index: convert(value) for index, value in states.states.items()}
