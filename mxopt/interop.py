@@ -59,6 +59,7 @@ from mxopt._mxformat import (
     restricted_loads,
 )
 from mxopt import lr_scheduler as _lr_scheduler
+from mxopt import multipliers
 from mxopt.alias import CenteredRMSPropState, RMSPropState
 
 __all__ = [
@@ -208,16 +209,9 @@ def _str_list(what, names):
     return out
 
 
-def _key_name(key) -> str:
-    for attr in ("key", "idx", "name"):
-        if hasattr(key, attr):
-            return str(getattr(key, attr))
-    return str(key)
-
-
 def _named_leaves(tree, what: str):
     flat, treedef = jax.tree_util.tree_flatten_with_path(tree)
-    names = ["/".join(_key_name(k) for k in path) for path, _ in flat]
+    names = [multipliers.leaf_name(path) for path, _ in flat]
     seen = set()
     for n in names:
         if n in seen:
@@ -229,7 +223,7 @@ def _named_leaves(tree, what: str):
 
 def leaf_names(tree) -> list:
     """The names :mod:`mxopt.interop` gives the leaves of ``tree``, in flatten order:
-    each leaf's key path joined with ``/`` (``{"fc": {"weight": w}}`` -> ``"fc/weight"``;
+    :func:`mxopt.multipliers.leaf_name`, each leaf's key path joined with ``/`` (``{"fc": {"weight": w}}`` -> ``"fc/weight"``;
     a flat ``{"0.weight": w}`` -> ``"0.weight"``)."""
     return _named_leaves(tree, "the tree")[0]
 
