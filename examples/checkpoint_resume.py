@@ -25,7 +25,6 @@ import argparse
 import hashlib
 import os
 
-import digits_data
 import flax.linen as nn
 import jax
 import numpy as np
@@ -34,6 +33,8 @@ import orbax.checkpoint as ocp
 from flax.training import train_state
 
 import mxopt
+
+import digits_data
 
 VARIANTS = ("plain", "centered", "injected")
 

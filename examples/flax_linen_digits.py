@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import argparse
 
-import digits_data
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import optax
 from flax.training import train_state
 
 import mxopt
+
+import digits_data
 
 
 class MLP(nn.Module):

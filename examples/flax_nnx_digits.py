@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import argparse
 
-import digits_data
-import jax
 import optax
 from flax import nnx
 
 import mxopt
+
+import digits_data
 
 
 class MLP(nnx.Module):

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import argparse
 
-import digits_data
 import haiku as hk
 import jax
 import optax
 
 import mxopt
+
+import digits_data
 
 
 def forward(x):

@@ -27,8 +27,8 @@ def example(monkeypatch):
         jax.config.update("jax_enable_x64", x64)
 
 
-PROGRESS = re.compile(r"^step +(\d+)/(\d+)  epoch +(\d+)/(\d+)  loss (\S+)  lr (\S+)  test acc (\S+)%",
-                      re.M)
+PROGRESS = re.compile(
+    r"^step +(\d+)/(\d+)  epoch +(\d+)/(\d+)  loss (\S+)  lr (\S+)  test acc (\S+)%", re.M)
 
 
 def check_run(result, out, centered, epochs=20):
