@@ -5,9 +5,10 @@ uninterrupted run ends.
     python examples/checkpoint_resume.py --ckpt-dir /tmp/mxopt-ckpt --stop-at 110
     python examples/checkpoint_resume.py --ckpt-dir /tmp/mxopt-ckpt   # resumes at step 100
 
-Needs ``pip install 'mxopt[flax,orbax,examples]'``. A checkpoint is written every
-``--save-every`` steps by an ``orbax.checkpoint.CheckpointManager``; ``--stop-at``
-simulates a crash (the process just stops, without a final save). Run again with
+Needs ``pip install 'mxopt[flax,orbax,examples]'``. An
+``orbax.checkpoint.CheckpointManager`` writes a checkpoint every ``--save-every``
+steps and at the end; ``--stop-at`` simulates a crash (the process just stops,
+without a final save). Run again with
 the same ``--ckpt-dir`` and training resumes from the latest checkpoint: the
 steps after it are redone on the same minibatches (``digits_data.batch_at``
 derives each from the step number), so the final weights and optimizer state
@@ -120,6 +121,9 @@ def train(ckpt_dir: str, variant: str = "centered", epochs: int = 5, stop_at: in
         if (step + 1) % per_epoch == 0:
             acc = digits_data.accuracy(predict(state.params, data.x_test), data.y_test)
             progress.report(step + 1, test_acc=f"{acc:.1%}")
+    else:  # finished: keep the final state too, whatever the save interval
+        if total and manager.latest_step() != total:
+            manager.save(total, args=ocp.args.StandardSave(state), force=True)
     manager.wait_until_finished()
     manager.close()
     return state
