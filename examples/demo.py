@@ -44,7 +44,8 @@ def main(argv=None):
 
     batch = x.shape[0]
     # MXNet habit: the loss is a sum and rescale_grad divides by the batch size.
-    tx = mxopt.rmsprop(0.01, centered=args.centered, wd=1e-4, rescale_grad=1.0 / batch,
+    lr = 0.01
+    tx = mxopt.rmsprop(lr, centered=args.centered, wd=1e-4, rescale_grad=1.0 / batch,
                        clip_gradient=5.0)
     state = tx.init(params)
 
@@ -62,7 +63,7 @@ def main(argv=None):
         params, state, loss = step(params, state)
         first = float(loss) if first is None else first
         if i == 1 or i % 50 == 0 or i == args.steps:
-            print(f"step {i:5d}  loss {float(loss):.6f}")
+            print(f"step {i:5d}/{args.steps}  loss {float(loss):.6f}  lr {lr:g}")
     final = float(jnp.mean((mlp(params, x) - y) ** 2))
     print(f"variant {'centered (Graves)' if args.centered else 'Tieleman & Hinton'}: "
           f"loss {first:.4f} -> {final:.4f}")
