@@ -61,8 +61,9 @@ def rmsprop(learning_rate: ScalarOrSchedule = 0.001, gamma1: Scalar = 0.9,
         w = clip(w, clip_weights)
 
     ``clip_gradient`` and ``clip_weights`` act only when truthy (None and 0 switch
-    them off). It differs from ``optax.rmsprop`` (which applies the learning rate
-    after its momentum trace, has no weight clipping and puts decay elsewhere)
+    them off). It differs from ``optax.rmsprop`` (whose centered variant has no
+    momentum buffer unless ``momentum=`` is given, and which has no weight decay,
+    gradient or weight clipping, nor MXNet's float32 rounding of hyperparameters)
     and from ``torch.optim.RMSprop`` (epsilon outside the root).
 
     Use it the optax way::
