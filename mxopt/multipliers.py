@@ -29,6 +29,7 @@ import jax
 import numpy as np
 
 __all__ = [
+    "from_nnx",
     "leaf_name",
     "leaf_names",
     "resolve",
@@ -47,8 +48,13 @@ def _key_str(key) -> str:
 
 
 def leaf_name(path) -> str:
-    """The name of a leaf: its key path joined with ``/``."""
-    return "/".join(_key_str(k) for k in path)
+    """The name of a leaf: its key path joined with ``/``. A final ``.value``
+    attribute (how a Flax NNX ``Variable`` holds its array) is left out, so an NNX
+    param is named like its module path (``"linear/kernel"``)."""
+    keys = list(path)
+    if keys and isinstance(keys[-1], jax.tree_util.GetAttrKey) and keys[-1].name == "value":
+        keys = keys[:-1]
+    return "/".join(_key_str(k) for k in keys)
 
 
 def leaf_names(tree: Any) -> Any:
@@ -151,3 +157,44 @@ def no_decay_for_biases_and_norms(name: str, leaf: Any) -> float:
     ``gamma``; 1 otherwise."""
     base = name.rsplit("/", 1)[-1]
     return 0.0 if np.ndim(leaf) <= 1 or base in _NO_DECAY_NAMES else 1.0
+
+
+def from_nnx(module_or_state: Any, field: str, wrt: Any = None) -> dict:
+    """Per-parameter multipliers kept as Flax NNX variable metadata, the JAX
+    counterpart of a Gluon ``Parameter(lr_mult=...)``::
+
+        self.w = nnx.Param(init(...), lr_mult=0.1, wd_mult=0.0)
+        tx = mxopt.rmsprop(0.01, wd=1e-4,
+                           lr_mult=mxopt.multipliers.from_nnx(model, "lr_mult"),
+                           wd_mult=mxopt.multipliers.from_nnx(model, "wd_mult"))
+        optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+
+    Args:
+      module_or_state: an ``nnx.Module`` or an ``nnx.State``.
+      field: the metadata key, e.g. ``"lr_mult"`` or ``"wd_mult"``.
+      wrt: the variable filter for a module (default ``nnx.Param``).
+
+    Returns:
+      ``{leaf name: multiplier}`` for the variables that carry ``field`` (the
+      others get 1.0 when resolved), ready for ``lr_mult=``/``wd_mult=``.
+    """
+    from flax import nnx  # noqa: PLC0415 (flax is optional)
+
+    if not isinstance(field, str):
+        raise TypeError(f"field must be a str, got {type(field).__name__}")
+    if isinstance(module_or_state, nnx.State):
+        state = module_or_state
+    elif isinstance(module_or_state, nnx.Module):
+        state = nnx.state(module_or_state, nnx.Param if wrt is None else wrt)
+    else:
+        raise TypeError(f"from_nnx expects an nnx.Module or nnx.State, got "
+                        f"{type(module_or_state).__name__}")
+    out = {}
+    flat = jax.tree_util.tree_flatten_with_path(
+        state, is_leaf=lambda x: isinstance(x, nnx.Variable))[0]
+    for path, var in flat:
+        meta = var.get_metadata() if isinstance(var, nnx.Variable) else {}
+        if field in meta:
+            name = leaf_name(path)
+            out[name] = _check_value(f"{field} of {name!r}", meta[field])
+    return out
