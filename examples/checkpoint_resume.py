@@ -18,7 +18,8 @@ are identical to an uninterrupted run's.
 ``injected``: ``optax.inject_hyperparams(mxopt.rmsprop, static_args=("centered",))``
 with the training loop lowering the learning rate in the optimizer state at
 every epoch, MXNet ``Trainer.set_learning_rate`` style. The injected learning
-rate lives in the state, so it is checkpointed and restored with it.
+rate lives in the state, so it is checkpointed and restored with it;
+``multi_precision``: bfloat16 params with float32 master weights in the state.
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ import os
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 import orbax.checkpoint as ocp
@@ -37,7 +39,7 @@ import mxopt
 
 import digits_data
 
-VARIANTS = ("plain", "centered", "injected")
+VARIANTS = ("plain", "centered", "injected", "multi_precision")
 
 
 class MLP(nn.Module):
@@ -55,6 +57,8 @@ def make_optimizer(variant: str, lr: float) -> optax.GradientTransformation:
     if variant == "injected":
         return optax.inject_hyperparams(mxopt.rmsprop, static_args=("centered",))(
             learning_rate=lr, centered=True, wd=1e-4)
+    if variant == "multi_precision":  # bfloat16 params, float32 master weights
+        return mxopt.rmsprop(lr, centered=True, wd=1e-4, multi_precision=True)
     raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
 
 
@@ -70,6 +74,8 @@ def train(ckpt_dir: str, variant: str = "centered", epochs: int = 5, stop_at: in
 
     model = MLP()
     params = jax.jit(model.init)(jax.random.PRNGKey(seed), data.x_train[:1])["params"]
+    if variant == "multi_precision":
+        params = jax.tree.map(lambda p: p.astype(jnp.bfloat16), params)
     state = train_state.TrainState.create(apply_fn=model.apply, params=params,
                                           tx=make_optimizer(variant, lr))
 

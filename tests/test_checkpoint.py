@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-VARIANTS = ("plain", "centered", "injected")
+VARIANTS = ("plain", "centered", "injected", "multi_precision")
 STOP_AT, SAVE_EVERY = 110, 25  # 42 steps per epoch: the checkpoint (100) is mid-epoch
 
 # Run in a fresh interpreter: import the example, run it, dump the final state.
@@ -67,7 +67,8 @@ def test_resumed_run_is_bit_identical(runs, variant):
     trees = [line for line in (out1 + out2).splitlines() if line.startswith(f"TREE {variant} ")]
     assert len(trees) == 3 and len(set(trees)) == 1  # same structure, NamedTuples included
     name = {"plain": "RMSPropState", "centered": "CenteredRMSPropState",
-            "injected": "InjectStatefulHyperparamsState"}[variant]
+            "injected": "InjectStatefulHyperparamsState",
+            "multi_precision": "MasterWeightsState"}[variant]
     assert name in trees[0]
     for a, b in zip(full, resumed):
         assert a.dtype == b.dtype and a.shape == b.shape
