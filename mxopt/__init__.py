@@ -1,7 +1,7 @@
 """mxopt: MXNet 1.9.1's optimizers as pure JAX/Optax gradient transformations."""
 from mxopt import interop, lr_scheduler, multipliers, precision, reference, transforms
-from mxopt.facade import Optimizer, RMSProp, Updater, create, get_updater, register
 from mxopt.alias import CenteredRMSPropState, RMSPropState, rmsprop, rmsprop_chain
+from mxopt.facade import Optimizer, RMSProp, Updater, create, get_updater, register
 from mxopt.precision import MasterWeightsState, master_weights
 from mxopt.transforms import (
     GravesMomentumState,

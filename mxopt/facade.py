@@ -20,7 +20,7 @@ import io
 import numbers
 import pickle
 import warnings
-from typing import Any, Dict, Mapping, Optional
+from typing import Dict, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -123,7 +123,7 @@ class Optimizer:
             warnings.warn('WARNING: New optimizer %s.%s is overriding existing optimizer %s.%s'
                           % (klass.__module__, klass.__name__,
                              Optimizer.opt_registry[name].__module__,
-                             Optimizer.opt_registry[name].__name__))
+                             Optimizer.opt_registry[name].__name__), stacklevel=2)
         Optimizer.opt_registry[name] = klass
         return klass
 
@@ -156,7 +156,7 @@ class Optimizer:
             warnings.warn("Accumulating with float16 in optimizer can lead to "
                           "poor accuracy or slow convergence. "
                           "Consider using multi_precision=True option of the "
-                          "optimizer")
+                          "optimizer", stacklevel=2)
         return self.create_state(index, weight)
 
     def update(self, index, weight, grad, state):

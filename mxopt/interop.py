@@ -47,6 +47,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from mxopt import _mxformat as _fmt
+from mxopt import lr_scheduler as _lr_scheduler
+from mxopt import multipliers
 from mxopt._mxformat import (
     MXNetFormatError,
     MXNetObject,
@@ -58,8 +60,6 @@ from mxopt._mxformat import (
     loads_states,
     restricted_loads,
 )
-from mxopt import lr_scheduler as _lr_scheduler
-from mxopt import multipliers
 from mxopt.alias import CenteredRMSPropState, RMSPropState
 
 __all__ = [
@@ -223,7 +223,8 @@ def _named_leaves(tree, what: str):
 
 def leaf_names(tree) -> list:
     """The names :mod:`mxopt.interop` gives the leaves of ``tree``, in flatten order:
-    :func:`mxopt.multipliers.leaf_name`, each leaf's key path joined with ``/`` (``{"fc": {"weight": w}}`` -> ``"fc/weight"``;
+    :func:`mxopt.multipliers.leaf_name`, each leaf's key path joined with ``/``
+    (``{"fc": {"weight": w}}`` -> ``"fc/weight"``;
     a flat ``{"0.weight": w}`` -> ``"0.weight"``)."""
     return _named_leaves(tree, "the tree")[0]
 

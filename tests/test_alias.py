@@ -1,4 +1,6 @@
 """mxopt.rmsprop against MXNet 1.9.1's golden trajectories, with and without jit."""
+import os
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -10,8 +12,6 @@ from absl.testing import parameterized
 import mxopt
 from mxopt import reference
 from tests.conftest import GOLDEN_DIR, Golden, config_id, rmsprop_kwargs
-
-import os
 
 _GOLDEN = Golden(os.path.join(GOLDEN_DIR, "rmsprop_core.npz"))
 _CONFIGS = [(config_id(cfg), c) for c, cfg in enumerate(_GOLDEN.configs)]
@@ -50,7 +50,8 @@ class GoldenTest(chex.TestCase):
         # Each operation rounds once, in MXNet's order, with or without jit: bit
         # for bit, except where clip_weights must be expressed as an additive update.
         exact = ON_CPU and not cfg["clip_weights"]
-        for step, params, state in run(tx, w0, grads, _GOLDEN.steps, self.variant):
+        # The last state is checked after the loop.
+        for step, params, state in run(tx, w0, grads, _GOLDEN.steps, self.variant):  # noqa: B007
             if step not in _GOLDEN.record_steps:
                 continue
             for i in range(len(w0)):
@@ -93,8 +94,10 @@ def test_dtypes_preserved(centered, dtype, jit):
         updates, state = update(grads, state, params)
         params = optax.apply_updates(params, updates)
     for tree in (updates, params, state.n) + ((state.g_avg, state.delta) if centered else ()):
-        chex.assert_trees_all_equal_dtypes(tree, {"w": jnp.zeros(1, dtype), "b": jnp.zeros(1, dtype)})
-    assert all(bool(jnp.all(jnp.abs(p) <= jnp.asarray(0.7, dtype))) for p in jax.tree.leaves(params))
+        chex.assert_trees_all_equal_dtypes(tree, {"w": jnp.zeros(1, dtype),
+                                                  "b": jnp.zeros(1, dtype)})
+    bound = jnp.asarray(0.7, dtype)
+    assert all(bool(jnp.all(jnp.abs(p) <= bound)) for p in jax.tree.leaves(params))
     assert all(bool(jnp.all(jnp.isfinite(p))) for p in jax.tree.leaves(params))
 
 

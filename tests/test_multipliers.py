@@ -125,7 +125,7 @@ def test_chain_with_multipliers_agrees_with_alias(centered):
         tx, p = make(0.01, **kw), params
         s = tx.init(p)
         for k in range(3):
-            g = jax.tree.map(lambda x: jnp.sin(x * (k + 1)), p)
+            g = jax.tree.map(lambda x, k=k: jnp.sin(x * (k + 1)), p)
             u, s = tx.update(g, s, p)
             p = optax.apply_updates(p, u)
         results.append(p)

@@ -24,6 +24,7 @@ Writes tests/golden/schedulers.npz, deterministically:
   ``"init:<Exception>"`` or ``"call:<Exception>"``.
 """
 import numpy as np
+
 from _mxref import import_mxnet, save_golden
 
 mx = import_mxnet()
