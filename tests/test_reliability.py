@@ -176,3 +176,64 @@ def test_pickled_state_continues_bit_identically(kwargs):
         p, s = _step(tx, p, g, s)
         p2, s2 = _step(tx, p2, g, s2)
     chex.assert_trees_all_equal((p, s), (p2, s2))
+
+
+# ---- property suite over random trees, dtypes and hyperparameters ------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_DTYPES = ["float16", "bfloat16", "float32", "float64", "int32"]
+_leaf = st.tuples(st.sampled_from(_DTYPES),
+                  st.lists(st.integers(0, 4), min_size=0, max_size=2).map(tuple))
+_trees = st.recursive(_leaf, lambda children: st.one_of(
+    st.dictionaries(st.sampled_from(["a", "b", "kernel", "bias"]), children, max_size=3),
+    st.lists(children, max_size=3)), max_leaves=6)
+_hyper = st.fixed_dictionaries(dict(
+    learning_rate=st.floats(0.0, 0.1), gamma1=st.floats(0.0, 0.99), gamma2=st.floats(0.0, 0.99),
+    epsilon=st.floats(1e-8, 1e-3), wd=st.floats(0.0, 0.1), rescale_grad=st.floats(0.1, 2.0),
+    clip_gradient=st.one_of(st.none(), st.floats(0.1, 2.0)),
+    clip_weights=st.one_of(st.none(), st.floats(0.5, 2.0)),
+    centered=st.booleans(), multi_precision=st.booleans()))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(spec=_trees, hp=_hyper, seed=st.integers(0, 2**16))
+def test_invariants_over_random_trees(spec, hp, seed):
+    rng = np.random.RandomState(seed)
+
+    def build(s, grad=False):
+        if isinstance(s, tuple) and len(s) == 2 and isinstance(s[0], str):
+            dtype, shape = s
+            if dtype == "int32":
+                return jnp.zeros(shape, jnp.int32) if grad else jnp.asarray(
+                    rng.randint(-5, 5, size=shape), jnp.int32)
+            return jnp.asarray(rng.normal(size=shape), dtype)
+        if isinstance(s, dict):
+            return {k: build(v, grad) for k, v in s.items()}
+        return [build(v, grad) for v in s]
+
+    params, grads = build(spec), build(spec, grad=True)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # float16 without multi_precision warns, by design
+        tx = mxopt.rmsprop(**hp)
+        state = tx.init(params)
+    new, state = _step(tx, params, grads, state)
+    new, state = _step(tx, new, grads, state)
+    chex.assert_trees_all_equal_structs(new, params)
+    bound = hp["clip_weights"]
+    for p, q in zip(jax.tree.leaves(params), jax.tree.leaves(new)):
+        assert q.dtype == p.dtype and q.shape == p.shape
+        if p.dtype == jnp.int32:
+            chex.assert_trees_all_equal(p, q)
+        elif bound:
+            b = np.float32(jnp.asarray(np.float32(bound)).astype(p.dtype))
+            assert not np.any(np.abs(np.asarray(q, np.float32)) > b)
+    inner = state.inner_state if hp["multi_precision"] else state
+    floats = [p for p in jax.tree.leaves(params) if p.dtype != jnp.int32]
+    buffers = jax.tree.leaves(inner.n)  # integer leaves have no state (MaskedNode)
+    assert [n.shape for n in buffers] == [p.shape for p in floats]
+    assert all(n.dtype == (jnp.float32 if hp["multi_precision"] and p.dtype in (
+        jnp.float16, jnp.bfloat16) else p.dtype) for n, p in zip(buffers, floats))
+    assert int(inner.count) == 2
