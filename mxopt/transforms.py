@@ -74,15 +74,27 @@ def _one_minus(value: Scalar, like: jax.Array) -> jax.Array:
     return (jnp.ones((), like.dtype) - _hyper(value, like)).astype(like.dtype)
 
 
+def _bound(bound: Scalar, like: jax.Array) -> jax.Array:
+    """A clip bound as MXNet passes it, with a traced bound that is not > 0 (off)
+    replaced by infinity: clipping to [-inf, inf] changes nothing, NaN included.
+
+    Deciding on the scalar rather than selecting between clipped and unclipped
+    arrays keeps the per-element work the same as for a static bound, and keeps
+    XLA from materialising the clipped gradient (a select between two arrays is
+    not cheap to duplicate into the step's two output fusions).
+    """
+    b = _hyper(bound, like)
+    if v.is_traced(bound):
+        b = jnp.where(b > 0, b, jnp.asarray(jnp.inf, b.dtype))
+    return b
+
+
 def _clip(x: jax.Array, bound: Scalar) -> jax.Array:
     """MXNet's elementwise clip to [-bound, bound], on only when ``bound > 0``
-    (None and 0 switch it off). Static bounds decide in Python; traced ones use
-    ``where`` so the switch survives tracing."""
-    b = _hyper(bound, x)
-    clipped = jnp.minimum(jnp.maximum(x, -b), b)
-    if v.is_traced(bound):
-        return jnp.where(b > 0, clipped, x)
-    return clipped
+    (None and 0 switch it off). Static bounds decide in Python; a traced one that
+    is not > 0 clips to [-inf, inf]."""
+    b = _bound(bound, x)
+    return jnp.minimum(jnp.maximum(x, -b), b)
 
 
 def _clip_is_static_off(bound: Optional[Scalar]) -> bool:
@@ -278,8 +290,13 @@ def _map_leaves(fn, num_outputs: int, tree: Any, *others: Any):
     """Apply ``fn`` leaf by leaf over trees shaped like ``tree``, returning
     ``num_outputs`` trees (``fn`` returns a tuple of that length)."""
     leaves, treedef = jax.tree.flatten(tree)
-    other_leaves = [treedef.flatten_up_to(o) for o in others]
-    outs = [fn(*args) for args in zip(leaves, *other_leaves)]
+    rows = list(zip(leaves, *(treedef.flatten_up_to(o) for o in others)))
+    if any(v.is_traced(x) for row in rows for x in row):
+        # Under a trace, trace and lower the per-leaf expression once per distinct
+        # shape and dtype (a model repeats a few dozen shapes) rather than once per
+        # leaf; XLA inlines the calls, so the compiled step is the same.
+        fn = jax.jit(fn)
+    outs = [fn(*row) for row in rows]
     return tuple(treedef.unflatten([o[i] for o in outs]) for i in range(num_outputs))
 
 
@@ -533,23 +550,36 @@ def scale_by_lr_mult(lr_mult: Any) -> optax.GradientTransformation:
     return optax.GradientTransformation(init_fn, update_fn)
 
 
+def _ulp_step(x: jax.Array, down: jax.Array) -> jax.Array:
+    """``nextafter(x, -inf)`` where ``down``, else ``nextafter(x, inf)``, for ``x``
+    nonzero and not NaN: one step of the bit pattern, a few integer operations
+    instead of ``jnp.nextafter``'s general case."""
+    ints = {2: jnp.int16, 4: jnp.int32, 8: jnp.int64}[jnp.dtype(x.dtype).itemsize]
+    bits = jax.lax.bitcast_convert_type(x, ints)
+    # Toward zero the magnitude (and so the bit pattern, sign apart) drops by one.
+    step = jnp.where((x > 0) == down, jnp.asarray(-1, ints), jnp.asarray(1, ints))
+    return jax.lax.bitcast_convert_type(bits + step, x.dtype)
+
+
 def _clipped_weight_update(w: jax.Array, u: jax.Array, bound: Scalar) -> jax.Array:
     """An update ``u'`` with ``w + u'`` equal to ``clip(w + u)``, or within one ulp
     of it and never outside ``[-bound, bound]``.
 
     ``w + (t - w)`` can round one ulp past ``t`` when ``t - w`` is inexact; such
     corrections are nudged one ulp back toward the interval.
+
+    Written as compares and selects (no min/max, one integer step instead of
+    ``jnp.nextafter``) because it runs on every element of every step.
     """
-    b = _hyper(bound, w)
+    b = _bound(bound, w)
     new = w + u
-    target = jnp.minimum(jnp.maximum(new, -b), b)
-    fix = target - w
+    above = new > b
+    outside = above | (new < -b)
+    fix = jnp.where(above, b, -b) - w
     landed = w + fix
-    fix = jnp.where(landed > b, jnp.nextafter(fix, jnp.asarray(-jnp.inf, w.dtype)), fix)
-    fix = jnp.where(landed < -b, jnp.nextafter(fix, jnp.asarray(jnp.inf, w.dtype)), fix)
-    outside = (new > b) | (new < -b)
-    if v.is_traced(bound):
-        outside = outside & (b > 0)
+    # landed is near the target, so it can only overshoot outward: past b when
+    # above, past -b below. fix is then nonzero (w + 0 == w lands exactly).
+    fix = jnp.where(jnp.abs(landed) > b, _ulp_step(fix, landed > b), fix)
     return jnp.where(outside, fix, u)
 
 
