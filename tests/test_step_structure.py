@@ -1,0 +1,96 @@
+"""The compiled train step's structure on XLA:CPU (issue 7), not its speed.
+
+An optimizer step is a memory-bound elementwise pass, so what matters is what
+XLA makes of it: no parameter-sized temporary buffers (optax.rmsprop's step
+allocates one), the donated params and state updated in place, and no more
+passes over memory than the step's output buffers need. These are read from the
+compiled executable, so they do not depend on the machine's load. Timings live
+in benchmarks/bench_rmsprop.py and BENCHMARKS.md.
+"""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import mxopt
+
+pytestmark = pytest.mark.skipif(jax.default_backend() != "cpu",
+                                reason="pins down what XLA:CPU makes of the step")
+
+# Every option on. Two leaves share a shape (the per-leaf code is traced once per
+# shape); the scalar leaf and the bias are the odd ones.
+ALL_OPTIONS = dict(wd=1e-4, rescale_grad=1 / 32, clip_gradient=1.0, clip_weights=2.0)
+SHAPES = {"conv": (64, 64, 3, 3), "fc": (512, 1000), "fc2": (512, 1000), "bias": (1000,),
+          "scale": ()}
+
+
+def _tree(seed):
+    rng = np.random.RandomState(seed)
+    return {k: jnp.array(rng.normal(size=s), jnp.float32) for k, s in SHAPES.items()}
+
+
+def _all_options(centered, how):
+    schedule = optax.cosine_decay_schedule(0.01, 100)
+    if how == "static":
+        return mxopt.rmsprop(schedule, centered=centered, **ALL_OPTIONS)
+    # Every hyperparameter a traced jit argument.
+    return optax.inject_hyperparams(mxopt.rmsprop, static_args=("centered",))(
+        learning_rate=0.01, centered=centered, **ALL_OPTIONS)
+
+
+def _compiled_step(tx, params, state, grads):
+    def step(params, state, grads):
+        updates, state = tx.update(grads, state, params)
+        return optax.apply_updates(params, updates), state
+    return jax.jit(step, donate_argnums=(0, 1)).lower(params, state, grads).compile()
+
+
+def _nbytes(tree):
+    return sum(x.nbytes for x in jax.tree.leaves(tree))
+
+
+CASES = [pytest.param(c, how, id=f"{'centered' if c else 'plain'}-{how}")
+         for c in (False, True) for how in ("static", "traced")]
+
+
+@pytest.mark.parametrize("centered, how", CASES)
+def test_no_parameter_sized_temporaries(centered, how):
+    params, grads = _tree(0), _tree(1)
+    tx = _all_options(centered, how)
+    compiled = _compiled_step(tx, params, tx.init(params), grads)
+    temp = compiled.memory_analysis().temp_size_in_bytes
+    assert temp <= 0.01 * _nbytes(params), (temp, _nbytes(params))
+
+
+@pytest.mark.parametrize("centered, how", CASES)
+def test_donated_params_and_state_are_updated_in_place(centered, how):
+    params, grads = _tree(0), _tree(1)
+    tx = _all_options(centered, how)
+    state = tx.init(params)
+    compiled = _compiled_step(tx, params, state, grads)
+    # Every donated byte is aliased to an output...
+    assert compiled.memory_analysis().alias_size_in_bytes == _nbytes((params, state))
+    # ...and at run time the outputs live in the donated buffers, which are gone.
+    before = [x.unsafe_buffer_pointer() for x in jax.tree.leaves((params, state))]
+    new_params, new_state = compiled(params, state, grads)
+    after = [x.unsafe_buffer_pointer() for x in jax.tree.leaves((new_params, new_state))]
+    assert before == after
+    assert all(x.is_deleted() for x in jax.tree.leaves((params, state)))
+    assert not any(x.is_deleted() for x in jax.tree.leaves(grads))
+
+
+@pytest.mark.parametrize("centered, how", CASES)
+def test_passes_over_memory(centered, how):
+    # XLA:CPU has no multi-output loop fusion by default, so each output buffer
+    # is written by its own loop: plain reads w, g, n and writes n, then reads
+    # w, g, n and writes w (8 array-sized reads and writes); centered writes n,
+    # g_avg (3 reads and a write each), delta (5 reads and a write) and w (2
+    # reads and a write): 17. The floor of the benchmark makes 6 and 12.
+    params, grads = _tree(0), _tree(1)
+    tx = _all_options(centered, how)
+    compiled = _compiled_step(tx, params, tx.init(params), grads)
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    passes = cost["bytes accessed"] / _nbytes(params)
+    assert passes <= (17 if centered else 8) + 0.01, passes
