@@ -85,7 +85,7 @@ def _bound(bound: Scalar, like: jax.Array) -> jax.Array:
     """
     b = _hyper(bound, like)
     if v.is_traced(bound):
-        b = jnp.where(b > 0, b, jnp.asarray(jnp.inf, b.dtype))
+        b = jax.lax.select(b > 0, b, jnp.asarray(jnp.inf, b.dtype))
     return b
 
 
@@ -557,7 +557,7 @@ def _ulp_step(x: jax.Array, down: jax.Array) -> jax.Array:
     ints = {2: jnp.int16, 4: jnp.int32, 8: jnp.int64}[jnp.dtype(x.dtype).itemsize]
     bits = jax.lax.bitcast_convert_type(x, ints)
     # Toward zero the magnitude (and so the bit pattern, sign apart) drops by one.
-    step = jnp.where((x > 0) == down, jnp.asarray(-1, ints), jnp.asarray(1, ints))
+    step = jax.lax.select((x > 0) == down, jnp.full(x.shape, -1, ints), jnp.full(x.shape, 1, ints))
     return jax.lax.bitcast_convert_type(bits + step, x.dtype)
 
 
@@ -575,12 +575,14 @@ def _clipped_weight_update(w: jax.Array, u: jax.Array, bound: Scalar) -> jax.Arr
     new = w + u
     above = new > b
     outside = above | (new < -b)
-    fix = jnp.where(above, b, -b) - w
+    fix = jax.lax.select(above, jnp.broadcast_to(b, w.shape), jnp.broadcast_to(-b, w.shape)) - w
     landed = w + fix
     # landed is near the target, so it can only overshoot outward: past b when
-    # above, past -b below. fix is then nonzero (w + 0 == w lands exactly).
-    fix = jnp.where(jnp.abs(landed) > b, _ulp_step(fix, landed > b), fix)
-    return jnp.where(outside, fix, u)
+    # above (step fix down), past -b below (step it up). fix is then nonzero
+    # (w + 0 == w lands exactly).
+    fix = jax.lax.select(jnp.abs(landed) > b, _ulp_step(fix, above), fix)
+    # lax.select rather than jnp.where: no nested call per leaf for XLA to inline.
+    return jax.lax.select(outside, fix, u)
 
 
 def clip_weights(bound: Optional[Scalar]) -> optax.GradientTransformation:
