@@ -1,0 +1,473 @@
+"""How fast is one RMSProp step? mxopt against optax, torch, MXNet 1.9.1 and the floor.
+
+A plain script (not a test: timings are never asserted anywhere). For each tree
+of float32 parameters it prints one table, measured in one run, with every
+optimizer at its closest settings to MXNet's RMSProp with all options on:
+
+- ``mxopt.rmsprop``: learning-rate schedule, ``wd``, ``rescale_grad``,
+  ``clip_gradient``, ``clip_weights``; both variants.
+- ``optax``: the issue's competitor, ``chain(add_decayed_weights(wd),
+  rmsprop(schedule, decay=gamma1, eps=epsilon, eps_in_sqrt=True))``, and for the
+  centered variant ``rmsprop(..., centered=True, momentum=gamma2)``.
+- ``optax_all``: the same with optax's closest pieces for the other options,
+  ``chain(scale(rescale_grad), add_decayed_weights(wd), clip(clip_gradient),
+  rmsprop(...))``. Optax has no weight clipping.
+- ``torch.optim.RMSprop(foreach=True)`` (when torch is importable), ``alpha=gamma1``,
+  ``weight_decay=wd``, centered with ``momentum=gamma2``; torch's step has no
+  gradient rescaling, gradient or weight clipping, or schedule.
+- MXNet 1.9.1's own ``mx.optimizer.get_updater(mx.optimizer.RMSProp(...))``,
+  run in a side interpreter given with ``--mxnet-python`` (never imported here).
+- the floor: per leaf ``w + g`` and ``s * 0.9 + g`` for each state buffer (one
+  for the plain variant, three for the centered one), jitted with the same
+  buffers donated. It reads and writes the same arrays as an optimizer step
+  and does trivial arithmetic.
+
+The jitted steps are ``step(params, state, grads) -> (apply_updates(params,
+updates), new_state)`` with params and state donated. Each table gives the median
+step time over ``--reps`` runs after ``--warmup`` runs (runs of the in-process
+competitors are interleaved round-robin, so a burst of load hits them alike;
+MXNet runs afterwards in its own process), the ratio mxopt / competitor, the
+compile time (lower + compile, from empty caches), XLA's temporary bytes, and
+"passes": the bytes XLA's cost analysis counts as read and written, in units of
+the parameter bytes (5 plain / 9 centered is one pass over every array).
+
+Examples::
+
+    python benchmarks/bench_rmsprop.py                          # everything available
+    python benchmarks/bench_rmsprop.py --trees resnet50 --reps 5 --warmup 1   # quick
+    python benchmarks/bench_rmsprop.py --mxnet-python ../mxref/bin/python --json out.json
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import gc
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))  # run from a checkout without installing
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import optax  # noqa: E402
+
+import mxopt  # noqa: E402
+
+# MXNet's RMSProp with every option on.
+HP = dict(learning_rate=0.01, decay_steps=10_000, gamma1=0.9, gamma2=0.9, epsilon=1e-8,
+          wd=1e-4, rescale_grad=1 / 32, clip_gradient=1.0, clip_weights=2.0)
+
+SMALL_SHAPES = [(64,), (128,), (256,), (512,), (1024,), (16, 16), (32, 32), (3, 3, 16),
+                (8, 64), (2048,)]
+TREES = {
+    "resnet50": "ResNet-50 v1 trainable parameters (benchmarks/resnet50_shapes.json)",
+    "big": "one leaf of 64M elements (8192 x 8192)",
+    "small": "1,000 small leaves (10 shapes of 64 to 2,048 elements, cycled)",
+}
+COMPETITORS = ("mxopt", "optax", "optax_all", "torch", "mxnet", "floor")
+VARIANTS = ("plain", "centered")
+
+
+def tree_shapes(name):
+    if name == "resnet50":
+        with open(os.path.join(HERE, "resnet50_shapes.json")) as f:
+            return [tuple(shape) for _, shape in json.load(f)["resnet50_v1"]]
+    if name == "big":
+        return [(8192, 8192)]
+    if name == "small":
+        return [SMALL_SHAPES[i % len(SMALL_SHAPES)] for i in range(1000)]
+    raise ValueError(name)
+
+
+def make_data(shapes, seed):
+    rng = np.random.default_rng(seed)
+    params = [0.05 * rng.standard_normal(s, dtype=np.float32) for s in shapes]
+    # With rescale_grad = 1/32 and clip_gradient = 1, a few percent get clipped.
+    grads = [8.0 * rng.standard_normal(s, dtype=np.float32) for s in shapes]
+    return params, grads
+
+
+# ---- competitors ----------------------------------------------------------------
+
+def schedule():
+    return optax.cosine_decay_schedule(HP["learning_rate"], HP["decay_steps"])
+
+
+def mxopt_tx(centered):
+    return mxopt.rmsprop(schedule(), gamma1=HP["gamma1"], gamma2=HP["gamma2"],
+                         epsilon=HP["epsilon"], centered=centered,
+                         clip_weights=HP["clip_weights"], wd=HP["wd"],
+                         rescale_grad=HP["rescale_grad"], clip_gradient=HP["clip_gradient"])
+
+
+def optax_tx(centered, all_options=False):
+    rmsprop = optax.rmsprop(schedule(), decay=HP["gamma1"], eps=HP["epsilon"], eps_in_sqrt=True,
+                            centered=centered, momentum=HP["gamma2"] if centered else None)
+    if not all_options:
+        return optax.chain(optax.add_decayed_weights(HP["wd"]), rmsprop)
+    return optax.chain(optax.scale(HP["rescale_grad"]), optax.add_decayed_weights(HP["wd"]),
+                       optax.clip(HP["clip_gradient"]), rmsprop)
+
+
+def tx_step(tx):
+    def step(params, state, grads):
+        updates, state = tx.update(grads, state, params)
+        return optax.apply_updates(params, updates), state
+    return step, tx.init
+
+
+def floor_step(num_states):
+    def step(params, states, grads):
+        params = jax.tree.map(lambda w, g: w + g, params, grads)
+        states = tuple(jax.tree.map(lambda s, g: s * 0.9 + g, s, grads) for s in states)
+        return params, states
+
+    def init(params):
+        return tuple(jax.tree.map(jnp.zeros_like, params) for _ in range(num_states))
+    return step, init
+
+
+def _cost(compiled):
+    cost = compiled.cost_analysis()
+    if isinstance(cost, (list, tuple)):  # older jax: one dict per computation
+        cost = cost[0] if cost else {}
+    return (cost or {}).get("bytes accessed")
+
+
+class JaxRunner:
+    """A jitted step with params and state donated, compiled from empty caches."""
+
+    def __init__(self, make, params_np, grads, compile_reps):
+        step, init = make
+        params = {f"p{i:04d}": jnp.array(a) for i, a in enumerate(params_np)}  # copies
+        state = init(params)
+        times, compiled = [], None
+        for _ in range(compile_reps):
+            jax.clear_caches()
+            t0 = time.perf_counter()
+            compiled = jax.jit(step, donate_argnums=(0, 1)).lower(params, state, grads).compile()
+            times.append(time.perf_counter() - t0)
+        self.compile_s = statistics.median(times)
+        self.temp_bytes = compiled.memory_analysis().temp_size_in_bytes
+        self.bytes_accessed = _cost(compiled)
+        self.compiled, self.params, self.state, self.grads = compiled, params, state, grads
+
+    def __call__(self):
+        self.params, self.state = self.compiled(self.params, self.state, self.grads)
+        jax.block_until_ready((self.params, self.state))
+
+    def check(self):
+        return all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(self.params))
+
+
+class TorchRunner:
+    compile_s = temp_bytes = bytes_accessed = None
+
+    def __init__(self, centered, params_np, grads_np, threads):
+        import torch
+        torch.set_num_threads(threads)
+        self.params = [torch.tensor(a, requires_grad=True) for a in params_np]  # copies
+        for p, g in zip(self.params, grads_np):
+            p.grad = torch.tensor(g)
+        self.opt = torch.optim.RMSprop(
+            self.params, lr=HP["learning_rate"], alpha=HP["gamma1"], eps=HP["epsilon"],
+            weight_decay=HP["wd"], momentum=HP["gamma2"] if centered else 0.0,
+            centered=centered, foreach=True)
+
+    def __call__(self):
+        self.opt.step()
+
+    def check(self):
+        import torch
+        return all(bool(torch.isfinite(p).all()) for p in self.params)
+
+
+MXNET_SCRIPT = textwrap.dedent(r"""
+    import json, sys, time
+    import numpy as np
+    import mxnet as mx
+    cfg = json.load(open(sys.argv[1]))
+    hp = cfg["hp"]
+    rng = np.random.default_rng(cfg["seed"])
+    weights, grads = [], []
+    for shape in cfg["shapes"]:
+        weights.append(mx.nd.array(0.05 * rng.standard_normal(shape, dtype=np.float32)))
+        grads.append(mx.nd.array(8.0 * rng.standard_normal(shape, dtype=np.float32)))
+    sched = mx.lr_scheduler.CosineScheduler(max_update=hp["decay_steps"],
+                                            base_lr=hp["learning_rate"])
+    opt = mx.optimizer.RMSProp(
+        learning_rate=hp["learning_rate"], gamma1=hp["gamma1"], gamma2=hp["gamma2"],
+        epsilon=hp["epsilon"], centered=cfg["centered"], clip_weights=hp["clip_weights"],
+        wd=hp["wd"], rescale_grad=hp["rescale_grad"], clip_gradient=hp["clip_gradient"],
+        lr_scheduler=sched)
+    updater = mx.optimizer.get_updater(opt)
+
+    def step():
+        for i, (w, g) in enumerate(zip(weights, grads)):
+            updater(i, g, w)
+        mx.nd.waitall()
+
+    for _ in range(cfg["warmup"]):
+        step()
+    times = []
+    for _ in range(cfg["reps"]):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    ok = all(bool(np.isfinite(w.asnumpy()).all()) for w in weights)
+    print(json.dumps({"times": times, "version": mx.__version__, "finite": ok}))
+""")
+
+
+def run_mxnet(python, shapes, centered, args):
+    cfg = dict(hp=HP, seed=args.seed, shapes=[list(s) for s in shapes], centered=centered,
+               warmup=args.warmup, reps=args.reps)
+    with tempfile.TemporaryDirectory() as tmp:  # not the mxnet package directory
+        script, cfg_path = os.path.join(tmp, "mx_rmsprop.py"), os.path.join(tmp, "cfg.json")
+        with open(script, "w") as f:
+            f.write(MXNET_SCRIPT)
+        with open(cfg_path, "w") as f:
+            json.dump(cfg, f)
+        env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
+        proc = subprocess.run([python, script, cfg_path], cwd=tmp, env=env,
+                              capture_output=True, text=True)
+    if proc.returncode != 0:
+        print(f"    MXNet run failed:\n{proc.stderr[-2000:]}", flush=True)
+        return None
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# ---- reporting ------------------------------------------------------------------
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_lines(torch_version, mxnet_version):
+    cores = os.cpu_count()
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cores
+    lines = [
+        f"date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
+        f"machine: {cpu_model()}, {cores} logical cores ({usable} usable), "
+        f"{platform.system()} {platform.release()}",
+        f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}",
+        f"python {platform.python_version()}, jax {jax.__version__}, "
+        f"jaxlib {jax.lib.__version__}, optax {optax.__version__}, numpy {np.__version__}, "
+        f"mxopt {mxopt.__version__}, torch {torch_version or '-'}, MXNet {mxnet_version or '-'}",
+        f"jax backend: {jax.default_backend()} {jax.devices()[0].device_kind}; "
+        f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '(unset)')}",
+    ]
+    return lines
+
+
+def fmt(x, spec):
+    width = int(spec.split(".")[0]) if spec[0].isdigit() else 0
+    return "-".rjust(width) if x is None else format(x, spec)
+
+
+def print_table(tree, shapes, rows, nbytes):
+    n = sum(math.prod(s) for s in shapes)
+    print(f"\n== {tree}: {TREES[tree]}\n   {len(shapes)} leaves, {n:,} float32 parameters "
+          f"({nbytes / 1e6:.1f} MB)")
+    head = (f"{'variant':9s} {'implementation':44s} {'median ms':>9s} {'p25-p75 ms':>13s} "
+            f"{'min ms':>7s} {'mxopt/this':>10s} {'compile s':>9s} {'temp MB':>8s} {'passes':>6s}")
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        ratio = None
+        ref = next((x for x in rows if x["variant"] == r["variant"] and x["key"] == "mxopt"), None)
+        if ref and r["median_ms"]:
+            ratio = ref["median_ms"] / r["median_ms"]
+        iqr = f"{r['p25_ms']:.1f}-{r['p75_ms']:.1f}" if r["median_ms"] else "-"
+        low = 1e3 * min(r["times_s"]) if r["times_s"] else None
+        passes = r["bytes_accessed"] / nbytes if r["bytes_accessed"] else None
+        temp = r["temp_bytes"] / 1e6 if r["temp_bytes"] is not None else None
+        print(f"{r['variant']:9s} {r['label']:44s} {fmt(r['median_ms'], '9.2f')} {iqr:>13s} "
+              f"{fmt(low, '7.2f')} {fmt(ratio, '10.2f')} {fmt(r['compile_s'], '9.2f')} {fmt(temp, '8.2f')} "
+              f"{fmt(passes, '6.1f')}")
+
+
+def targets(rows):
+    """The issue's targets on the ResNet-50 tree, as ratios from this run."""
+    out = []
+    for variant in VARIANTS:
+        get = {r["key"]: r for r in rows if r["variant"] == variant}
+        mx = get.get("mxopt")
+        if not mx:
+            continue
+        for key, limit in (("optax", 0.35), ("torch", 0.6), ("floor", 1.1)):
+            other = get.get(key)
+            if other and other["median_ms"]:
+                ratio = mx["median_ms"] / other["median_ms"]
+                out.append(f"  {variant:8s} mxopt/{key:5s} = {ratio:5.2f}  (target <= {limit}): "
+                           f"{'met' if ratio <= limit else 'NOT met'}")
+        other = get.get("optax")
+        if other and mx["compile_s"] is not None and other["compile_s"] is not None:
+            ok = mx["compile_s"] <= other["compile_s"]
+            out.append(f"  {variant:8s} compile mxopt {mx['compile_s']:.2f} s vs optax "
+                       f"{other['compile_s']:.2f} s (target: no worse): "
+                       f"{'met' if ok else 'NOT met'}")
+    return out
+
+
+# ---- main -----------------------------------------------------------------------
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--trees", default=",".join(TREES),
+                   help=f"comma-separated subset of {','.join(TREES)}")
+    p.add_argument("--variants", default=",".join(VARIANTS), help="plain,centered")
+    p.add_argument("--competitors", default=",".join(COMPETITORS),
+                   help=f"comma-separated subset of {','.join(COMPETITORS)} (mxnet needs "
+                        "--mxnet-python; torch is skipped when not importable)")
+    p.add_argument("--reps", type=int, default=20, help="timed steps per implementation")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps first")
+    p.add_argument("--compile-reps", type=int, default=1,
+                   help="compilations per jitted step (the median is reported)")
+    p.add_argument("--threads", type=int, default=2, help="torch and MXNet (OMP) threads")
+    p.add_argument("--mxnet-python", help="python of a side venv with mxnet==1.9.1")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", help="also write the raw results here")
+    args = p.parse_args(argv)
+    for name, allowed in (("trees", TREES), ("variants", VARIANTS),
+                          ("competitors", COMPETITORS)):
+        chosen = [x for x in getattr(args, name).split(",") if x]
+        bad = [x for x in chosen if x not in allowed]
+        if bad:
+            p.error(f"--{name}: unknown {bad}; choose from {list(allowed)}")
+        setattr(args, name, chosen)
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    competitors = list(args.competitors)
+    torch_version = None
+    if "torch" in competitors:
+        try:
+            import torch
+            torch_version = torch.__version__
+        except ImportError:
+            print("torch is not importable: skipping it")
+            competitors.remove("torch")
+    if "mxnet" in competitors and not args.mxnet_python:
+        competitors.remove("mxnet")
+    mxnet_version = None
+    if "mxnet" in competitors:
+        proc = subprocess.run([args.mxnet_python, "-c", "import mxnet; print(mxnet.__version__)"],
+                              capture_output=True, text=True, cwd=tempfile.gettempdir())
+        mxnet_version = proc.stdout.strip() or None
+        if proc.returncode != 0:
+            print(f"MXNet is not importable with {args.mxnet_python}: skipping it")
+            competitors.remove("mxnet")
+
+    header = machine_lines(torch_version, mxnet_version)
+    print("\n".join(header))
+    print(f"settings: {json.dumps(HP)}; reps {args.reps} after {args.warmup} warm-up; "
+          f"torch/MXNet threads {args.threads}")
+    report = dict(header=header, hp=HP, args=vars(args), trees={})
+
+    for tree in args.trees:
+        shapes = tree_shapes(tree)
+        params_np, grads_np = make_data(shapes, args.seed)
+        nbytes = sum(a.nbytes for a in params_np)
+        grads = {f"p{i:04d}": jnp.array(g) for i, g in enumerate(grads_np)}
+        rows = []
+        for variant in args.variants:
+            centered = variant == "centered"
+            labels = {
+                "mxopt": "mxopt.rmsprop (all options)",
+                "optax": "optax decay+rmsprop" + (" centered+mom" if centered else ""),
+                "optax_all": "optax scale+decay+clip+rmsprop" + (" c+mom" if centered else ""),
+                "torch": "torch RMSprop(foreach)" + (" centered+mom" if centered else ""),
+                "mxnet": "MXNet 1.9.1 Updater " + ("rmspropalex" if centered else "rmsprop"),
+                "floor": f"floor: w+g, s*0.9+g ({3 if centered else 1} state)",
+            }
+            runners = {}
+            for key in competitors:
+                if key == "mxnet":
+                    continue
+                print(f"[{tree}/{variant}] setting up {key} ...", flush=True)
+                if key == "mxopt":
+                    runners[key] = JaxRunner(tx_step(mxopt_tx(centered)), params_np, grads,
+                                             args.compile_reps)
+                elif key in ("optax", "optax_all"):
+                    runners[key] = JaxRunner(tx_step(optax_tx(centered, key == "optax_all")),
+                                             params_np, grads, args.compile_reps)
+                elif key == "floor":
+                    runners[key] = JaxRunner(floor_step(3 if centered else 1), params_np, grads,
+                                             args.compile_reps)
+                elif key == "torch":
+                    runners[key] = TorchRunner(centered, params_np, grads_np, args.threads)
+            for _ in range(args.warmup):
+                for run in runners.values():
+                    run()
+            times = {key: [] for key in runners}
+            for _ in range(args.reps):
+                for key, run in runners.items():
+                    t0 = time.perf_counter()
+                    run()
+                    times[key].append(time.perf_counter() - t0)
+            for key, run in runners.items():
+                if not run.check():
+                    print(f"    warning: {key} produced non-finite weights")
+                rows.append(dict(variant=variant, key=key, label=labels[key],
+                                 times_s=times[key], compile_s=run.compile_s,
+                                 temp_bytes=run.temp_bytes, bytes_accessed=run.bytes_accessed))
+            del runners
+            gc.collect()
+            if "mxnet" in competitors:
+                print(f"[{tree}/{variant}] running MXNet ...", flush=True)
+                res = run_mxnet(args.mxnet_python, shapes, centered, args)
+                if res:
+                    if not res["finite"]:
+                        print("    warning: MXNet produced non-finite weights")
+                    rows.append(dict(variant=variant, key="mxnet", label=labels["mxnet"],
+                                     times_s=res["times"], compile_s=None, temp_bytes=None,
+                                     bytes_accessed=None))
+        for r in rows:
+            t = sorted(r["times_s"])
+            r["median_ms"] = 1e3 * statistics.median(t) if t else None
+            r["p25_ms"] = 1e3 * float(np.percentile(t, 25)) if t else None
+            r["p75_ms"] = 1e3 * float(np.percentile(t, 75)) if t else None
+        order = {k: i for i, k in enumerate(COMPETITORS)}
+        rows.sort(key=lambda r: (VARIANTS.index(r["variant"]), order[r["key"]]))
+        print_table(tree, shapes, rows, nbytes)
+        lines = targets(rows) if tree == "resnet50" else []
+        if lines:
+            print("issue 7 targets (ResNet-50, ratios from this run):")
+            print("\n".join(lines))
+        report["trees"][tree] = dict(leaves=len(shapes), param_bytes=nbytes, rows=rows,
+                                     targets=lines)
+        del grads
+        gc.collect()
+
+    end = f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
+    print("\n" + end)
+    report["footer"] = end
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
