@@ -181,7 +181,8 @@ def rmsprop(learning_rate: ScalarOrSchedule = 0.001, gamma1: Scalar = 0.9,
                                                       params))
         wds = treedef.flatten_up_to(T._scale_by_multipliers(wd, wd_mult, params, "wd_mult"))
         buffers = ("n", "g_avg", "delta") if centered else ("n",)
-        leaf_fn = centered_leaf if centered else plain_leaf
+        # Traced once per distinct leaf signature, not once per leaf (compile time).
+        leaf_fn = T._per_leaf(centered_leaf if centered else plain_leaf)
         columns = [treedef.flatten_up_to(updates), treedef.flatten_up_to(params)]
         columns += [treedef.flatten_up_to(getattr(state, b)) for b in buffers]
         outs = []

@@ -290,14 +290,47 @@ def _map_leaves(fn, num_outputs: int, tree: Any, *others: Any):
     """Apply ``fn`` leaf by leaf over trees shaped like ``tree``, returning
     ``num_outputs`` trees (``fn`` returns a tuple of that length)."""
     leaves, treedef = jax.tree.flatten(tree)
-    rows = list(zip(leaves, *(treedef.flatten_up_to(o) for o in others)))
-    if any(v.is_traced(x) for row in rows for x in row):
-        # Under a trace, trace and lower the per-leaf expression once per distinct
-        # shape and dtype (a model repeats a few dozen shapes) rather than once per
-        # leaf; XLA inlines the calls, so the compiled step is the same.
-        fn = jax.jit(fn)
-    outs = [fn(*row) for row in rows]
+    fn = _per_leaf(fn)
+    outs = [fn(*row) for row in zip(leaves, *(treedef.flatten_up_to(o) for o in others))]
     return tuple(treedef.unflatten([o[i] for o in outs]) for i in range(num_outputs))
+
+
+def _per_leaf(fn):
+    """``fn``, a per-leaf update, traced and lowered once per distinct signature
+    rather than once per leaf when called under a trace (``jax.jit``).
+
+    A model repeats a few dozen shapes over hundreds of leaves, and lowering the
+    same expression again for each leaf dominated tracing the step. Traced
+    arguments are passed to a nested ``jax.jit`` (keyed by shape and dtype);
+    the others (Python numbers such as a per-leaf ``lr * lr_mult``, concrete
+    arrays) stay constants of the traced function, exactly as without it, so
+    static decisions (a zero ``wd`` skipping the decay) and the rounding are
+    unchanged. XLA inlines the calls: the compiled step is the same. Outside a
+    trace ``fn`` runs as is.
+    """
+    cache = {}
+
+    def key(a):
+        if a is None or isinstance(a, (bool, int, float, complex, str)):
+            return (type(a), a)
+        return ("id", id(a))  # alive for as long as this update call
+
+    def call(*args):
+        traced = tuple(v.is_traced(a) for a in args)
+        if not any(traced):
+            return fn(*args)
+        sig = tuple(None if t else key(a) for a, t in zip(args, traced))
+        jitted = cache.get(sig)
+        if jitted is None:
+            consts = [None if t else a for a, t in zip(args, traced)]
+
+            def with_consts(*dynamic):
+                it = iter(dynamic)
+                return fn(*(next(it) if t else c for t, c in zip(traced, consts)))
+            jitted = cache[sig] = jax.jit(with_consts)
+        return jitted(*(a for a, t in zip(args, traced) if t))
+
+    return call
 
 
 def _empty_init(params):

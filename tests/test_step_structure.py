@@ -18,25 +18,30 @@ import mxopt
 pytestmark = pytest.mark.skipif(jax.default_backend() != "cpu",
                                 reason="pins down what XLA:CPU makes of the step")
 
-# Every option on. Two leaves share a shape (the per-leaf code is traced once per
-# shape); the scalar leaf and the bias are the odd ones.
-ALL_OPTIONS = dict(wd=1e-4, rescale_grad=1 / 32, clip_gradient=1.0, clip_weights=2.0)
-SHAPES = {"conv": (64, 64, 3, 3), "fc": (512, 1000), "fc2": (512, 1000), "bias": (1000,),
+# Every option on, multipliers included. Two leaves share a shape (the per-leaf
+# code is traced once per shape); the scalar leaf and the bias are the odd ones.
+ALL_OPTIONS = dict(wd=1e-4, rescale_grad=1 / 32, clip_gradient=1.0, clip_weights=2.0,
+                   lr_mult={"*bias": 2.0, "conv": 0.5}, wd_mult={"*bias": 0.0})
+SHAPES = {"conv": (64, 64, 3, 3), "fc": (512, 1000), "fc2": (512, 1000), "fc_bias": (1000,),
           "scale": ()}
 
 
-def _tree(seed):
+def _tree(seed, dtype=jnp.float32):
     rng = np.random.RandomState(seed)
-    return {k: jnp.array(rng.normal(size=s), jnp.float32) for k, s in SHAPES.items()}
+    return {k: jnp.array(rng.normal(size=s), dtype) for k, s in SHAPES.items()}
 
 
 def _all_options(centered, how):
-    schedule = optax.cosine_decay_schedule(0.01, 100)
-    if how == "static":
-        return mxopt.rmsprop(schedule, centered=centered, **ALL_OPTIONS)
-    # Every hyperparameter a traced jit argument.
-    return optax.inject_hyperparams(mxopt.rmsprop, static_args=("centered",))(
-        learning_rate=0.01, centered=centered, **ALL_OPTIONS)
+    if how == "traced":  # every hyperparameter a traced jit argument
+        return optax.inject_hyperparams(
+            mxopt.rmsprop, static_args=("centered", "lr_mult", "wd_mult"))(
+            learning_rate=0.01, centered=centered, **ALL_OPTIONS)
+    if how == "optax-schedule":
+        return mxopt.rmsprop(optax.cosine_decay_schedule(0.01, 100), centered=centered,
+                             **ALL_OPTIONS)
+    schedule = mxopt.lr_scheduler.CosineScheduler(max_update=100, base_lr=0.01)
+    return mxopt.rmsprop(schedule, centered=centered, begin_num_update=3,
+                         multi_precision=how == "multi-precision", **ALL_OPTIONS)
 
 
 def _compiled_step(tx, params, state, grads):
@@ -50,13 +55,20 @@ def _nbytes(tree):
     return sum(x.nbytes for x in jax.tree.leaves(tree))
 
 
+HOW = ("optax-schedule", "mxnet-schedule", "traced", "multi-precision")
 CASES = [pytest.param(c, how, id=f"{'centered' if c else 'plain'}-{how}")
-         for c in (False, True) for how in ("static", "traced")]
+         for c in (False, True) for how in HOW]
+
+
+def _trees(how):
+    # multi_precision: bfloat16 params, float32 master copies in the state.
+    dtype = jnp.bfloat16 if how == "multi-precision" else jnp.float32
+    return _tree(0, dtype), _tree(1, dtype)
 
 
 @pytest.mark.parametrize("centered, how", CASES)
 def test_no_parameter_sized_temporaries(centered, how):
-    params, grads = _tree(0), _tree(1)
+    params, grads = _trees(how)
     tx = _all_options(centered, how)
     compiled = _compiled_step(tx, params, tx.init(params), grads)
     temp = compiled.memory_analysis().temp_size_in_bytes
@@ -65,7 +77,7 @@ def test_no_parameter_sized_temporaries(centered, how):
 
 @pytest.mark.parametrize("centered, how", CASES)
 def test_donated_params_and_state_are_updated_in_place(centered, how):
-    params, grads = _tree(0), _tree(1)
+    params, grads = _trees(how)
     tx = _all_options(centered, how)
     state = tx.init(params)
     compiled = _compiled_step(tx, params, state, grads)
@@ -80,17 +92,39 @@ def test_donated_params_and_state_are_updated_in_place(centered, how):
     assert not any(x.is_deleted() for x in jax.tree.leaves(grads))
 
 
-@pytest.mark.parametrize("centered, how", CASES)
+@pytest.mark.parametrize("centered, how", [c for c in CASES if "multi" not in c.id])
 def test_passes_over_memory(centered, how):
     # XLA:CPU has no multi-output loop fusion by default, so each output buffer
     # is written by its own loop: plain reads w, g, n and writes n, then reads
     # w, g, n and writes w (8 array-sized reads and writes); centered writes n,
     # g_avg (3 reads and a write each), delta (5 reads and a write) and w (2
     # reads and a write): 17. The floor of the benchmark makes 6 and 12.
-    params, grads = _tree(0), _tree(1)
+    params, grads = _trees(how)
     tx = _all_options(centered, how)
     compiled = _compiled_step(tx, params, tx.init(params), grads)
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     passes = cost["bytes accessed"] / _nbytes(params)
     assert passes <= (17 if centered else 8) + 0.01, passes
+
+
+def test_per_leaf_code_is_traced_once_per_signature():
+    # Compile time: a model repeats a few dozen shapes over hundreds of leaves.
+    from mxopt import transforms as T
+    calls = []
+
+    def leaf(x, y, k):
+        calls.append(k)
+        return x * k + y
+
+    f = T._per_leaf(leaf)
+    xs = [jnp.asarray(x, jnp.float32) for x in ([1, 1, 1], [2, 3, 4], [1, 2, 3, 4], [5, 6, 7])]
+    outs = jax.jit(lambda xs: [f(x, x, 2.0) for x in xs] + [f(xs[0], xs[0], 0.5)])(xs)
+    assert sorted(calls) == [0.5, 2.0, 2.0]  # (3,) and (4,) at 2.0; (3,) at 0.5
+    for x, out in zip(xs + [xs[0]], outs):
+        k = 0.5 if out is outs[-1] else 2.0
+        np.testing.assert_array_equal(out, x * k + x)
+    # Outside a trace it is the plain function.
+    calls.clear()
+    np.testing.assert_array_equal(f(xs[0], xs[0], 2.0), xs[0] * 3)
+    assert calls == [2.0]
