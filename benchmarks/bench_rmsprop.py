@@ -5,7 +5,9 @@ of float32 parameters it prints one table, measured in one run, with every
 optimizer at its closest settings to MXNet's RMSProp with all options on:
 
 - ``mxopt.rmsprop``: learning-rate schedule, ``wd``, ``rescale_grad``,
-  ``clip_gradient``, ``clip_weights``; both variants.
+  ``clip_gradient``, ``clip_weights``, ``lr_mult`` (2 for biases) and ``wd_mult``
+  (MXNet Module's rule: no decay unless a name ends in ``_weight``/``_gamma``);
+  both variants.
 - ``optax``: the issue's competitor, ``chain(add_decayed_weights(wd),
   rmsprop(schedule, decay=gamma1, eps=epsilon, eps_in_sqrt=True))``, and for the
   centered variant ``rmsprop(..., centered=True, momentum=gamma2)``.
@@ -15,8 +17,9 @@ optimizer at its closest settings to MXNet's RMSProp with all options on:
 - ``torch.optim.RMSprop(foreach=True)`` (when torch is importable), ``alpha=gamma1``,
   ``weight_decay=wd``, centered with ``momentum=gamma2``; torch's step has no
   gradient rescaling, gradient or weight clipping, or schedule.
-- MXNet 1.9.1's own ``mx.optimizer.get_updater(mx.optimizer.RMSProp(...))``,
-  run in a side interpreter given with ``--mxnet-python`` (never imported here).
+- MXNet 1.9.1's own ``mx.optimizer.get_updater(mx.optimizer.RMSProp(...))`` with
+  the same options and multipliers, run in a side interpreter given with
+  ``--mxnet-python`` (never imported here).
 - the floor: per leaf ``w + g`` and ``s * 0.9 + g`` for each state buffer (one
   for the plain variant, three for the centered one), jitted with the same
   buffers donated. It reads and writes the same arrays as an optimizer step
@@ -79,15 +82,26 @@ COMPETITORS = ("mxopt", "optax", "optax_all", "torch", "mxnet", "floor")
 VARIANTS = ("plain", "centered")
 
 
-def tree_shapes(name):
+def tree_leaves(name):
+    """(names, shapes): MXNet-style names, so MXNet's Module rule for wd_mult
+    (no decay unless the name ends in _weight or _gamma) applies to both."""
     if name == "resnet50":
         with open(os.path.join(HERE, "resnet50_shapes.json")) as f:
-            return [tuple(shape) for _, shape in json.load(f)["resnet50_v1"]]
+            pairs = json.load(f)["resnet50_v1"]
+        return [n for n, _ in pairs], [tuple(s) for _, s in pairs]
     if name == "big":
-        return [(8192, 8192)]
+        return ["big_weight"], [(8192, 8192)]
     if name == "small":
-        return [SMALL_SHAPES[i % len(SMALL_SHAPES)] for i in range(1000)]
+        shapes = [SMALL_SHAPES[i % len(SMALL_SHAPES)] for i in range(1000)]
+        names = [f"p{i:04d}_{'bias' if len(s) == 1 else 'weight'}" for i, s in enumerate(shapes)]
+        return names, shapes
     raise ValueError(name)
+
+
+def lr_mult(name, leaf=None):
+    """2x the learning rate for biases (a common MXNet/Caffe setting)."""
+    del leaf
+    return 2.0 if name.endswith("_bias") else 1.0
 
 
 def make_data(shapes, seed):
@@ -108,7 +122,8 @@ def mxopt_tx(centered):
     return mxopt.rmsprop(schedule(), gamma1=HP["gamma1"], gamma2=HP["gamma2"],
                          epsilon=HP["epsilon"], centered=centered,
                          clip_weights=HP["clip_weights"], wd=HP["wd"],
-                         rescale_grad=HP["rescale_grad"], clip_gradient=HP["clip_gradient"])
+                         rescale_grad=HP["rescale_grad"], clip_gradient=HP["clip_gradient"],
+                         lr_mult=lr_mult, wd_mult=mxopt.multipliers.mxnet_module_wd_mult)
 
 
 def optax_tx(centered, all_options=False):
@@ -148,9 +163,9 @@ def _cost(compiled):
 class JaxRunner:
     """A jitted step with params and state donated, compiled from empty caches."""
 
-    def __init__(self, make, params_np, grads, compile_reps):
+    def __init__(self, make, names, params_np, grads, compile_reps):
         step, init = make
-        params = {f"p{i:04d}": jnp.array(a) for i, a in enumerate(params_np)}  # copies
+        params = {n: jnp.array(a) for n, a in zip(names, params_np)}  # copies
         state = init(params)
         times, compiled = [], None
         for _ in range(compile_reps):
@@ -210,7 +225,8 @@ MXNET_SCRIPT = textwrap.dedent(r"""
         learning_rate=hp["learning_rate"], gamma1=hp["gamma1"], gamma2=hp["gamma2"],
         epsilon=hp["epsilon"], centered=cfg["centered"], clip_weights=hp["clip_weights"],
         wd=hp["wd"], rescale_grad=hp["rescale_grad"], clip_gradient=hp["clip_gradient"],
-        lr_scheduler=sched)
+        lr_scheduler=sched, param_idx2name=dict(enumerate(cfg["names"])))
+    opt.set_lr_mult(cfg["lr_mult"])  # wd_mult: MXNet's Module rule from the names
     updater = mx.optimizer.get_updater(opt)
 
     def step():
@@ -230,9 +246,10 @@ MXNET_SCRIPT = textwrap.dedent(r"""
 """)
 
 
-def run_mxnet(python, shapes, centered, args):
+def run_mxnet(python, names, shapes, centered, args):
     cfg = dict(hp=HP, seed=args.seed, shapes=[list(s) for s in shapes], centered=centered,
-               warmup=args.warmup, reps=args.reps)
+               warmup=args.warmup, reps=args.reps, names=names,
+               lr_mult={n: lr_mult(n) for n in names if lr_mult(n) != 1.0})
     with tempfile.TemporaryDirectory() as tmp:  # not the mxnet package directory
         script, cfg_path = os.path.join(tmp, "mx_rmsprop.py"), os.path.join(tmp, "cfg.json")
         with open(script, "w") as f:
@@ -387,10 +404,10 @@ def main(argv=None):
     report = dict(header=header, hp=HP, args=vars(args), trees={})
 
     for tree in args.trees:
-        shapes = tree_shapes(tree)
+        names, shapes = tree_leaves(tree)
         params_np, grads_np = make_data(shapes, args.seed)
         nbytes = sum(a.nbytes for a in params_np)
-        grads = {f"p{i:04d}": jnp.array(g) for i, g in enumerate(grads_np)}
+        grads = {n: jnp.array(g) for n, g in zip(names, grads_np)}
         rows = []
         for variant in args.variants:
             centered = variant == "centered"
@@ -408,14 +425,14 @@ def main(argv=None):
                     continue
                 print(f"[{tree}/{variant}] setting up {key} ...", flush=True)
                 if key == "mxopt":
-                    runners[key] = JaxRunner(tx_step(mxopt_tx(centered)), params_np, grads,
-                                             args.compile_reps)
+                    runners[key] = JaxRunner(tx_step(mxopt_tx(centered)), names, params_np,
+                                             grads, args.compile_reps)
                 elif key in ("optax", "optax_all"):
                     runners[key] = JaxRunner(tx_step(optax_tx(centered, key == "optax_all")),
-                                             params_np, grads, args.compile_reps)
+                                             names, params_np, grads, args.compile_reps)
                 elif key == "floor":
-                    runners[key] = JaxRunner(floor_step(3 if centered else 1), params_np, grads,
-                                             args.compile_reps)
+                    runners[key] = JaxRunner(floor_step(3 if centered else 1), names,
+                                             params_np, grads, args.compile_reps)
                 elif key == "torch":
                     runners[key] = TorchRunner(centered, params_np, grads_np, args.threads)
             for _ in range(args.warmup):
@@ -437,7 +454,7 @@ def main(argv=None):
             gc.collect()
             if "mxnet" in competitors:
                 print(f"[{tree}/{variant}] running MXNet ...", flush=True)
-                res = run_mxnet(args.mxnet_python, shapes, centered, args)
+                res = run_mxnet(args.mxnet_python, names, shapes, centered, args)
                 if res:
                     if not res["finite"]:
                         print("    warning: MXNet produced non-finite weights")
