@@ -78,7 +78,8 @@ TREES = {
     "big": "one leaf of 64M elements (8192 x 8192)",
     "small": "1,000 small leaves (10 shapes of 64 to 2,048 elements, cycled)",
 }
-COMPETITORS = ("mxopt", "optax", "optax_all", "torch", "mxnet", "floor")
+COMPETITORS = ("mxopt", "mxopt_nocw", "optax", "optax_all", "torch", "mxnet", "floor")
+DEFAULT_COMPETITORS = ("mxopt", "optax", "optax_all", "torch", "mxnet", "floor")
 VARIANTS = ("plain", "centered")
 
 
@@ -118,10 +119,10 @@ def schedule():
     return optax.cosine_decay_schedule(HP["learning_rate"], HP["decay_steps"])
 
 
-def mxopt_tx(centered):
+def mxopt_tx(centered, clip_weights=True):
     return mxopt.rmsprop(schedule(), gamma1=HP["gamma1"], gamma2=HP["gamma2"],
                          epsilon=HP["epsilon"], centered=centered,
-                         clip_weights=HP["clip_weights"], wd=HP["wd"],
+                         clip_weights=HP["clip_weights"] if clip_weights else None, wd=HP["wd"],
                          rescale_grad=HP["rescale_grad"], clip_gradient=HP["clip_gradient"],
                          lr_mult=lr_mult, wd_mult=mxopt.multipliers.mxnet_module_wd_mult)
 
@@ -353,9 +354,10 @@ def parse_args(argv=None):
     p.add_argument("--trees", default=",".join(TREES),
                    help=f"comma-separated subset of {','.join(TREES)}")
     p.add_argument("--variants", default=",".join(VARIANTS), help="plain,centered")
-    p.add_argument("--competitors", default=",".join(COMPETITORS),
+    p.add_argument("--competitors", default=",".join(DEFAULT_COMPETITORS),
                    help=f"comma-separated subset of {','.join(COMPETITORS)} (mxnet needs "
-                        "--mxnet-python; torch is skipped when not importable)")
+                        "--mxnet-python; torch is skipped when not importable; mxopt_nocw "
+                        "is mxopt with clip_weights off)")
     p.add_argument("--reps", type=int, default=20, help="timed steps per implementation")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first")
     p.add_argument("--compile-reps", type=int, default=1,
@@ -413,6 +415,7 @@ def main(argv=None):
             centered = variant == "centered"
             labels = {
                 "mxopt": "mxopt.rmsprop (all options)",
+                "mxopt_nocw": "mxopt.rmsprop (all but clip_weights)",
                 "optax": "optax decay+rmsprop" + (" centered+mom" if centered else ""),
                 "optax_all": "optax scale+decay+clip+rmsprop" + (" c+mom" if centered else ""),
                 "torch": "torch RMSprop(foreach)" + (" centered+mom" if centered else ""),
@@ -427,6 +430,9 @@ def main(argv=None):
                 if key == "mxopt":
                     runners[key] = JaxRunner(tx_step(mxopt_tx(centered)), names, params_np,
                                              grads, args.compile_reps)
+                elif key == "mxopt_nocw":
+                    runners[key] = JaxRunner(tx_step(mxopt_tx(centered, clip_weights=False)),
+                                             names, params_np, grads, args.compile_reps)
                 elif key in ("optax", "optax_all"):
                     runners[key] = JaxRunner(tx_step(optax_tx(centered, key == "optax_all")),
                                              names, params_np, grads, args.compile_reps)
