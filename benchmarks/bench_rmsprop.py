@@ -27,9 +27,10 @@ optimizer at its closest settings to MXNet's RMSProp with all options on:
 
 The jitted steps are ``step(params, state, grads) -> (apply_updates(params,
 updates), new_state)`` with params and state donated. Each table gives the median
-step time over ``--reps`` runs after ``--warmup`` runs (runs of the in-process
-competitors are interleaved round-robin, so a burst of load hits them alike;
-MXNet runs afterwards in its own process), the ratio mxopt / competitor, the
+step time over ``--reps`` runs after ``--warmup`` runs (the jitted steps are
+interleaved round-robin, so a burst of load hits them alike; torch runs after
+them, so that its OpenMP threads and XLA's pool do not compete, and MXNet runs
+last in its own process), the ratio mxopt / competitor, the
 compile time (lower + compile, from empty caches), XLA's temporary bytes, and
 "passes": the bytes XLA's cost analysis counts as read and written, in units of
 the parameter bytes (5 plain / 9 centered is one pass over every array).
@@ -441,15 +442,23 @@ def main(argv=None):
                                              params_np, grads, args.compile_reps)
                 elif key == "torch":
                     runners[key] = TorchRunner(centered, params_np, grads_np, args.threads)
-            for _ in range(args.warmup):
-                for run in runners.values():
-                    run()
+            # The jitted steps interleaved round-robin (a burst of load hits them
+            # alike); torch on its own afterwards, since its OpenMP threads and
+            # XLA's pool would otherwise compete for the same cores.
             times = {key: [] for key in runners}
-            for _ in range(args.reps):
-                for key, run in runners.items():
-                    t0 = time.perf_counter()
-                    run()
-                    times[key].append(time.perf_counter() - t0)
+            groups = [[k for k in runners if k != "torch"], [k for k in runners if k == "torch"]]
+            for group in groups:
+                if not group:
+                    continue
+                time.sleep(0.5)  # let the other group's threads go idle
+                for _ in range(args.warmup):
+                    for key in group:
+                        runners[key]()
+                for _ in range(args.reps):
+                    for key in group:
+                        t0 = time.perf_counter()
+                        runners[key]()
+                        times[key].append(time.perf_counter() - t0)
             for key, run in runners.items():
                 if not run.check():
                     print(f"    warning: {key} produced non-finite weights")
