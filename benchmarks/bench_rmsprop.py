@@ -320,8 +320,8 @@ def print_table(tree, shapes, rows, nbytes):
         passes = r["bytes_accessed"] / nbytes if r["bytes_accessed"] else None
         temp = r["temp_bytes"] / 1e6 if r["temp_bytes"] is not None else None
         print(f"{r['variant']:9s} {r['label']:44s} {fmt(r['median_ms'], '9.2f')} {iqr:>13s} "
-              f"{fmt(low, '7.2f')} {fmt(ratio, '10.2f')} {fmt(r['compile_s'], '9.2f')} {fmt(temp, '8.2f')} "
-              f"{fmt(passes, '6.1f')}")
+              f"{fmt(low, '7.2f')} {fmt(ratio, '10.2f')} {fmt(r['compile_s'], '9.2f')} "
+              f"{fmt(temp, '8.2f')} {fmt(passes, '6.1f')}")
 
 
 def targets(rows):
