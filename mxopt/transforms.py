@@ -608,12 +608,15 @@ def _clipped_weight_update(w: jax.Array, u: jax.Array, bound: Scalar) -> jax.Arr
     new = w + u
     above = new > b
     outside = above | (new < -b)
-    fix = jax.lax.select(above, jnp.broadcast_to(b, w.shape), jnp.broadcast_to(-b, w.shape)) - w
+    fix = jax.lax.select(above, jnp.broadcast_to(b, new.shape),
+                         jnp.broadcast_to(-b, new.shape)) - w
     landed = w + fix
     # landed is near the target, so it can only overshoot outward: past b when
     # above (step fix down), past -b below (step it up). fix is then nonzero
     # (w + 0 == w lands exactly).
     fix = jax.lax.select(jnp.abs(landed) > b, _ulp_step(fix, above), fix)
+    if fix.dtype != u.dtype or fix.shape != u.shape:  # mixed dtypes: promote as ever
+        return jnp.where(outside, fix, u)
     # lax.select rather than jnp.where: no nested call per leaf for XLA to inline.
     return jax.lax.select(outside, fix, u)
 
