@@ -122,3 +122,20 @@ class Progress:
 def accuracy(logits, labels) -> float:
     """Fraction of rows whose largest logit is the label."""
     return float(np.mean(np.argmax(np.asarray(logits), axis=-1) == np.asarray(labels)))
+
+
+def parse_example_args(description, argv=None):
+    """The command line shared by the digits training examples."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--centered", action="store_true",
+                        help="Graves' centered RMSProp instead of Tieleman & Hinton's")
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=2e-3, help="peak learning rate")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--log-every", type=int, default=0,
+                        help="also print a progress line every N steps")
+    parser.add_argument("--quiet", action="store_true", help="print only the result")
+    return parser.parse_args(argv)

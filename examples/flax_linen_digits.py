@@ -9,8 +9,6 @@ if given; exits non-zero if the final test accuracy is below 95%.
 """
 from __future__ import annotations
 
-import argparse
-
 import flax.linen as nn
 import jax
 import optax
@@ -31,17 +29,7 @@ class MLP(nn.Module):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--centered", action="store_true",
-                        help="Graves' centered RMSProp instead of Tieleman & Hinton's")
-    parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=2e-3, help="peak learning rate")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--log-every", type=int, default=0,
-                        help="also print a progress line every N steps")
-    parser.add_argument("--quiet", action="store_true", help="print only the result")
-    return parser.parse_args(argv)
+    return digits_data.parse_example_args(__doc__.splitlines()[0], argv)
 
 
 def main(argv=None) -> dict:
