@@ -11,6 +11,7 @@ import numbers
 from typing import Any, Optional
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 __all__ = ["check_scalar", "check_learning_rate", "check_bool", "is_traced", "static_value"]
@@ -27,10 +28,10 @@ def _as_real_scalar(name: str, value: Any):
     if isinstance(value, numbers.Real):
         return float(value)
     if isinstance(value, (jax.Array, np.ndarray, np.generic)):
-        dtype = np.dtype(value.dtype)
+        dtype = jnp.dtype(value.dtype)
         if np.shape(value) != ():
             raise TypeError(f"{name} must be a scalar, got an array of shape {np.shape(value)}")
-        if not (np.issubdtype(dtype, np.floating) or np.issubdtype(dtype, np.integer)):
+        if not (jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)):
             raise TypeError(f"{name} must be a real number, got an array of dtype {dtype}")
         if is_traced(value):
             return None

@@ -206,3 +206,14 @@ def test_master_weights_wraps_any_optax_transformation():
         params = optax.apply_updates(params, updates)
     np.testing.assert_allclose(state.master["w"], 1 - 10e-3, rtol=1e-6)
     chex.assert_trees_all_equal(params["w"], state.master["w"].astype(jnp.bfloat16))
+
+
+def test_inject_hyperparams_with_bfloat16_params():
+    # inject_hyperparams casts hyperparameters to the params' dtype (bfloat16).
+    params = {"w": jnp.ones(4, jnp.bfloat16)}
+    tx = optax.inject_hyperparams(mxopt.rmsprop)(learning_rate=0.01, wd=0.001,
+                                                 multi_precision=True)
+    state = tx.init(params)
+    updates, state = jax.jit(tx.update)({"w": jnp.ones(4, jnp.bfloat16)}, state, params)
+    new = optax.apply_updates(params, updates)
+    assert new["w"].dtype == jnp.bfloat16 and float(new["w"][0]) < 1.0
