@@ -24,6 +24,11 @@ optimizer at its closest settings to MXNet's RMSProp with all options on:
   for the plain variant, three for the centered one), jitted with the same
   buffers donated. It reads and writes the same arrays as an optimizer step
   and does trivial arithmetic.
+- "1-D leaves" rows (``floor_1d``, and ``mxopt_1d`` on request): the same step
+  on the same data with every leaf reshaped to 1-D before jitting. XLA:CPU's
+  loop emitter vectorises only the innermost dimension, so a 3x3 convolution
+  kernel ``(out, in, 3, 3)`` runs in scalar code; these rows show how much of a
+  step that costs (``--trees resnet50_3x3`` isolates those leaves).
 
 The jitted steps are ``step(params, state, grads) -> (apply_updates(params,
 updates), new_state)`` with params and state donated. Each table gives the median
@@ -78,18 +83,23 @@ TREES = {
     "resnet50": "ResNet-50 v1 trainable parameters (benchmarks/resnet50_shapes.json)",
     "big": "one leaf of 64M elements (8192 x 8192)",
     "small": "1,000 small leaves (10 shapes of 64 to 2,048 elements, cycled)",
+    "resnet50_3x3": "the 16 3x3 convolution kernels of ResNet-50 (a diagnostic subset)",
 }
-COMPETITORS = ("mxopt", "mxopt_nocw", "optax", "optax_all", "torch", "mxnet", "floor")
-DEFAULT_COMPETITORS = ("mxopt", "optax", "optax_all", "torch", "mxnet", "floor")
+DEFAULT_TREES = ("resnet50", "big", "small")
+COMPETITORS = ("mxopt", "mxopt_nocw", "mxopt_1d", "optax", "optax_all", "torch", "mxnet",
+               "floor", "floor_1d")
+DEFAULT_COMPETITORS = ("mxopt", "optax", "optax_all", "torch", "mxnet", "floor", "floor_1d")
 VARIANTS = ("plain", "centered")
 
 
 def tree_leaves(name):
     """(names, shapes): MXNet-style names, so MXNet's Module rule for wd_mult
     (no decay unless the name ends in _weight or _gamma) applies to both."""
-    if name == "resnet50":
+    if name in ("resnet50", "resnet50_3x3"):
         with open(os.path.join(HERE, "resnet50_shapes.json")) as f:
             pairs = json.load(f)["resnet50_v1"]
+        if name == "resnet50_3x3":
+            pairs = [(n, s) for n, s in pairs if len(s) == 4 and s[-2:] == [3, 3]]
         return [n for n, _ in pairs], [tuple(s) for _, s in pairs]
     if name == "big":
         return ["big_weight"], [(8192, 8192)]
@@ -165,9 +175,12 @@ def _cost(compiled):
 class JaxRunner:
     """A jitted step with params and state donated, compiled from empty caches."""
 
-    def __init__(self, make, names, params_np, grads, compile_reps):
+    def __init__(self, make, names, params_np, grads, compile_reps, one_d=False):
         step, init = make
-        params = {n: jnp.array(a) for n, a in zip(names, params_np)}  # copies
+        params = {n: jnp.array(a.reshape(-1) if one_d else a)  # copies
+                  for n, a in zip(names, params_np)}
+        if one_d:
+            grads = {n: g.reshape(-1) for n, g in grads.items()}
         state = init(params)
         times, compiled = [], None
         for _ in range(compile_reps):
@@ -352,13 +365,14 @@ def targets(rows):
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--trees", default=",".join(TREES),
+    p.add_argument("--trees", default=",".join(DEFAULT_TREES),
                    help=f"comma-separated subset of {','.join(TREES)}")
     p.add_argument("--variants", default=",".join(VARIANTS), help="plain,centered")
     p.add_argument("--competitors", default=",".join(DEFAULT_COMPETITORS),
                    help=f"comma-separated subset of {','.join(COMPETITORS)} (mxnet needs "
                         "--mxnet-python; torch is skipped when not importable; mxopt_nocw "
-                        "is mxopt with clip_weights off)")
+                        "is mxopt with clip_weights off; *_1d run on the same leaves "
+                        "reshaped to 1-D)")
     p.add_argument("--reps", type=int, default=20, help="timed steps per implementation")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first")
     p.add_argument("--compile-reps", type=int, default=1,
@@ -422,6 +436,8 @@ def main(argv=None):
                 "torch": "torch RMSprop(foreach)" + (" centered+mom" if centered else ""),
                 "mxnet": "MXNet 1.9.1 Updater " + ("rmspropalex" if centered else "rmsprop"),
                 "floor": f"floor: w+g, s*0.9+g ({3 if centered else 1} state)",
+                "mxopt_1d": "mxopt.rmsprop (all options), 1-D leaves",
+                "floor_1d": "floor, 1-D leaves",
             }
             runners = {}
             for key in competitors:
@@ -431,15 +447,19 @@ def main(argv=None):
                 if key == "mxopt":
                     runners[key] = JaxRunner(tx_step(mxopt_tx(centered)), names, params_np,
                                              grads, args.compile_reps)
+                elif key == "mxopt_1d":
+                    runners[key] = JaxRunner(tx_step(mxopt_tx(centered)), names, params_np,
+                                             grads, args.compile_reps, one_d=True)
                 elif key == "mxopt_nocw":
                     runners[key] = JaxRunner(tx_step(mxopt_tx(centered, clip_weights=False)),
                                              names, params_np, grads, args.compile_reps)
                 elif key in ("optax", "optax_all"):
                     runners[key] = JaxRunner(tx_step(optax_tx(centered, key == "optax_all")),
                                              names, params_np, grads, args.compile_reps)
-                elif key == "floor":
+                elif key in ("floor", "floor_1d"):
                     runners[key] = JaxRunner(floor_step(3 if centered else 1), names,
-                                             params_np, grads, args.compile_reps)
+                                             params_np, grads, args.compile_reps,
+                                             one_d=key == "floor_1d")
                 elif key == "torch":
                     runners[key] = TorchRunner(centered, params_np, grads_np, args.threads)
             # The jitted steps interleaved round-robin (a burst of load hits them
