@@ -583,32 +583,38 @@ def scale_by_lr_mult(lr_mult: Any) -> optax.GradientTransformation:
     return optax.GradientTransformation(init_fn, update_fn)
 
 
+def _ulp_step(x: jax.Array, down: jax.Array) -> jax.Array:
+    """``nextafter(x, -inf)`` where ``down``, else ``nextafter(x, inf)``, for ``x``
+    nonzero and not NaN: one step of the bit pattern, a few integer operations
+    instead of ``jnp.nextafter``'s general case."""
+    ints = {2: jnp.int16, 4: jnp.int32, 8: jnp.int64}[jnp.dtype(x.dtype).itemsize]
+    bits = jax.lax.bitcast_convert_type(x, ints)
+    # Toward zero the magnitude (and so the bit pattern, sign apart) drops by one.
+    step = jax.lax.select((x > 0) == down, jnp.full(x.shape, -1, ints), jnp.full(x.shape, 1, ints))
+    return jax.lax.bitcast_convert_type(bits + step, x.dtype)
+
+
 def _clipped_weight_update(w: jax.Array, u: jax.Array, bound: Scalar) -> jax.Array:
     """An update ``u'`` with ``w + u'`` equal to ``clip(w + u)``, or within one ulp
     of it and never outside ``[-bound, bound]``.
 
-    ``w + (c - w)`` can round one ulp past ``c`` when ``c - w`` is inexact; such
-    corrections move one ulp back toward the interval: ``|fix| * 0.75 * eps`` is
-    between 0.75 and 1.5 ulps of ``fix``, so subtracting it rounds to the
-    neighbouring float.
+    ``w + (t - w)`` can round one ulp past ``t`` when ``t - w`` is inexact; such
+    corrections are nudged one ulp back toward the interval.
 
-    Written as float compares, selects and products because it runs on every
-    element of every step, and XLA:CPU runs the leaves whose innermost
-    dimension is small (a 3x3 convolution kernel) in scalar code, where each
-    operation counts: this form takes a fifth less time there than stepping the
-    bit pattern with integer operations.
+    Written as compares and selects (no min/max, one integer step instead of
+    ``jnp.nextafter``) because it runs on every element of every step.
     """
     b = _bound(bound, w)
     new = w + u
-    target = jnp.minimum(jnp.maximum(new, -b), b)
-    outside = target != new
-    fix = target - w
+    above = new > b
+    outside = above | (new < -b)
+    fix = jax.lax.select(above, jnp.broadcast_to(b, new.shape),
+                         jnp.broadcast_to(-b, new.shape)) - w
     landed = w + fix
-    # landed is near the target, so it can only overshoot outward: past b above
-    # (make fix smaller), past -b below (make it larger).
-    step = jnp.abs(fix) * jnp.asarray(0.75 * float(jnp.finfo(fix.dtype).eps), fix.dtype)
-    nudged = jax.lax.select(target > 0, fix - step, fix + step)
-    fix = jax.lax.select(jnp.abs(landed) > b, nudged, fix)
+    # landed is near the target, so it can only overshoot outward: past b when
+    # above (step fix down), past -b below (step it up). fix is then nonzero
+    # (w + 0 == w lands exactly).
+    fix = jax.lax.select(jnp.abs(landed) > b, _ulp_step(fix, above), fix)
     if fix.dtype != u.dtype or fix.shape != u.shape:  # mixed dtypes: promote as ever
         return jnp.where(outside, fix, u)
     # lax.select rather than jnp.where: no nested call per leaf for XLA to inline.

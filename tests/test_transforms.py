@@ -134,6 +134,22 @@ def test_clip_weights_adversarial_rounding():
         b = jnp.float32(bound)
         assert bool(jnp.all(jnp.abs(new) <= b)), (bound, new)
 
+@pytest.mark.parametrize("dtype,bound", [(np.float16, 1e-5), (np.float16, 6e4),
+                                         (np.float32, 1e-40), (np.float32, 3e38),
+                                         (jnp.bfloat16, 1e-39)])
+def test_clip_weights_extreme_bounds(dtype, bound):
+    # Subnormal and near-overflow bounds: the correction stays finite and inside.
+    b = jnp.asarray(np.float32(bound)).astype(dtype)
+    # Far outside for the tiny bounds; inside, with overflowing steps, for the huge.
+    scale = 1e3 if bound < 1 else 0.25
+    w = jnp.asarray([0.0, 0.3, -0.7, 2.5, -3.0, 1.0, -1.0], dtype) * (b * scale)
+    u = jnp.asarray([1.0, -1.0, 3.0, -5.0, 0.1, -2e3, 7e2], dtype) * b
+    for update in (mxopt.clip_weights(bound).update, jax.jit(mxopt.clip_weights(bound).update)):
+        new = optax.apply_updates(w, update(u, None, w)[0])
+        assert bool(jnp.all(jnp.isfinite(new))), (dtype, bound, new)
+        assert bool(jnp.all(jnp.abs(new) <= b)), (dtype, bound, new)
+
+
 
 # ---- property tests against the reference ----------------------------------
 
