@@ -83,6 +83,7 @@ TREES = {
     "resnet50": "ResNet-50 v1 trainable parameters (benchmarks/resnet50_shapes.json)",
     "big": "one leaf of 64M elements (8192 x 8192)",
     "small": "1,000 small leaves (10 shapes of 64 to 2,048 elements, cycled)",
+    "resnet50_hwio": "ResNet-50 v1 with convolution kernels in Flax's (h, w, in, out) layout",
     "resnet50_3x3": "the 16 3x3 convolution kernels of ResNet-50 (a diagnostic subset)",
 }
 DEFAULT_TREES = ("resnet50", "big", "small")
@@ -95,9 +96,11 @@ VARIANTS = ("plain", "centered")
 def tree_leaves(name):
     """(names, shapes): MXNet-style names, so MXNet's Module rule for wd_mult
     (no decay unless the name ends in _weight or _gamma) applies to both."""
-    if name in ("resnet50", "resnet50_3x3"):
+    if name in ("resnet50", "resnet50_hwio", "resnet50_3x3"):
         with open(os.path.join(HERE, "resnet50_shapes.json")) as f:
-            pairs = json.load(f)["resnet50_v1"]
+            pairs = json.load(f)["resnet50_v1"]  # MXNet's (out, in, h, w) kernels
+        if name == "resnet50_hwio":
+            pairs = [(n, [s[2], s[3], s[1], s[0]] if len(s) == 4 else s) for n, s in pairs]
         if name == "resnet50_3x3":
             pairs = [(n, s) for n, s in pairs if len(s) == 4 and s[-2:] == [3, 3]]
         return [n for n, _ in pairs], [tuple(s) for _, s in pairs]
