@@ -15,11 +15,6 @@ from mxopt.transforms import Scalar, ScalarOrSchedule
 __all__ = ["rmsprop", "rmsprop_chain", "RMSPropState", "CenteredRMSPropState"]
 
 
-# apply_if_finite applies the update anyway after this many consecutive
-# non-finite steps; skip_nonfinite means never.
-_NEVER_GIVE_UP = 2**31 - 1
-
-
 class RMSPropState(NamedTuple):
     """State of :func:`rmsprop` with ``centered=False``: MXNet's ``(n,)`` plus the
     number of updates done (drives schedules)."""
@@ -101,9 +96,12 @@ def rmsprop(learning_rate: ScalarOrSchedule = 0.001, gamma1: Scalar = 0.9,
       skip_nonfinite: by default a NaN or infinite gradient propagates into the
         weights and state, as in MXNet. True skips any step whose gradients
         are not all finite, leaving params and optimizer state untouched, and
-        counts the skipped steps (``optax.apply_if_finite``'s state:
-        ``total_notfinite``; inside ``MasterWeightsState.inner_state`` with
-        ``multi_precision``).
+        counts the skipped steps. The state is ``optax.apply_if_finite``'s
+        (``total_notfinite`` counts them; inside
+        ``MasterWeightsState.inner_state`` with ``multi_precision``) and so are
+        the results, but the choice is made element by element rather than
+        with ``lax.cond``, so under ``jax.jit`` it adds no parameter-sized
+        temporary and the donated buffers are still updated in place.
 
     Integer and bool leaves pass through untouched and get no state.
 
@@ -125,15 +123,13 @@ def rmsprop(learning_rate: ScalarOrSchedule = 0.001, gamma1: Scalar = 0.9,
     v.check_bool("multi_precision", multi_precision)
     v.check_bool("skip_nonfinite", skip_nonfinite)
     count0 = T._initial_count(begin_num_update)
-    if multi_precision or skip_nonfinite:
-        inner = rmsprop(learning_rate, gamma1, gamma2, epsilon, centered, clip_weights, wd=wd,
-                        rescale_grad=rescale_grad, clip_gradient=clip_gradient,
-                        lr_mult=lr_mult, wd_mult=wd_mult, begin_num_update=begin_num_update)
-        if skip_nonfinite:
-            # Inside the master weights, so the check and the skipped update see
-            # float32 gradients and updates.
-            inner = optax.apply_if_finite(inner, max_consecutive_errors=_NEVER_GIVE_UP)
-        return precision.master_weights(inner) if multi_precision else inner
+    if multi_precision:
+        # skip_nonfinite inside the master weights, so the check and the skipped
+        # update see float32 gradients and updates.
+        return precision.master_weights(rmsprop(
+            learning_rate, gamma1, gamma2, epsilon, centered, clip_weights, wd=wd,
+            rescale_grad=rescale_grad, clip_gradient=clip_gradient, lr_mult=lr_mult,
+            wd_mult=wd_mult, begin_num_update=begin_num_update, skip_nonfinite=skip_nonfinite))
 
     def gradient(grad, w, wd_leaf):
         g = T._decay(T._rescale(grad, rescale_grad), w, wd_leaf)
@@ -144,21 +140,25 @@ def rmsprop(learning_rate: ScalarOrSchedule = 0.001, gamma1: Scalar = 0.9,
             return u
         return T._clipped_weight_update(w, u, clip_weights)
 
-    def plain_leaf(grad, w, n, lr, wd_leaf):
+    # finite: None, or a traced bool (skip_nonfinite) choosing between the new
+    # state and update and the old state and no update. The weight update is
+    # computed from the chosen state, so the loop writing w reads the buffer the
+    # loop writing n wrote (in place) rather than the old n it overwrote.
+    def plain_leaf(grad, w, n, lr, wd_leaf, finite):
         g = gradient(grad, w, wd_leaf)
-        n = T._mean_square(g, n, gamma1, centered=False)
+        n = _keep_if(finite, T._mean_square(g, n, gamma1, centered=False), n)
         # -(lr * x) added to w is exactly MXNet's w - lr * x.
         u = -T._rounded(T._hyper(lr, g) * (g / T._root(n + T._hyper(epsilon, g))))
-        return weight_update(u, w), n
+        return _update_if(finite, weight_update(u, w)), n
 
-    def centered_leaf(grad, w, n, g_avg, delta, lr, wd_leaf):
+    def centered_leaf(grad, w, n, g_avg, delta, lr, wd_leaf, finite):
         g = gradient(grad, w, wd_leaf)
-        n = T._mean_square(g, n, gamma1, centered=True)
-        g_avg = T._mean(g, g_avg, gamma1)
+        n = _keep_if(finite, T._mean_square(g, n, gamma1, centered=True), n)
+        g_avg = _keep_if(finite, T._mean(g, g_avg, gamma1), g_avg)
         # (lr * g) / root: the centered kernel's grouping, unlike the plain one.
-        delta = (T._rounded(T._hyper(gamma2, g) * delta)
-                 - T._hyper(lr, g) * g / T._centered_root(n, g_avg, epsilon))
-        return weight_update(delta, w), n, g_avg, delta
+        delta = _keep_if(finite, T._rounded(T._hyper(gamma2, g) * delta)
+                         - T._hyper(lr, g) * g / T._centered_root(n, g_avg, epsilon), delta)
+        return _update_if(finite, weight_update(delta, w)), n, g_avg, delta
 
     def init_fn(params):
         T._warn_low_precision(params, "mxopt.rmsprop")
@@ -168,15 +168,36 @@ def rmsprop(learning_rate: ScalarOrSchedule = 0.001, gamma1: Scalar = 0.9,
         zeros = T._zeros_for_float_leaves
         count = count0
         if centered:
-            return CenteredRMSPropState(count=count, n=zeros(params), g_avg=zeros(params),
-                                        delta=zeros(params))
-        return RMSPropState(count=count, n=zeros(params))
+            state = CenteredRMSPropState(count=count, n=zeros(params), g_avg=zeros(params),
+                                         delta=zeros(params))
+        else:
+            state = RMSPropState(count=count, n=zeros(params))
+        if skip_nonfinite:  # optax.apply_if_finite's state, with the same counters
+            state = optax.ApplyIfFiniteState(
+                notfinite_count=jnp.zeros([], jnp.int32), last_finite=jnp.array(True, jnp.bool_),
+                total_notfinite=jnp.zeros([], jnp.int32), inner_state=state)
+        return state
 
     def update_fn(updates, state, params=None):
         if params is None:
             raise ValueError("mxopt.rmsprop needs the params: call "
                              "tx.update(grads, state, params)")
-        names, treedef = T._check_grads_match_params(updates, params, "mxopt.rmsprop")
+        _, treedef = T._check_grads_match_params(updates, params, "mxopt.rmsprop")
+        if not skip_nonfinite:
+            return rmsprop_step(treedef, updates, state, params, None)
+        # As optax.apply_if_finite, never giving up: a step is skipped when any
+        # gradient element is NaN or infinite.
+        finite = _all_finite(updates)
+        updates, inner = rmsprop_step(treedef, updates, state.inner_state, params, finite)
+        return updates, optax.ApplyIfFiniteState(
+            notfinite_count=jnp.where(finite, jnp.zeros([], jnp.int32),
+                                      optax.safe_increment(state.notfinite_count)),
+            last_finite=finite,
+            total_notfinite=jnp.where(finite, state.total_notfinite,
+                                      optax.safe_increment(state.total_notfinite)),
+            inner_state=inner)
+
+    def rmsprop_step(treedef, updates, state, params, finite):
         lrs = treedef.flatten_up_to(T._learning_rates(learning_rate, state.count, lr_mult,
                                                       params))
         wds = treedef.flatten_up_to(T._scale_by_multipliers(wd, wd_mult, params, "wd_mult"))
@@ -188,15 +209,55 @@ def rmsprop(learning_rate: ScalarOrSchedule = 0.001, gamma1: Scalar = 0.9,
         outs = []
         for g, w, *bufs, lr_leaf, wd_leaf in zip(*columns, lrs, wds):
             if T._is_float(w):
-                outs.append(leaf_fn(g, w, *bufs, lr_leaf, wd_leaf))
+                outs.append(leaf_fn(g, w, *bufs, lr_leaf, wd_leaf, finite))
             else:  # integer and bool leaves pass through with no state
                 outs.append((jnp.zeros_like(w),) + (optax.MaskedNode(),) * len(buffers))
         new = [treedef.unflatten([o[i] for o in outs]) for i in range(1 + len(buffers))]
-        count = optax.safe_increment(state.count)
+        count = _keep_if(finite, optax.safe_increment(state.count), state.count)
         state_cls = CenteredRMSPropState if centered else RMSPropState
         return new[0], state_cls(count, *new[1:])
 
     return optax.GradientTransformation(init_fn, update_fn)
+
+
+def _keep_if(finite: Optional[jax.Array], new: jax.Array, old: jax.Array) -> jax.Array:
+    """``new`` where ``finite`` (or when it is None), else ``old``: an elementwise
+    choice XLA fuses into the loop computing ``new``, where a ``lax.cond`` would
+    be a fusion boundary that materialises its result."""
+    if finite is None:
+        return new
+    if jnp.result_type(new) != jnp.result_type(old) or jnp.shape(new) != jnp.shape(old):
+        return jnp.where(finite, new, old)  # mixed dtypes: promote as ever
+    return jax.lax.select(finite, new, old)
+
+
+def _all_finite(grads: optax.Updates) -> jax.Array:
+    """Whether every element of every floating leaf is finite.
+
+    The sum of a leaf is finite when all its elements are (NaN and inf
+    propagate through additions), and XLA reads a plain sum straight from the
+    gradient; ``all(isfinite(g))`` made XLA:CPU write a boolean array (a quarter
+    of the gradient's bytes) first, and its max/min reductions do not propagate
+    NaN. A sum that overflowed from finite values is told apart by an exact
+    check that runs only then: a reduction whose combiner ``a + b * 0`` is 0 for
+    finite elements and NaN otherwise.
+    """
+    leaves = [g for g in jax.tree.leaves(grads) if T._is_float(g)]
+    if not leaves:
+        return jnp.asarray(True)
+
+    def exact(_):
+        zeros = [jax.lax.reduce(g, jnp.zeros((), g.dtype),
+                                lambda a, b: a + b * jnp.zeros((), b.dtype), tuple(range(g.ndim)))
+                 for g in leaves]
+        return jnp.isfinite(sum(z.astype(jnp.float32) for z in zeros))
+
+    total_finite = jnp.isfinite(sum(jnp.sum(g).astype(jnp.float32) for g in leaves))
+    return total_finite | jax.lax.cond(total_finite, lambda _: jnp.asarray(False), exact, None)
+
+
+def _update_if(finite: Optional[jax.Array], update: jax.Array) -> jax.Array:
+    return _keep_if(finite, update, jnp.zeros_like(update))
 
 
 def rmsprop_chain(learning_rate: ScalarOrSchedule = 0.001, gamma1: Scalar = 0.9,

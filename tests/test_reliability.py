@@ -119,6 +119,58 @@ def test_skip_nonfinite_steps_keeps_params_and_state(centered, multi_precision):
     assert np.all(np.isfinite(np.asarray(params["w"], np.float32)))
 
 
+@pytest.mark.parametrize("centered", [False, True])
+@pytest.mark.parametrize("jit", [False, True])
+def test_skip_nonfinite_is_apply_if_finite_without_the_cond(centered, jit):
+    # Same state (type and counters) and the same bits as wrapping the plain
+    # optimizer in optax.apply_if_finite, over good and bad steps in a row.
+    kw = dict(centered=centered, wd=0.01, clip_gradient=0.5, clip_weights=0.9,
+              lr_mult={"b": 2.0})
+    ours = mxopt.rmsprop(optax.cosine_decay_schedule(0.05, 10), skip_nonfinite=True, **kw)
+    theirs = optax.apply_if_finite(mxopt.rmsprop(optax.cosine_decay_schedule(0.05, 10), **kw),
+                                   max_consecutive_errors=2**31 - 1)
+    rng = np.random.RandomState(0)
+    params = {"w": jnp.asarray(rng.normal(size=(3, 4)), jnp.float32),
+              "b": jnp.asarray(rng.normal(size=4), jnp.float32)}
+    states = [ours.init(params), theirs.init(params)]
+    chex.assert_trees_all_equal_structs(*states)
+    p_ours = p_theirs = params
+    bad = [False, True, True, False, True, False, False]
+    for i, is_bad in enumerate(bad):
+        grads = {"w": jnp.asarray(rng.normal(size=(3, 4)), jnp.float32),
+                 "b": jnp.asarray(rng.normal(size=4), jnp.float32)}
+        if is_bad:
+            grads["b"] = grads["b"].at[i % 4].set([jnp.nan, jnp.inf, -jnp.inf][i % 3])
+        outs = []
+        for tx, p, state in ((ours, p_ours, states[0]), (theirs, p_theirs, states[1])):
+            update = jax.jit(tx.update) if jit else tx.update
+            u, state = update(grads, state, p)
+            outs.append((optax.apply_updates(p, u), state))
+        chex.assert_trees_all_equal(outs[0], outs[1])
+        (p_ours, states[0]), (p_theirs, states[1]) = outs
+    assert int(states[0].total_notfinite) == 3 and int(states[0].inner_state.count) == 4
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_skip_nonfinite_tells_an_overflowing_sum_from_a_nonfinite_gradient(jit):
+    # The check sums the gradients; finite gradients whose float32 sum
+    # overflows (to inf, or to NaN as inf - inf across leaves) are still a step.
+    tx = mxopt.rmsprop(1e-3, skip_nonfinite=True)
+    update = jax.jit(tx.update) if jit else tx.update
+    f32 = lambda x: jnp.asarray(x, jnp.float32)  # noqa: E731
+    params = {"a": f32(np.zeros(4)), "b": f32(np.zeros(3))}
+    cases = [({"a": f32(np.full(4, 3e38)), "b": f32(np.zeros(3))}, True),
+             ({"a": f32(np.full(4, 3e38)), "b": f32(np.full(3, -3e38))}, True),
+             ({"a": f32([3e38, 1.0, np.inf, 0.0]), "b": f32(np.full(3, -3e38))}, False),
+             ({"a": f32(np.zeros(4)), "b": f32([1.0, np.nan, 1.0])}, False)]
+    for grads, finite in cases:
+        assert not bool(jnp.isfinite(sum(jnp.sum(g) for g in grads.values()))) or not finite
+        _, state = update(grads, tx.init(params), params)
+        assert bool(state.last_finite) == finite
+        assert int(state.total_notfinite) == (0 if finite else 1)
+        assert int(state.inner_state.count) == (1 if finite else 0)
+
+
 # ---- numerical edge cases against the reference ------------------------------
 
 @pytest.mark.parametrize("grad, epsilon", [
