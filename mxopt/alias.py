@@ -1,7 +1,7 @@
 """``mxopt.rmsprop``: MXNet 1.9.1's ``mxnet.optimizer.RMSProp`` in one call."""
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import Any, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -101,13 +101,20 @@ def rmsprop(learning_rate: ScalarOrSchedule = 0.001, gamma1: Scalar = 0.9,
         ``MasterWeightsState.inner_state`` with ``multi_precision``) and so are
         the results, but the choice is made element by element rather than
         with ``lax.cond``, so under ``jax.jit`` it adds no parameter-sized
-        temporary and the donated buffers are still updated in place.
+        temporary and the donated buffers are still updated in place. The
+        check sums the gradients (one more read of them); a caller that has
+        checked them already (dynamic loss scaling does) can pass the scalar
+        bool as ``tx.update(grads, state, params, grads_finite=flag)``.
 
     Integer and bool leaves pass through untouched and get no state.
 
     Returns:
-      An ``optax.GradientTransformation`` whose state is :class:`RMSPropState` or
-      :class:`CenteredRMSPropState`. It evaluates each leaf in one expression in
+      An ``optax.GradientTransformationExtraArgs`` (extra ``update`` keywords
+      other than ``grads_finite`` are ignored, so it sits in ``optax.chain``
+      with transformations that take some) whose state is :class:`RMSPropState`
+      or :class:`CenteredRMSPropState` (inside ``optax.ApplyIfFiniteState`` with
+      ``skip_nonfinite``, and :class:`mxopt.MasterWeightsState` with
+      ``multi_precision``). It evaluates each leaf in one expression in
       the kernel's order; :func:`rmsprop_chain` builds the same optimizer from
       the composable pieces in :mod:`mxopt.transforms`.
     """
@@ -124,12 +131,22 @@ def rmsprop(learning_rate: ScalarOrSchedule = 0.001, gamma1: Scalar = 0.9,
     v.check_bool("skip_nonfinite", skip_nonfinite)
     count0 = T._initial_count(begin_num_update)
     if multi_precision:
-        # skip_nonfinite inside the master weights, so the check and the skipped
-        # update see float32 gradients and updates.
-        return precision.master_weights(rmsprop(
+        # skip_nonfinite inside the master weights, so the skipped update is the
+        # float32 one; the check reads the gradients as given (casting keeps
+        # finiteness, and reducing the float32 copies made XLA write them out).
+        masters = precision.master_weights(rmsprop(
             learning_rate, gamma1, gamma2, epsilon, centered, clip_weights, wd=wd,
             rescale_grad=rescale_grad, clip_gradient=clip_gradient, lr_mult=lr_mult,
             wd_mult=wd_mult, begin_num_update=begin_num_update, skip_nonfinite=skip_nonfinite))
+        if not skip_nonfinite:
+            return masters
+
+        def checked_update(updates, state, params=None, grads_finite=None, **extra_args):
+            if grads_finite is None:
+                grads_finite = _all_finite(updates)
+            return masters.update(updates, state, params, grads_finite=grads_finite,
+                                  **extra_args)
+        return optax.GradientTransformationExtraArgs(masters.init, checked_update)
 
     def gradient(grad, w, wd_leaf):
         g = T._decay(T._rescale(grad, rescale_grad), w, wd_leaf)
@@ -178,16 +195,20 @@ def rmsprop(learning_rate: ScalarOrSchedule = 0.001, gamma1: Scalar = 0.9,
                 total_notfinite=jnp.zeros([], jnp.int32), inner_state=state)
         return state
 
-    def update_fn(updates, state, params=None):
+    def update_fn(updates, state, params=None, grads_finite=None, **extra_args):
+        del extra_args  # other transformations' (optax.chain passes them to all)
         if params is None:
             raise ValueError("mxopt.rmsprop needs the params: call "
                              "tx.update(grads, state, params)")
         _, treedef = T._check_grads_match_params(updates, params, "mxopt.rmsprop")
         if not skip_nonfinite:
+            if grads_finite is not None:
+                raise TypeError("mxopt.rmsprop: grads_finite is only used with "
+                                "skip_nonfinite=True")
             return rmsprop_step(treedef, updates, state, params, None)
         # As optax.apply_if_finite, never giving up: a step is skipped when any
         # gradient element is NaN or infinite.
-        finite = _all_finite(updates)
+        finite = _all_finite(updates) if grads_finite is None else _check_flag(grads_finite)
         updates, inner = rmsprop_step(treedef, updates, state.inner_state, params, finite)
         return updates, optax.ApplyIfFiniteState(
             notfinite_count=jnp.where(finite, jnp.zeros([], jnp.int32),
@@ -217,7 +238,7 @@ def rmsprop(learning_rate: ScalarOrSchedule = 0.001, gamma1: Scalar = 0.9,
         state_cls = CenteredRMSPropState if centered else RMSPropState
         return new[0], state_cls(count, *new[1:])
 
-    return optax.GradientTransformation(init_fn, update_fn)
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
 def _keep_if(finite: Optional[jax.Array], new: jax.Array, old: jax.Array) -> jax.Array:
@@ -254,6 +275,14 @@ def _all_finite(grads: optax.Updates) -> jax.Array:
 
     total_finite = jnp.isfinite(sum(jnp.sum(g).astype(jnp.float32) for g in leaves))
     return total_finite | jax.lax.cond(total_finite, lambda _: jnp.asarray(False), exact, None)
+
+
+def _check_flag(grads_finite: Any) -> jax.Array:
+    flag = jnp.asarray(grads_finite)
+    if flag.shape != () or flag.dtype != jnp.bool_:
+        raise TypeError("mxopt.rmsprop: grads_finite must be a scalar bool (whether every "
+                        f"gradient element is finite), got {flag.dtype}{list(flag.shape)}")
+    return flag
 
 
 def _update_if(finite: Optional[jax.Array], update: jax.Array) -> jax.Array:

@@ -66,9 +66,13 @@ def master_weights(inner: optax.GradientTransformation) -> optax.GradientTransfo
     by more than that in a single step; then it lands within an ulp of the old
     weight's scale, and the master, which is the truth, is unaffected.
 
+    Extra keyword arguments of ``update`` (``optax.GradientTransformationExtraArgs``)
+    are passed on to ``inner`` when it takes them.
+
     Args:
       inner: any optax transformation (e.g. ``mxopt.rmsprop(...)``).
     """
+    inner = optax.with_extra_args_support(inner)
 
     def init_fn(params):
         master = jax.tree.map(lambda p: p.astype(jnp.float32) if _is_low(p)
@@ -76,7 +80,7 @@ def master_weights(inner: optax.GradientTransformation) -> optax.GradientTransfo
         inner_params = jax.tree.map(lambda p, m: m if _is_low(p) else p, params, master)
         return MasterWeightsState(master=master, inner_state=inner.init(inner_params))
 
-    def update_fn(updates, state, params=None):
+    def update_fn(updates, state, params=None, **extra_args):
         if params is None:
             raise ValueError("master_weights needs the params: call "
                              "tx.update(grads, state, params)")
@@ -89,7 +93,8 @@ def master_weights(inner: optax.GradientTransformation) -> optax.GradientTransfo
             [m if is_low else p for is_low, p, m in zip(low, flat_params, flat_master)])
         inner_grads = treedef.unflatten(
             [g.astype(jnp.float32) if is_low else g for is_low, g in zip(low, flat_grads)])
-        inner_updates, inner_state = inner.update(inner_grads, state.inner_state, inner_params)
+        inner_updates, inner_state = inner.update(inner_grads, state.inner_state, inner_params,
+                                                  **extra_args)
         flat_inner = treedef.flatten_up_to(inner_updates)
         new_master, out = [], []
         for is_low, p, m, u in zip(low, flat_params, flat_master, flat_inner):
@@ -106,4 +111,4 @@ def master_weights(inner: optax.GradientTransformation) -> optax.GradientTransfo
         return (treedef.unflatten(out),
                 MasterWeightsState(master=treedef.unflatten(new_master), inner_state=inner_state))
 
-    return optax.GradientTransformation(init_fn, update_fn)
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)

@@ -171,6 +171,45 @@ def test_skip_nonfinite_tells_an_overflowing_sum_from_a_nonfinite_gradient(jit):
         assert int(state.inner_state.count) == (1 if finite else 0)
 
 
+@pytest.mark.parametrize("multi_precision", [False, True])
+def test_skip_nonfinite_takes_a_flag_checked_elsewhere(multi_precision):
+    # grads_finite (e.g. from dynamic loss scaling) replaces mxopt's own check:
+    # the same results when it agrees with the gradients, and it decides when
+    # it does not.
+    dtype = jnp.bfloat16 if multi_precision else jnp.float32
+    tx = mxopt.rmsprop(0.05, wd=0.01, multi_precision=multi_precision, skip_nonfinite=True)
+    params = {"w": jnp.linspace(-1, 1, 6, dtype=dtype)}
+    good = {"w": jnp.full(6, 0.5, dtype)}
+    bad = {"w": good["w"].at[1].set(jnp.nan)}
+    state = tx.init(params)
+    update = jax.jit(tx.update)
+    for grads, flag in ((good, True), (bad, False)):
+        chex.assert_trees_all_equal(update(grads, state, params),
+                                    update(grads, state, params, grads_finite=jnp.asarray(flag)))
+    skipped, skipped_state = update(good, state, params, grads_finite=jnp.asarray(False))
+    assert not np.any(np.asarray(skipped["w"], np.float32))
+    guard = skipped_state.inner_state if multi_precision else skipped_state
+    assert int(guard.total_notfinite) == 1
+    with pytest.raises(TypeError, match="grads_finite must be a scalar bool"):
+        tx.update(good, state, params, grads_finite=jnp.ones(2, bool))
+    with pytest.raises(TypeError, match="grads_finite must be a scalar bool"):
+        tx.update(good, state, params, grads_finite=1.0)
+    plain = mxopt.rmsprop(0.05)
+    with pytest.raises(TypeError, match="only used with skip_nonfinite=True"):
+        plain.update(good, plain.init(params), params, grads_finite=jnp.asarray(True))
+
+
+def test_rmsprop_ignores_other_transformations_extra_args():
+    # optax.chain passes every extra update keyword to each member that takes some.
+    params = {"w": jnp.ones(3)}
+    grads = {"w": jnp.full(3, 0.5)}
+    for skip in (False, True):
+        tx = optax.chain(mxopt.rmsprop(0.1, skip_nonfinite=skip), optax.scale(1.0))
+        state = tx.init(params)
+        chex.assert_trees_all_equal(tx.update(grads, state, params),
+                                    tx.update(grads, state, params, value=jnp.ones(())))
+
+
 # ---- numerical edge cases against the reference ------------------------------
 
 @pytest.mark.parametrize("grad, epsilon", [
