@@ -131,22 +131,13 @@ def rmsprop(learning_rate: ScalarOrSchedule = 0.001, gamma1: Scalar = 0.9,
     v.check_bool("skip_nonfinite", skip_nonfinite)
     count0 = T._initial_count(begin_num_update)
     if multi_precision:
-        # skip_nonfinite inside the master weights, so the skipped update is the
-        # float32 one; the check reads the gradients as given (casting keeps
-        # finiteness, and reducing the float32 copies made XLA write them out).
-        masters = precision.master_weights(rmsprop(
+        # skip_nonfinite inside the master weights, so the check and the skipped
+        # update see float32 gradients and updates; master_weights passes
+        # grads_finite on.
+        return precision.master_weights(rmsprop(
             learning_rate, gamma1, gamma2, epsilon, centered, clip_weights, wd=wd,
             rescale_grad=rescale_grad, clip_gradient=clip_gradient, lr_mult=lr_mult,
             wd_mult=wd_mult, begin_num_update=begin_num_update, skip_nonfinite=skip_nonfinite))
-        if not skip_nonfinite:
-            return masters
-
-        def checked_update(updates, state, params=None, grads_finite=None, **extra_args):
-            if grads_finite is None:
-                grads_finite = _all_finite(updates)
-            return masters.update(updates, state, params, grads_finite=grads_finite,
-                                  **extra_args)
-        return optax.GradientTransformationExtraArgs(masters.init, checked_update)
 
     def gradient(grad, w, wd_leaf):
         g = T._decay(T._rescale(grad, rescale_grad), w, wd_leaf)

@@ -45,11 +45,12 @@ def _all_options(centered, how):
                          skip_nonfinite=how == "skip-nonfinite", **ALL_OPTIONS)
 
 
-def _compiled_step(tx, params, state, grads):
-    def step(params, state, grads):
-        updates, state = tx.update(grads, state, params)
+def _compiled_step(tx, params, state, grads, **extra_args):
+    # Extra update arguments are traced arguments of the step, as in training.
+    def step(params, state, grads, extra_args):
+        updates, state = tx.update(grads, state, params, **extra_args)
         return optax.apply_updates(params, updates), state
-    return jax.jit(step, donate_argnums=(0, 1)).lower(params, state, grads).compile()
+    return jax.jit(step, donate_argnums=(0, 1)).lower(params, state, grads, extra_args).compile()
 
 
 def _nbytes(tree):
@@ -84,13 +85,8 @@ def test_no_temporaries_with_multi_precision_skip_nonfinite_given_the_flag(cente
     schedule = mxopt.lr_scheduler.CosineScheduler(max_update=100, base_lr=0.01)
     tx = mxopt.rmsprop(schedule, centered=centered, multi_precision=True, skip_nonfinite=True,
                        **ALL_OPTIONS)
-
-    def step(params, state, grads, flag):
-        updates, state = tx.update(grads, state, params, grads_finite=flag)
-        return optax.apply_updates(params, updates), state
     state = tx.init(params)
-    compiled = jax.jit(step, donate_argnums=(0, 1)).lower(
-        params, state, grads, jnp.asarray(True)).compile()
+    compiled = _compiled_step(tx, params, state, grads, grads_finite=jnp.asarray(True))
     stats = compiled.memory_analysis()
     assert stats.temp_size_in_bytes <= 0.01 * _nbytes(params)
     assert stats.alias_size_in_bytes >= _nbytes([x for x in jax.tree.leaves((params, state))
@@ -112,7 +108,7 @@ def test_donated_params_and_state_are_updated_in_place(centered, how):
     assert alias >= _nbytes(arrays)
     # ...and at run time the outputs live in the donated buffers, which are gone.
     before = [x.unsafe_buffer_pointer() for x in arrays]
-    new_params, new_state = compiled(params, state, grads)
+    new_params, new_state = compiled(params, state, grads, {})
     after = [x.unsafe_buffer_pointer() for x in jax.tree.leaves((new_params, new_state)) if x.ndim]
     assert before == after
     assert all(x.is_deleted() for x in arrays)
