@@ -10,7 +10,11 @@ processes, or on a GPU/TPU pod: only the mesh changes, never mxopt.
 
 ``--mesh``: ``data`` replicates params and splits the batch; ``fsdp`` also shards
 every parameter along the data axis (ZeRO-3 style); ``2d`` uses a data x model
-mesh with the hidden layer split over ``model``. mxopt's state is created by
+mesh with the hidden layer split over ``model``. ``--explicit-axes`` makes the
+mesh's axes Explicit (``jax.sharding.AxisType.Explicit``, entered with
+``jax.set_mesh``), so every array's sharding is part of its type; mxopt's state
+then carries its parameter's sharding in its type too, and the jitted step
+compiles once. mxopt's state is created by
 ``jax.jit(tx.init)`` and takes each parameter's sharding; its update is
 elementwise, so it adds no communication: gradients are reduced by GSPMD as
 part of the loss's backward pass, exactly as without mxopt.
@@ -24,6 +28,8 @@ def parse(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--devices", type=int, default=1, help="simulated CPU devices")
     parser.add_argument("--mesh", choices=("data", "fsdp", "2d"), default="data")
+    parser.add_argument("--explicit-axes", action="store_true",
+                        help="a mesh with Explicit axis types (with --mesh data)")
     parser.add_argument("--num-processes", type=int, default=1)
     parser.add_argument("--process-id", type=int, default=0)
     parser.add_argument("--coordinator", default="127.0.0.1:12355")
@@ -32,7 +38,12 @@ def parse(argv=None):
                         help="bfloat16 params with float32 master weights")
     parser.add_argument("--out", help="write the final params to this .npz (process 0 only, "
                         "unless the name contains {process})")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.explicit_axes and args.mesh != "data":
+        # The model-parallel matmuls would need their output shardings spelled
+        # out under Explicit axes; that is the model's business, not mxopt's.
+        parser.error("--explicit-axes goes with --mesh data")
+    return args
 
 
 def main(argv=None):
@@ -45,7 +56,7 @@ def main(argv=None):
     import numpy as np
     import optax
     from jax.experimental import multihost_utils
-    from jax.sharding import Mesh, NamedSharding
+    from jax.sharding import AxisType, Mesh, NamedSharding
     from jax.sharding import PartitionSpec as P
 
     import mxopt
@@ -56,7 +67,9 @@ def main(argv=None):
                                    process_id=args.process_id)
     devices = np.array(jax.devices())
     model = 2 if args.mesh == "2d" and devices.size % 2 == 0 else 1
-    mesh = Mesh(devices.reshape(devices.size // model, model), ("data", "model"))
+    axis_type = AxisType.Explicit if args.explicit_axes else AxisType.Auto
+    mesh = Mesh(devices.reshape(devices.size // model, model), ("data", "model"),
+                axis_types=(axis_type, axis_type))
     param_specs = {
         "data": {"w1": P(), "b1": P(), "w2": P(), "b2": P()},
         "fsdp": {"w1": P("data", None), "b1": P("data"), "w2": P("data", None), "b2": P()},
@@ -73,38 +86,44 @@ def main(argv=None):
     teacher = rng.normal(size=(sizes[0], sizes[2]))
     batches = [rng.normal(size=(64, sizes[0])).astype(np.float32) for _ in range(args.steps)]
 
-    def global_array(host, spec):
-        sharding = NamedSharding(mesh, spec)
-        return jax.make_array_from_callback(host.shape, sharding, lambda idx: host[idx])
+    with jax.set_mesh(mesh):
+        def global_array(host, spec):
+            # Spelled for every dimension (P() of a matrix is P(None, None)), as
+            # jit spells its outputs: the step's inputs and outputs then have
+            # equal types and it compiles once.
+            sharding = NamedSharding(mesh, P(*spec, *[None] * (host.ndim - len(spec))))
+            return jax.make_array_from_callback(host.shape, sharding, lambda idx: host[idx])
 
-    params = {k: global_array(v, param_specs[k]).astype(dtype) for k, v in host_params.items()}
-    tx = mxopt.rmsprop(0.01, centered=True, wd=1e-4, clip_gradient=1.0, clip_weights=2.0,
-                       multi_precision=args.multi_precision)
-    state = jax.jit(tx.init)(params)
+        params = {k: global_array(v, param_specs[k]).astype(dtype)
+                  for k, v in host_params.items()}
+        tx = mxopt.rmsprop(0.01, centered=True, wd=1e-4, clip_gradient=1.0, clip_weights=2.0,
+                           multi_precision=args.multi_precision)
+        state = jax.jit(tx.init)(params)
 
-    def loss_fn(params, x):
-        p = jax.tree.map(lambda a: a.astype(jnp.float32), params)
-        y = jnp.tanh(x @ jnp.asarray(teacher, jnp.float32))
-        h = jnp.tanh(x @ p["w1"] + p["b1"])
-        return jnp.mean((h @ p["w2"] + p["b2"] - y) ** 2)
+        def loss_fn(params, x):
+            p = jax.tree.map(lambda a: a.astype(jnp.float32), params)
+            y = jnp.tanh(x @ jnp.asarray(teacher, jnp.float32))
+            h = jnp.tanh(x @ p["w1"] + p["b1"])
+            return jnp.mean((h @ p["w2"] + p["b2"] - y) ** 2)
 
-    def step(params, state, x):
-        loss, grads = jax.value_and_grad(loss_fn)(params, x)
-        updates, state = tx.update(grads, state, params)
-        return optax.apply_updates(params, updates), state, loss
+        def step(params, state, x):
+            loss, grads = jax.value_and_grad(loss_fn)(params, x)
+            updates, state = tx.update(grads, state, params)
+            return optax.apply_updates(params, updates), state, loss
 
-    step = jax.jit(step, donate_argnums=(0, 1))
-    for i, batch in enumerate(batches):
-        x = global_array(batch, P("data", None))
-        params, state, loss = step(params, state, x)
-        if jax.process_index() == 0 and (i == 0 or (i + 1) % 10 == 0):
-            print(f"step {i + 1:4d}  loss {float(loss):.6f}  lr 0.01", flush=True)
+        step = jax.jit(step, donate_argnums=(0, 1))
+        for i, batch in enumerate(batches):
+            x = global_array(batch, P("data", None))
+            params, state, loss = step(params, state, x)
+            if jax.process_index() == 0 and (i == 0 or (i + 1) % 10 == 0):
+                print(f"step {i + 1:4d}  loss {float(loss):.6f}  lr 0.01", flush=True)
 
     final = {k: np.asarray(v, np.float32) for k, v in
              multihost_utils.process_allgather(params, tiled=True).items()}
     digest = float(sum(np.abs(v).sum() for v in final.values()))
     print(f"process {jax.process_index()}/{jax.process_count()} devices {devices.size} "
-          f"mesh {dict(mesh.shape)} param checksum {digest:.9g}", flush=True)
+          f"mesh {dict(mesh.shape)} param checksum {digest:.9g} compiles {step._cache_size()}",
+          flush=True)
     if args.out and ("{process}" in args.out or jax.process_index() == 0):
         np.savez(args.out.format(process=jax.process_index()), **final)
     if args.num_processes > 1:

@@ -14,7 +14,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["check_scalar", "check_learning_rate", "check_bool", "is_traced", "static_value"]
+__all__ = ["check_scalar", "check_learning_rate", "check_bool", "check_begin_num_update",
+           "check_base_options",
+           "is_traced", "static_value"]
 
 
 def is_traced(value: Any) -> bool:
@@ -75,6 +77,36 @@ def check_learning_rate(value: Any, name: str = "learning_rate") -> None:
 def check_bool(name: str, value: Any) -> None:
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be a bool, got {type(value).__name__} {value!r}")
+
+
+def check_begin_num_update(value: Any, *, int32: bool = False) -> int:
+    """``begin_num_update`` (MXNet's update count to start from) is an int >= 0;
+    where mxopt keeps the count in an int32 (the functional optimizers' state)
+    it must also leave room for at least one update. Returns it as an int."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"begin_num_update must be an int, got {value!r}")
+    value = int(value)
+    high = 2**31 - 1 if int32 else 2**63 - 1
+    if not 0 <= value < high:
+        raise ValueError(f"begin_num_update must be in [0, {'2**31' if int32 else '2**63'} - 1) "
+                         f"(the update count is kept in an int{32 if int32 else 64}), got {value}")
+    return value
+
+
+def check_base_options(*, wd: Any, rescale_grad: Any, clip_gradient: Any,
+                       begin_num_update: Any, multi_precision: Any,
+                       skip_nonfinite: Any) -> None:
+    """The options every functional optimizer takes from MXNet's ``Optimizer``
+    base class (the learning rate and multipliers are checked where they are
+    used)."""
+    check_scalar("wd", wd, low=0.0)
+    check_scalar("rescale_grad", rescale_grad, low=0.0, low_open=True)
+    check_scalar("clip_gradient", clip_gradient, low=0.0, allow_none=True)
+    if not (isinstance(begin_num_update, (jax.Array, np.ndarray))
+            and jnp.issubdtype(begin_num_update.dtype, jnp.integer)):  # inject_hyperparams'
+        check_begin_num_update(begin_num_update, int32=True)
+    check_bool("multi_precision", multi_precision)
+    check_bool("skip_nonfinite", skip_nonfinite)
 
 
 def static_value(value: Any) -> Optional[float]:

@@ -58,6 +58,17 @@ def test_eight_simulated_devices_match_one(single_run, tmp_path, mesh):
         np.testing.assert_allclose(got[k], v, rtol=1e-4, atol=1e-5, err_msg=k)
 
 
+def test_explicit_axes_mesh_matches_one_and_compiles_once(single_run, tmp_path):
+    # Explicit axes carry every sharding in the types: mxopt's state must keep
+    # the types init gave it, or the step would compile again.
+    path = tmp_path / "params.npz"
+    out = _run([EXAMPLE, "--devices", "8", "--explicit-axes", "--out", str(path)])
+    assert "devices 8" in out and "compiles 1" in out, out
+    got = dict(np.load(path))
+    for k, v in single_run.items():
+        np.testing.assert_allclose(got[k], v, rtol=1e-4, atol=1e-5, err_msg=k)
+
+
 def test_two_processes_train_identically_and_match_one(single_run, tmp_path):
     port = _free_port()
     out = str(tmp_path / "params_{process}.npz")

@@ -201,7 +201,13 @@ def test_rmsprop_matches_reference(hp, shape_list, seed, jit):
     for got, want in zip(params, expected):
         assert got.dtype == want.dtype and got.shape == want.shape
         if not hp["clip_weights"] and jax.default_backend() == "cpu":
-            np.testing.assert_array_equal(np.asarray(got), want)
+            # The FMA guard turns a product of -inf into the lowest float
+            # (README, "Numerics"), which shows only where MXNet's weight is NaN:
+            # there mxopt's is non-finite too.
+            got = np.asarray(got)
+            nan = np.isnan(want)
+            assert not np.isfinite(got[nan]).any()
+            np.testing.assert_array_equal(got[~nan], want[~nan])
         else:
             # Clipped weights land within an ulp of MXNet's each step, and the
             # next steps can amplify that (epsilon near 0, tiny n).

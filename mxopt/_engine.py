@@ -1,0 +1,618 @@
+"""The tree machinery under every mxopt optimizer, fused or composed.
+
+:mod:`mxopt._kernels` computes one leaf; this module does everything that
+involves the tree, once, for every optimizer and for both paths (the fused
+aliases of :mod:`mxopt.alias` and the composable pieces of
+:mod:`mxopt.transforms`):
+
+* which leaves train (floating ones), which pass through untouched and keep no
+  state (integer and bool ones), and which are refused (complex ones: MXNet has
+  no complex dtype, and a leaf that silently never trains is worse than an error);
+* checks that name the leaf: gradients against params, state against params
+  and against the optimizer that is meant to use it;
+* zero state that follows each param's sharding, also for abstract params
+  (``jax.ShapeDtypeStruct``), and the update count, made in ``init``;
+* learning rates (floats, JAX scalars, optax schedules, MXNet schedulers) and
+  per-leaf multipliers;
+* the per-leaf function traced once per distinct leaf signature (compile time);
+* skipping non-finite steps (``skip_nonfinite``), weight clipping, and float32
+  master weights (``multi_precision``).
+
+:func:`fused` turns a kernel and its state's field names into an
+``optax.GradientTransformationExtraArgs``; an optimizer is a kernel plus one
+call of it.
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Any, Callable, NamedTuple, Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from mxopt import _kernels as K
+from mxopt import _validation as v
+from mxopt import lr_scheduler, multipliers
+
+__all__ = [
+    "ScalarOrSchedule", "LOW_PRECISION_DTYPES", "MasterWeightsState", "Optimizer",
+    "needs_params", "leaf_kind", "is_float", "zeros_like_sharded", "zeros_for_float_leaves",
+    "warn_low_precision", "check_params", "check_grads_match_params", "check_state",
+    "initial_count", "scale_by_multipliers", "learning_rates", "per_leaf", "map_leaves",
+    "all_finite", "finiteness_flag", "skip_state", "master_weights", "fused", "check_inputs",
+]
+
+ScalarOrSchedule = Union[float, jax.Array, optax.Schedule]
+LOW_PRECISION_DTYPES = (jnp.dtype(jnp.float16), jnp.dtype(jnp.bfloat16))
+
+
+def needs_params(who: str) -> ValueError:
+    """The error for an ``update`` called without the params."""
+    return ValueError(f"{who} needs the params (weight decay and weight clipping read "
+                      f"them): call tx.update(grads, state, params)")
+
+
+# ----------------------------------------------------------------------------------
+# Leaves: which train, which pass through, which are refused
+# ----------------------------------------------------------------------------------
+
+def _dtype(x: Any):
+    return jnp.dtype(x.dtype) if hasattr(x, "dtype") else jnp.result_type(x)
+
+
+def leaf_kind(x: Any) -> str:
+    """``"float"`` (trained), ``"complex"`` (refused) or ``"other"`` (integer,
+    bool: passed through with no state)."""
+    dtype = _dtype(x)
+    if jnp.issubdtype(dtype, jnp.complexfloating):
+        return "complex"
+    return "float" if jnp.issubdtype(dtype, jnp.floating) else "other"
+
+
+def is_float(x: Any) -> bool:
+    return leaf_kind(x) == "float"
+
+
+def _named(tree: Any):
+    paths, treedef = jax.tree_util.tree_flatten_with_path(tree)
+    return [multipliers.leaf_name(p) for p, _ in paths], [x for _, x in paths], treedef
+
+
+def _refuse_complex(who: str, name: str, x: Any) -> None:
+    raise TypeError(f"{who}: the leaf {name!r} is complex ({_dtype(x)}). MXNet's optimizers "
+                    f"have no complex arithmetic, and mxopt does not guess one: train its "
+                    f"real and imaginary parts as two real leaves, or keep it out of this "
+                    f"optimizer (optax.masked / optax.multi_transform)")
+
+
+def check_params(params: Any, who: str) -> None:
+    """Refuse complex leaves of ``params``, naming the first."""
+    names, leaves, _ = _named(params)
+    for name, x in zip(names, leaves):
+        if leaf_kind(x) == "complex":
+            _refuse_complex(who, name, x)
+
+
+def warn_low_precision(params: Any, who: str) -> None:
+    """Warn once, as MXNet's ``create_state_multi_precision`` does, when state will
+    accumulate in float16/bfloat16."""
+    low = [x for x in jax.tree.leaves(params) if _dtype(x) in LOW_PRECISION_DTYPES]
+    if low:
+        warnings.warn(f"{who}: {len(low)} float16/bfloat16 parameter(s): accumulating with "
+                      "float16/bfloat16 in the optimizer can lead to poor accuracy or slow "
+                      "convergence. Consider multi_precision=True (float32 master weights).",
+                      UserWarning, stacklevel=3)
+
+
+def check_grads_match_params(updates: Any, params: Any, who: str):
+    """Leaf names and the params' treedef, after checking that ``updates`` has the
+    params' structure and each floating leaf its param's shape and dtype."""
+    names, leaves, treedef = _named(params)
+    try:
+        grads = treedef.flatten_up_to(updates)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"{who}: the gradients do not have the structure of the params: "
+                         f"{e}") from None
+    for name, w, g in zip(names, leaves, grads):
+        kind = leaf_kind(w)
+        if kind == "complex" or leaf_kind(g) == "complex":
+            _refuse_complex(who, name, w if kind == "complex" else g)
+        if kind != "float":
+            continue
+        if jnp.shape(g) != jnp.shape(w):
+            raise ValueError(f"{who}: the gradient of {name!r} has shape {jnp.shape(g)}, "
+                             f"its param has shape {jnp.shape(w)}")
+        if _dtype(g) != _dtype(w):
+            raise TypeError(f"{who}: the gradient of {name!r} has dtype {_dtype(g)}, "
+                            f"its param has dtype {_dtype(w)}; cast the gradients to the "
+                            f"params' dtypes (or use multi_precision=True)")
+    return names, treedef
+
+
+# ----------------------------------------------------------------------------------
+# State: zeros that follow the params, the count, and checks against the params
+# ----------------------------------------------------------------------------------
+
+def zeros_like_sharded(p: Any) -> jax.Array:
+    """Zeros with ``p``'s shape, dtype and sharding.
+
+    ``jnp.zeros_like`` of a traced param is a constant, which GSPMD leaves
+    unsharded: ``jax.jit(tx.init)`` would put all the state on one device. This
+    elementwise expression is exactly +0 for every value of ``p`` (NaN and inf
+    included) yet depends on ``p``, so the state takes ``p``'s sharding. An
+    abstract param (``jax.ShapeDtypeStruct``) has no values: its zeros are made
+    from its shape, dtype and sharding.
+    """
+    if isinstance(p, jax.ShapeDtypeStruct):
+        return jnp.zeros_like(p)
+    m = jnp.minimum(jnp.abs(p), jnp.zeros((), p.dtype))
+    return jnp.where(m == m, m, jnp.zeros((), p.dtype))
+
+
+def zeros_for_float_leaves(params: Any) -> Any:
+    """Zeros like each floating leaf (sharded like it); ``optax.MaskedNode()`` for
+    integer/bool leaves, which optimizers leave untouched and keep no state for."""
+    return jax.tree.map(lambda p: zeros_like_sharded(p) if is_float(p) else optax.MaskedNode(),
+                        params)
+
+
+def initial_count(begin_num_update: Any) -> jax.Array:
+    """The update count of a fresh state: MXNet's ``num_update`` starts at
+    ``begin_num_update``. An int32 scalar, made in ``init`` (not when the
+    optimizer is built), so that every state an optimizer returns has the
+    type and sharding ``init`` gave it."""
+    # optax.inject_hyperparams hands every int argument over as an array.
+    if (isinstance(begin_num_update, (jax.Array, np.ndarray)) and begin_num_update.ndim == 0
+            and jnp.issubdtype(begin_num_update.dtype, jnp.integer)):
+        if v.is_traced(begin_num_update):
+            return begin_num_update.astype(jnp.int32)
+        begin_num_update = int(begin_num_update)
+    v.check_begin_num_update(begin_num_update, int32=True)
+    return jnp.asarray(begin_num_update, jnp.int32)
+
+
+def _made_by(state: Any) -> str:
+    maker = _STATE_MAKERS.get(type(state))
+    return f"{type(state).__name__} (made by {maker})" if maker else type(state).__name__
+
+
+_STATE_MAKERS: dict = {}
+
+
+def check_state(state: Any, state_cls: type, who: str) -> None:
+    """Raise a ValueError saying that ``state`` is not the state this optimizer
+    (``who``) makes, and what differs, unless it is a ``state_cls``."""
+    if not isinstance(state, state_cls):
+        raise ValueError(f"{who}: the optimizer state does not match: this optimizer keeps "
+                         f"{state_cls.__name__}, got {_made_by(state)}. Build the state with "
+                         f"this optimizer's init (or the optimizer that made it)")
+
+
+def _check_buffer(buffer: Any, field: str, names, params_leaves, treedef, who: str,
+                  has_entry: Callable[[Any], bool] = None):
+    """The leaves of a state field, after checking that it has the params' tree
+    structure and, for each param with an entry (``has_entry``, by default the
+    floating ones), an entry of the param's shape."""
+    has_entry = has_entry or is_float
+    try:
+        leaves = treedef.flatten_up_to(buffer)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"{who}: the optimizer state does not match the params: "
+                         f"{_field(field)} has another tree structure ({e}). Was it made for "
+                         f"another params tree? Build it with tx.init(params)") from None
+    for name, w, s in zip(names, params_leaves, leaves):
+        if not has_entry(w):
+            continue
+        if isinstance(s, optax.MaskedNode) or jnp.shape(s) != jnp.shape(w):
+            got = "no entry" if isinstance(s, optax.MaskedNode) else f"shape {jnp.shape(s)}"
+            raise ValueError(f"{who}: the optimizer state does not match the params: "
+                             f"{_field(field)} has {got} for {name!r}, whose param has shape "
+                             f"{jnp.shape(w)}. Build the state with tx.init(params)")
+    return leaves
+
+
+def _field(field: str) -> str:
+    return f"state.{field}" if field else "the state"
+
+
+def _check_count(count: Any, who: str) -> None:
+    if jnp.shape(count) != () or not jnp.issubdtype(_dtype(count), jnp.integer):
+        raise ValueError(f"{who}: the optimizer state does not match: its count must be an "
+                         f"integer scalar, got {_dtype(count)}{list(jnp.shape(count))}")
+
+
+# ----------------------------------------------------------------------------------
+# Learning rates and multipliers
+# ----------------------------------------------------------------------------------
+
+def scale_by_multipliers(value: Any, spec: Any, params: Any, argname: str) -> Any:
+    """``value * multiplier`` per leaf. MXNet multiplies Python floats (float64)
+    and then rounds to float32: a static value is multiplied the same way here;
+    a traced one (a schedule, an injected hyperparameter) in its own dtype."""
+    mults = multipliers.resolve(spec, params, argname)
+    if mults is None:
+        return jax.tree.map(lambda _: value, params)
+
+    def scaled(m):
+        if m == 1.0:
+            return value
+        if not v.is_traced(value) and not callable(value):
+            return float(np.asarray(value)) * m
+        return value * m
+
+    return jax.tree.map(scaled, mults)
+
+
+def learning_rates(learning_rate: ScalarOrSchedule, count: jax.Array, lr_mult: Any,
+                   tree: Any) -> Any:
+    """Per-leaf learning rates of the update that follows ``count`` updates.
+
+    An :mod:`mxopt.lr_scheduler` scheduler follows MXNet, which increments
+    ``num_update`` before reading the rate: ``scheduler(count + 1)``, with the
+    product ``rate * lr_mult`` taken in float64 on the host, as MXNet does,
+    before the float32 cast. Any other schedule follows optax:
+    ``schedule(count)``.
+    """
+    if isinstance(learning_rate, lr_scheduler.LRScheduler):
+        mults = multipliers.resolve(lr_mult, tree, "lr_mult")
+        if mults is None:
+            return jax.tree.map(lambda _: learning_rate(count + 1), tree)
+        return jax.tree.map(
+            lambda m: lr_scheduler.mxnet_schedule(learning_rate, lr_mult=m)(count), mults)
+    lr = learning_rate(count) if callable(learning_rate) else learning_rate
+    return scale_by_multipliers(lr, lr_mult, tree, "lr_mult")
+
+
+# ----------------------------------------------------------------------------------
+# Per-leaf evaluation
+# ----------------------------------------------------------------------------------
+
+def per_leaf(fn: Callable) -> Callable:
+    """``fn``, a per-leaf update, traced and lowered once per distinct signature
+    rather than once per leaf when called under a trace (``jax.jit``).
+
+    A model repeats a few dozen shapes over hundreds of leaves, and lowering the
+    same expression again for each leaf dominated tracing the step. The
+    arguments are flattened as pytrees (a kernel's hyperparameter dict too);
+    traced leaves are passed to a nested ``jax.jit`` keyed by shape and dtype,
+    and the others (Python numbers such as a per-leaf ``lr * lr_mult``, concrete
+    arrays, None) stay constants of the traced function, exactly as without it,
+    so static decisions (a zero ``wd`` skipping the decay) and the rounding are
+    unchanged. XLA inlines the calls: the compiled step is the same. Outside a
+    trace ``fn`` runs as is.
+    """
+    cache = {}
+
+    def key(a):
+        if a is None or isinstance(a, (bool, int, float, complex, str)):
+            return (type(a), a)
+        return ("id", id(a))  # alive for as long as this update call
+
+    def call(*args):
+        leaves, treedef = jax.tree.flatten(args)
+        traced = tuple(v.is_traced(a) for a in leaves)
+        if not any(traced):
+            return fn(*args)
+        sig = (treedef,) + tuple(None if t else key(a) for a, t in zip(leaves, traced))
+        jitted = cache.get(sig)
+        if jitted is None:
+            consts = [None if t else a for a, t in zip(leaves, traced)]
+
+            def with_consts(*dynamic):
+                it = iter(dynamic)
+                full = [next(it) if t else c for t, c in zip(traced, consts)]
+                return fn(*jax.tree.unflatten(treedef, full))
+            jitted = cache[sig] = jax.jit(with_consts)
+        return jitted(*(a for a, t in zip(leaves, traced) if t))
+
+    return call
+
+
+def _check_entry(entry: Any, x: Any, name: str, who: str) -> None:
+    # A state buffer (or the params) has the update's shape; a 0-d entry is a
+    # per-leaf hyperparameter (a learning rate, a multiplier).
+    if isinstance(entry, optax.MaskedNode) or (
+            jnp.ndim(entry) and jnp.shape(entry) != jnp.shape(x)):
+        got = "no entry" if isinstance(entry, optax.MaskedNode) else f"shape {jnp.shape(entry)}"
+        raise ValueError(f"{who}: the optimizer state does not match the updates: it has {got} "
+                         f"for {name!r}, whose update has shape {jnp.shape(x)}. Build the "
+                         f"state with tx.init(params)")
+
+
+def map_leaves(fn: Callable, num_outputs: int, tree: Any, *others: Any, who: str = "mxopt"):
+    """Apply ``fn`` to each floating leaf of ``tree`` and the matching leaves of
+    ``others`` (trees shaped like it), returning ``num_outputs`` trees. An
+    integer or bool leaf passes through as the first output and gets
+    ``optax.MaskedNode()`` in the others; a complex one is refused."""
+    names, leaves, treedef = _named(tree)
+    fn = per_leaf(fn)
+    columns = [_check_buffer(o, "", names, leaves, treedef, who, has_entry=lambda _: False)
+               for o in others]
+    outs = []
+    for i, (name, x) in enumerate(zip(names, leaves)):
+        kind = leaf_kind(x)
+        if kind == "complex":
+            _refuse_complex(who, name, x)
+        if kind == "float":
+            for c in columns:
+                _check_entry(c[i], x, name, who)
+            outs.append(tuple(fn(x, *(c[i] for c in columns))))
+        else:
+            outs.append((x,) + (optax.MaskedNode(),) * (num_outputs - 1))
+    return tuple(treedef.unflatten([o[k] for o in outs]) for k in range(num_outputs))
+
+
+# ----------------------------------------------------------------------------------
+# Skipping non-finite steps
+# ----------------------------------------------------------------------------------
+
+def all_finite(grads: Any) -> jax.Array:
+    """Whether every element of every floating leaf is finite.
+
+    ``sum(g - g)`` is 0 when every element of ``g`` is finite and NaN otherwise
+    (``inf - inf`` and ``NaN - NaN`` are NaN, and NaN propagates through
+    additions), and unlike ``sum(g)`` it cannot overflow. It is one plain
+    add-reduction that XLA reads straight from the gradient, on any sharding (a
+    custom combiner does not compile on a sharded operand; ``all(isfinite(g))``
+    and, oddly, ``sum(g * 0)`` made XLA:CPU write a parameter-sized temporary
+    first, which ``tests/test_step_structure.py`` catches).
+    """
+    leaves = [g for g in jax.tree.leaves(grads) if is_float(g)]
+    if not leaves:
+        return jnp.asarray(True)
+    zeros = [jax.lax.reduce(g - g, jnp.zeros((), g.dtype), jax.lax.add, tuple(range(g.ndim)))
+             for g in leaves]
+    return jnp.isfinite(sum(z.astype(jnp.float32) for z in zeros))
+
+
+def finiteness_flag(grads: Any, grads_finite: Any, skip_nonfinite: bool, who: str):
+    """None when steps are never skipped; else the traced scalar bool saying
+    whether this step's gradients are all finite (``grads_finite`` when the
+    caller computed it)."""
+    if not skip_nonfinite:
+        if grads_finite is not None:
+            raise TypeError(f"{who}: grads_finite is only used with skip_nonfinite=True")
+        return None
+    if grads_finite is None:
+        return all_finite(grads)
+    flag = jnp.asarray(grads_finite)
+    if flag.shape != () or flag.dtype != jnp.bool_:
+        raise TypeError(f"{who}: grads_finite must be a scalar bool (whether every "
+                        f"gradient element is finite), got {flag.dtype}{list(flag.shape)}")
+    return flag
+
+
+def skip_state(finite: jax.Array, state: optax.ApplyIfFiniteState,
+               inner: optax.OptState) -> optax.ApplyIfFiniteState:
+    """``optax.apply_if_finite``'s state after a step, with the same counters."""
+    return optax.ApplyIfFiniteState(
+        notfinite_count=jnp.where(finite, jnp.zeros([], jnp.int32),
+                                  optax.safe_increment(state.notfinite_count)),
+        last_finite=finite,
+        total_notfinite=jnp.where(finite, state.total_notfinite,
+                                  optax.safe_increment(state.total_notfinite)),
+        inner_state=inner)
+
+
+def _fresh_skip_state(inner: optax.OptState) -> optax.ApplyIfFiniteState:
+    return optax.ApplyIfFiniteState(
+        notfinite_count=jnp.zeros([], jnp.int32), last_finite=jnp.array(True, jnp.bool_),
+        total_notfinite=jnp.zeros([], jnp.int32), inner_state=inner)
+
+
+# ----------------------------------------------------------------------------------
+# Master weights
+# ----------------------------------------------------------------------------------
+
+class MasterWeightsState(NamedTuple):
+    """State of :func:`mxopt.master_weights`.
+
+    ``master`` holds a float32 copy of each float16/bfloat16 param and
+    ``optax.MaskedNode()`` for every other leaf; ``inner_state`` is the wrapped
+    transformation's state, built on the masters.
+    """
+    master: Any
+    inner_state: optax.OptState
+
+
+def _is_low(x: Any) -> bool:
+    return _dtype(x) in LOW_PRECISION_DTYPES
+
+
+def _float32_copy(p: Any) -> jax.Array:
+    if isinstance(p, jax.ShapeDtypeStruct):  # abstract init: shape, dtype and sharding
+        return jnp.zeros_like(p, dtype=jnp.float32)
+    return p.astype(jnp.float32)
+
+
+def master_weights(inner: optax.GradientTransformation) -> optax.GradientTransformationExtraArgs:
+    """Run ``inner`` on float32 master copies of float16/bfloat16 params.
+
+    For each float16/bfloat16 leaf: ``init`` stores ``master = param.astype(f32)``
+    and builds ``inner``'s state on the masters; ``update`` casts the gradient to
+    float32, runs ``inner`` on the master, adds its update to the master in
+    float32, and returns the update that takes the param to the new master cast
+    to the param's dtype. float32/float64 and integer leaves pass straight to
+    ``inner`` and get no extra state.
+
+    Updates of float16/bfloat16 leaves are **float32**, not the gradients'
+    dtype (optax's usual rule), so that ``optax.apply_updates`` (which adds in
+    float32 and casts back) lands on ``master.astype(dtype)`` bit for bit
+    whenever the new value is within 2**13 (float16) or 2**16 (bfloat16) of the
+    old one in magnitude ratio, i.e. unless a weight shrinks by more than that
+    in a single step; then it lands within an ulp of the old weight's scale,
+    and the master, which is the truth, is unaffected. One consequence: optax
+    wrappers whose branches must have equal types cannot wrap it, notably
+    ``optax.apply_if_finite`` (use the optimizer's ``skip_nonfinite=True``,
+    which skips inside the masters); ``optax.MultiSteps`` and ``optax.chain``
+    work.
+
+    Extra keyword arguments of ``update`` (``optax.GradientTransformationExtraArgs``)
+    are passed on to ``inner`` when it takes them.
+
+    Args:
+      inner: any optax transformation (e.g. ``mxopt.rmsprop(...)``).
+    """
+    inner = optax.with_extra_args_support(inner)
+
+    def init_fn(params):
+        check_params(params, "master_weights")
+        master = jax.tree.map(lambda p: _float32_copy(p) if _is_low(p) else optax.MaskedNode(),
+                              params)
+        inner_params = jax.tree.map(lambda p, m: m if _is_low(p) else p, params, master)
+        return MasterWeightsState(master=master, inner_state=inner.init(inner_params))
+
+    def update_fn(updates, state, params=None, **extra_args):
+        if params is None:
+            raise needs_params("master_weights")
+        check_state(state, MasterWeightsState, "master_weights")
+        names, treedef = check_grads_match_params(updates, params, "master_weights")
+        flat_params = treedef.flatten_up_to(params)
+        flat_master = _check_buffer(state.master, "master", names, flat_params, treedef,
+                                    "master_weights", has_entry=_is_low)
+        flat_grads = treedef.flatten_up_to(updates)
+        low = [_is_low(p) for p in flat_params]
+        inner_params = treedef.unflatten(
+            [m if is_low else p for is_low, p, m in zip(low, flat_params, flat_master)])
+        inner_grads = treedef.unflatten(
+            [g.astype(jnp.float32) if is_low else g for is_low, g in zip(low, flat_grads)])
+        inner_updates, inner_state = inner.update(inner_grads, state.inner_state, inner_params,
+                                                  **extra_args)
+        flat_inner = treedef.flatten_up_to(inner_updates)
+        new_master, out = [], []
+        for is_low, p, m, u in zip(low, flat_params, flat_master, flat_inner):
+            if not is_low:
+                new_master.append(m)
+                out.append(u)
+                continue
+            master = (m + u).astype(jnp.float32)
+            # target - p is exact in float32 for float16/bfloat16 values of
+            # similar magnitude, so p + update == target after apply_updates.
+            p32 = p.astype(jnp.float32)
+            out.append(master.astype(p.dtype).astype(jnp.float32) - p32)
+            new_master.append(master)
+        return (treedef.unflatten(out),
+                MasterWeightsState(master=treedef.unflatten(new_master), inner_state=inner_state))
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+# ----------------------------------------------------------------------------------
+# The driver
+# ----------------------------------------------------------------------------------
+
+class Optimizer(NamedTuple):
+    """What an optimizer tells :func:`fused`.
+
+    Attributes:
+      who: how errors name it, e.g. ``"mxopt.rmsprop(centered=True)"``.
+      kernel: ``kernel(grad, weight, *buffers, hp, finite) -> (update, *buffers)``,
+        from :mod:`mxopt._kernels`.
+      state_cls: its state, a NamedTuple ``(count, *buffers)``.
+      hyper: the kernel's hyperparameters other than ``lr`` and ``wd`` (Python
+        numbers or JAX scalars), e.g. ``rescale_grad``, ``clip_gradient``.
+    """
+    who: str
+    kernel: Callable
+    state_cls: type
+    hyper: dict
+
+
+def fused(opt: Optimizer, *, learning_rate: ScalarOrSchedule, wd: Any, lr_mult: Any,
+          wd_mult: Any, begin_num_update: Any, clip_weights: Any = None,
+          multi_precision: bool = False,
+          skip_nonfinite: bool = False) -> optax.GradientTransformationExtraArgs:
+    """The optimizer ``opt`` as an optax transformation that evaluates each
+    floating leaf in one expression: ``opt.kernel``, then weight clipping and
+    the finiteness choice, traced once per leaf signature. The arguments are
+    the Optimizer-base options every mxopt optimizer takes (checked by the
+    caller)."""
+    if multi_precision:
+        # skip_nonfinite inside the master weights, so the check and the skipped
+        # update see float32 gradients and updates; master_weights passes
+        # grads_finite on.
+        return master_weights(fused(opt, learning_rate=learning_rate, wd=wd, lr_mult=lr_mult,
+                                    wd_mult=wd_mult, begin_num_update=begin_num_update,
+                                    clip_weights=clip_weights, skip_nonfinite=skip_nonfinite))
+    who, state_cls = opt.who, opt.state_cls
+    buffers = state_cls._fields[1:]
+    _STATE_MAKERS.setdefault(state_cls, who)
+    clips_weights = not K.clip_is_static_off(clip_weights)
+
+    def leaf(g, w, bufs, hp, finite):
+        u, *new = opt.kernel(g, w, *bufs, hp, finite)
+        if clips_weights:
+            u = K.clipped_weight_update(w, u, clip_weights)
+        return (K.update_if(finite, u), *new)
+
+    leaf = per_leaf(leaf)
+
+    def init_fn(params):
+        check_params(params, who)
+        warn_low_precision(params, who)
+        # Resolving the multipliers here reports a bad name before training starts.
+        multipliers.resolve(lr_mult, params, "lr_mult")
+        multipliers.resolve(wd_mult, params, "wd_mult")
+        state = state_cls(initial_count(begin_num_update),
+                          *(zeros_for_float_leaves(params) for _ in buffers))
+        return _fresh_skip_state(state) if skip_nonfinite else state
+
+    def step(updates, state, params, names, treedef, finite):
+        check_state(state, state_cls, who)
+        _check_count(state.count, who)
+        flat_params = treedef.flatten_up_to(params)
+        columns = [_check_buffer(getattr(state, b), b, names, flat_params, treedef, who)
+                   for b in buffers]
+        lrs = treedef.flatten_up_to(learning_rates(learning_rate, state.count, lr_mult, params))
+        wds = treedef.flatten_up_to(scale_by_multipliers(wd, wd_mult, params, "wd_mult"))
+        outs = []
+        for i, (g, w) in enumerate(zip(treedef.flatten_up_to(updates), flat_params)):
+            if is_float(w):
+                hp = dict(opt.hyper, lr=lrs[i], wd=wds[i])
+                outs.append(leaf(g, w, tuple(c[i] for c in columns), hp, finite))
+            else:  # integer and bool leaves pass through with no state
+                outs.append((jnp.zeros_like(w),) + (optax.MaskedNode(),) * len(buffers))
+        new = [treedef.unflatten([o[k] for o in outs]) for k in range(1 + len(buffers))]
+        count = K.keep_if(finite, optax.safe_increment(state.count), state.count)
+        return new[0], state_cls(count, *new[1:])
+
+    def update_fn(updates, state, params=None, grads_finite=None, **extra_args):
+        del extra_args  # other transformations' (optax.chain passes them to all)
+        if params is None:
+            raise needs_params(who)
+        names, treedef = check_grads_match_params(updates, params, who)
+        finite = finiteness_flag(updates, grads_finite, skip_nonfinite, who)
+        if finite is None:
+            return step(updates, state, params, names, treedef, None)
+        check_state(state, optax.ApplyIfFiniteState, who + " with skip_nonfinite=True")
+        updates, inner = step(updates, state.inner_state, params, names, treedef, finite)
+        return updates, skip_state(finite, state, inner)
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def check_inputs(who: str) -> optax.GradientTransformation:
+    """The first link of a composed optimizer (``rmsprop_chain``): the checks and
+    the leaf rules of :func:`fused`, so both paths accept and refuse the same
+    inputs. ``init`` refuses complex leaves and warns about float16/bfloat16
+    state; ``update`` needs the params, checks the gradients against them, and
+    hands integer/bool leaves a zero update, which the following links pass
+    through."""
+
+    def init_fn(params):
+        check_params(params, who)
+        warn_low_precision(params, who)
+        return optax.EmptyState()
+
+    def update_fn(updates, state, params=None):
+        if params is None:
+            raise needs_params(who)
+        _, treedef = check_grads_match_params(updates, params, who)
+        flat = [g if is_float(w) else jnp.zeros_like(w)
+                for g, w in zip(treedef.flatten_up_to(updates), treedef.flatten_up_to(params))]
+        return treedef.unflatten(flat), state
+
+    return optax.GradientTransformation(init_fn, update_fn)
+

@@ -1,0 +1,367 @@
+"""The contract suite: the same checks over every optimizer path in one list.
+
+``tests/optimizer_list.py`` holds the list (every optimizer, fused and chained,
+with each option set that matters); a new optimizer joins it and gets every
+check here and in ``tests/contract_sharded.py`` (8 simulated devices). The
+checks are mxopt's own (leaf rules, error messages, agreement between the
+paths) and JAX's and optax's contracts, kept as optax keeps them for its own
+optimizers: convergence, ``inject_hyperparams``, dtypes, stable jitted steps,
+abstract init, composition, float64.
+
+The one stated exception: with ``multi_precision`` the updates of
+float16/bfloat16 leaves are float32, so that each param lands exactly on its
+float32 master's cast (``mxopt.master_weights``).
+"""
+import functools
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from optimizer_list import ENTRIES, FAMILIES, FUSED
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BY_ID = {e.id: e for e in ENTRIES}
+PARAMS = pytest.mark.parametrize("entry", ENTRIES, ids=[e.id for e in ENTRIES])
+STEPS = 5
+NAN_STEP = 2  # skip_nonfinite entries get a NaN gradient at this step
+
+
+def _dtype(entry):
+    # multi_precision matters for float16/bfloat16 params.
+    return jnp.bfloat16 if entry.multi_precision else jnp.float32
+
+
+def _params(dtype=jnp.float32, seed=0, **extra):
+    rng = np.random.RandomState(seed)
+    tree = {"w": jnp.asarray(rng.uniform(-1, 1, (3, 4)), dtype),
+            "b": jnp.asarray(rng.uniform(-1, 1, (4,)), dtype)}
+    return {**tree, **extra}
+
+
+def _grads(k, like, nan=False):
+    rng = np.random.RandomState(100 + k)
+    g = {key: jnp.asarray(rng.normal(size=x.shape), x.dtype) for key, x in like.items()}
+    if nan:
+        g["b"] = g["b"].at[1].set(jnp.nan)
+    return g
+
+
+def _skips(entry):
+    return bool(entry.kwargs.get("skip_nonfinite"))
+
+
+def _types(tree):
+    return jax.tree.map(lambda x: (jnp.shape(x), jnp.result_type(x)), tree)
+
+
+@functools.lru_cache(maxsize=None)
+def _trajectory(entry_id):
+    """A jitted STEPS-step run of one entry: shared by the checks below, so each
+    entry's step compiles once."""
+    entry = BY_ID[entry_id]
+    tx = entry.build()
+    params = _params(_dtype(entry))
+    state0 = tx.init(params)
+
+    @jax.jit
+    def step(params, state, grads):
+        updates, state = tx.update(grads, state, params)
+        return optax.apply_updates(params, updates), state, updates
+
+    p, s, out = params, state0, []
+    for k in range(STEPS):
+        grads = _grads(k, params, nan=_skips(entry) and k == NAN_STEP)
+        p_new, s, u = step(p, s, grads)
+        out.append(dict(params=p_new, state=s, updates=u, grads=grads, before=p))
+        p = p_new
+    return dict(tx=tx, params0=params, state0=state0, steps=out, step=step)
+
+
+# ----------------------------------------------------------------------------------
+# Steps: dtypes, stable state, one compile, skipping, agreement between paths
+# ----------------------------------------------------------------------------------
+
+@PARAMS
+def test_updates_have_the_gradients_dtype(entry):
+    for rec in _trajectory(entry.id)["steps"]:
+        for key in ("w", "b"):
+            got, grad = rec["updates"][key].dtype, rec["grads"][key].dtype
+            if entry.multi_precision and grad in (jnp.float16, jnp.bfloat16):
+                assert got == jnp.float32  # the stated exception: exact landing on masters
+            else:
+                assert got == grad, (key, got, grad)
+            assert rec["params"][key].dtype == rec["before"][key].dtype
+
+
+@PARAMS
+def test_jitted_steps_keep_the_state_type_and_compile_once(entry):
+    run = _trajectory(entry.id)
+    want = _types(run["state0"])
+    for rec in run["steps"]:
+        assert jax.tree.structure(rec["state"]) == jax.tree.structure(run["state0"])
+        assert _types(rec["state"]) == want
+    assert run["step"]._cache_size() == 1
+
+
+@PARAMS
+def test_trains_every_float_leaf_and_skips_nonfinite_steps(entry):
+    for k, rec in enumerate(_trajectory(entry.id)["steps"]):
+        for key in ("w", "b"):
+            moved = np.asarray(rec["params"][key] != rec["before"][key])
+            if _skips(entry) and k == NAN_STEP:
+                assert not moved.any(), (key, k)  # the whole step is skipped
+            else:
+                # Every element on the first step; later a clipped weight may
+                # rest on its bound.
+                assert moved.all() if k == 0 else moved.any(), (key, k)
+                assert np.isfinite(np.asarray(rec["params"][key], np.float32)).all()
+    if _skips(entry):
+        state = _trajectory(entry.id)["steps"][-1]["state"]
+        skip = [s for s in jax.tree.leaves(
+            state, is_leaf=lambda x: isinstance(x, optax.ApplyIfFiniteState))
+            if isinstance(s, optax.ApplyIfFiniteState)]
+        assert len(skip) == 1 and int(skip[0].total_notfinite) == 1
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_fused_and_chained_paths_agree(family):
+    entries = {e.path: e for e in ENTRIES if e.family == family}
+    if len(entries) < 2:
+        pytest.fail(f"{family}: the list has no chain entry next to its fused one")
+    fused, chain = (_trajectory(entries[p].id)["steps"] for p in ("fused", "chain"))
+    for a, b in zip(fused, chain):
+        for key in ("w", "b"):
+            x = np.asarray(a["params"][key], np.float64)
+            y = np.asarray(b["params"][key], np.float64)
+            if entries["fused"].exact_paths:
+                np.testing.assert_array_equal(x, y, err_msg=key)
+            else:  # the documented rounding grouping of the chain
+                np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6, err_msg=key)
+
+
+# ----------------------------------------------------------------------------------
+# Leaves and errors
+# ----------------------------------------------------------------------------------
+
+@PARAMS
+def test_integer_and_bool_leaves_pass_through(entry):
+    tx = entry.build()
+    params = _params(_dtype(entry), steps=jnp.arange(3, dtype=jnp.int32),
+                     flag=jnp.asarray(True))
+    state = tx.init(params)
+    for path, _ in jax.tree_util.tree_flatten_with_path(state)[0]:
+        name = jax.tree_util.keystr(path)
+        assert "'steps'" not in name and "'flag'" not in name, name  # no state for them
+    grads = {**_grads(0, {k: params[k] for k in ("w", "b")}),
+             "steps": np.zeros((3,), jax.dtypes.float0), "flag": np.zeros((), jax.dtypes.float0)}
+    updates, _ = jax.jit(tx.update)(grads, state, params)
+    new = optax.apply_updates(params, updates)
+    np.testing.assert_array_equal(new["steps"], params["steps"])
+    assert new["steps"].dtype == jnp.int32 and new["flag"].dtype == jnp.bool_
+    assert (np.asarray(new["w"]) != np.asarray(params["w"])).all()
+
+
+@PARAMS
+def test_bad_gradients_are_errors_naming_the_leaf(entry):
+    tx = entry.build()
+    params = _params(_dtype(entry))
+    state = tx.init(params)
+    grads = _grads(0, params)
+    with pytest.raises(ValueError, match="needs the params"):
+        tx.update(grads, state)
+    with pytest.raises(ValueError, match=r"gradient of 'b' has shape \(5,\)"):
+        tx.update({**grads, "b": jnp.ones((5,), grads["b"].dtype)}, state, params)
+    with pytest.raises(TypeError, match=r"gradient of 'b' has dtype float16"):
+        tx.update({**grads, "b": grads["b"].astype(jnp.float16)}, state, params)
+    with pytest.raises(ValueError, match="structure of the params"):
+        tx.update({"w": grads["w"]}, state, params)
+
+
+@PARAMS
+def test_state_for_other_params_is_an_error_saying_so(entry):
+    tx = entry.build()
+    params = _params(_dtype(entry))
+    grads = _grads(0, params)
+    other_shape = tx.init({**params, "b": jnp.zeros((5,), params["b"].dtype)})
+    with pytest.raises(ValueError, match=r"state does not match.*'b'|'b'.*state does not match"):
+        tx.update(grads, other_shape, params)
+    other_tree = tx.init({**params, "c": params["b"]})
+    with pytest.raises(ValueError, match="state does not match"):
+        tx.update(grads, other_tree, params)
+
+
+def _layers(state):
+    """The state's classes from the outside in (skip and master wrappers too)."""
+    names = [type(state).__name__]
+    while hasattr(state, "inner_state"):
+        state = state.inner_state
+        names.append(type(state).__name__)
+    return tuple(names)
+
+
+@pytest.mark.parametrize("entry", FUSED, ids=[e.id for e in FUSED])
+def test_state_of_another_optimizer_is_an_error_naming_both(entry):
+    params = _params(_dtype(entry))
+    tx = entry.build()
+    mine = _layers(tx.init(params))
+    state = next(s for s in (e.build().init(params) for e in FUSED) if _layers(s) != mine)
+    with pytest.raises(ValueError, match="state does not match") as info:
+        tx.update(_grads(0, params), state, params)
+    assert "this optimizer keeps" in str(info.value)
+
+
+@PARAMS
+def test_complex_leaves_are_refused_by_name(entry):
+    tx = entry.build()
+    real = _params(_dtype(entry))
+    cplx = {**real, "z": jnp.ones((2,), jnp.complex64)}
+    with pytest.raises(TypeError, match="'z' is complex"):
+        tx.init(cplx)
+    state = tx.init({**real, "z": jnp.ones((2,), jnp.float32)})
+    with pytest.raises(TypeError, match="'z' is complex"):
+        tx.update({**_grads(0, real), "z": jnp.ones((2,), jnp.complex64)}, state, cplx)
+
+
+# ----------------------------------------------------------------------------------
+# JAX's and optax's contracts
+# ----------------------------------------------------------------------------------
+
+@PARAMS
+def test_abstract_init(entry):
+    tx = entry.build()
+    params = _params(_dtype(entry))
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), params)
+    want = _types(tx.init(params))
+    assert _types(tx.init(abstract)) == want
+    shapes = jax.eval_shape(tx.init, abstract)
+    assert jax.tree.map(lambda x: (x.shape, x.dtype), shapes) == want
+
+
+def _injectable(entry):
+    """The entry's numeric keyword arguments (injected), and the others (static)."""
+    kwargs = {**entry.kwargs, "rescale_grad": entry.kwargs.get("rescale_grad", 1.0)}
+    numeric = {k: v for k, v in kwargs.items()
+               if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    return numeric, tuple(k for k in kwargs if k not in numeric)
+
+
+@PARAMS
+def test_inject_hyperparams_matches_and_does_not_recompile(entry):
+    numeric, static = _injectable(entry)
+    tx = optax.inject_hyperparams(entry.make, static_args=static)(**{**entry.kwargs, **numeric})
+    params = _params(_dtype(entry))
+    state = tx.init(params)
+    # inject_hyperparams injects the defaults too, and casts float
+    # hyperparameters to the params' dtype: the plain form is built from the
+    # values it holds.
+    plain = entry.build(**{k: (int(v) if jnp.issubdtype(v.dtype, jnp.integer) else float(v))
+                           for k, v in state.hyperparams.items()})
+
+    @jax.jit
+    def step(params, state, grads):
+        updates, state = tx.update(grads, state, params)
+        return optax.apply_updates(params, updates), state
+
+    p, s = params, state
+    q, t = params, plain.init(params)
+    for k in range(3):
+        grads = _grads(k, params)
+        p, s = step(p, s, grads)
+        u, t = plain.update(grads, t, q)
+        q = optax.apply_updates(q, u)
+        for key in ("w", "b"):
+            np.testing.assert_array_equal(np.asarray(p[key], np.float64),
+                                          np.asarray(q[key], np.float64), err_msg=key)
+    # A new value of the same type between steps reuses the compiled step.
+    s.hyperparams["rescale_grad"] = jnp.asarray(0.25, s.hyperparams["rescale_grad"].dtype)
+    p2, _ = step(p, s, _grads(9, params))
+    assert step._cache_size() == 1
+    assert not np.array_equal(np.asarray(p2["w"], np.float32), np.asarray(p["w"], np.float32))
+
+
+def _parabola(p):
+    return jnp.sum((p["w"] - 1.0) ** 2) + jnp.sum((p["b"] + 0.5) ** 2)
+
+
+def _rosenbrock(p):
+    return jnp.sum((1 - p["w"]) ** 2 + 100 * (p["b"] - p["w"] ** 2) ** 2)
+
+
+PROBLEMS = {
+    # (loss, start, optimum, steps, learning rate where the entry's is a number,
+    #  option overrides that suit the problem's scale where the entry has them)
+    "parabola": (_parabola, ({"w": 0.0, "b": 0.0}), {"w": 1.0, "b": -0.5}, 300, 0.05, {}),
+    # Rosenbrock's gradients are in the hundreds and its valley is flat: a clip
+    # bound of 0.3 or a decay of 0.01 moves or hides its minimum.
+    "rosenbrock": (_rosenbrock, ({"w": -1.0, "b": 1.0}), {"w": 1.0, "b": 1.0}, 3000, 0.01,
+                   dict(clip_gradient=50.0, wd=1e-4)),
+}
+
+
+@PARAMS
+@pytest.mark.parametrize("problem", list(PROBLEMS))
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float64"])
+def test_converges(entry, problem, dtype):
+    loss, start, optimum, steps, lr, overrides = PROBLEMS[problem]
+    overrides = {k: v for k, v in overrides.items() if k in entry.kwargs}
+    if entry.learning_rate_arg and isinstance(entry.kwargs.get(entry.learning_rate_arg), float):
+        overrides[entry.learning_rate_arg] = lr
+    tx = entry.build(**overrides)
+    shapes = {"w": (3, 4), "b": (4,)} if problem == "parabola" else {"w": (2,), "b": (2,)}
+    params = {k: jnp.full(shapes[k], start[k], dtype) for k in shapes}
+
+    def body(_, carry):
+        p, s = carry
+        updates, s = tx.update(jax.grad(loss)(p), s, p)
+        return optax.apply_updates(p, updates), s
+
+    final = jax.jit(lambda p: jax.lax.fori_loop(0, steps, body, (p, tx.init(p)))[0])(params)
+    # bfloat16 without master weights stalls once a step is below half an ulp.
+    low = dtype == "bfloat16" and not entry.multi_precision
+    for k in shapes:
+        assert final[k].dtype == jnp.dtype(dtype)
+        err = np.max(np.abs(np.asarray(final[k], np.float64) - optimum[k]))
+        assert err < (0.4 if low else 0.1), (k, err)
+    assert float(loss(final)) < (0.1 if low else 0.02) * float(loss(params))
+
+
+@PARAMS
+def test_composes_with_multisteps_and_extra_args(entry):
+    params = _params(_dtype(entry))
+    multi = optax.MultiSteps(entry.build(), every_k_schedule=2)
+    state = multi.init(params)
+    p = params
+    for k in range(4):
+        updates, state = jax.jit(multi.update)(_grads(k, params), state, p)
+        p = optax.apply_updates(p, updates)
+    assert (np.asarray(p["w"]) != np.asarray(params["w"])).all()
+    # optax.chain hands every member the extra arguments of update (value=).
+    chained = optax.chain(entry.build(), optax.contrib.reduce_on_plateau(patience=1))
+    state = chained.init(params)
+    updates, state = jax.jit(chained.update)(_grads(0, params), state, params,
+                                             value=jnp.asarray(1.0))
+    assert jax.tree.structure(updates) == jax.tree.structure(params)
+
+
+# ----------------------------------------------------------------------------------
+# 8 devices: Auto and Explicit meshes (a subprocess, so no other test sees them)
+# ----------------------------------------------------------------------------------
+
+def test_sharded_contracts_on_eight_devices():
+    env = dict(os.environ)
+    env.pop("XLA_FLAGS", None)
+    env["JAX_PLATFORMS"] = "cpu"
+    env["PYTHONPATH"] = os.pathsep.join([ROOT, os.path.join(ROOT, "tests"),
+                                         env.get("PYTHONPATH", "")])
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "contract_sharded.py")],
+                          env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    # Each entry reports once per mesh kind, so a check cannot be skipped silently.
+    for e in ENTRIES:
+        for mesh in ("auto", "explicit"):
+            assert f"ok {mesh} {e.id}\n" in proc.stdout, (mesh, e.id)
