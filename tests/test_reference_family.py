@@ -249,3 +249,18 @@ def test_powf_is_the_c_library():
     data = np.load(os.path.join(FAMILY, "parsing.npz"))
     got = np.array([R.powf(b, t) for b, t in zip(data["pow_base"], data["pow_exponent"])])
     np.testing.assert_array_equal(got, data["powf"])
+
+
+def test_sgd_mom_kernel_matches_mxnet():
+    # sgd_mom_update called directly (no optimizer of the ten runs it on dense arrays).
+    data = np.load(os.path.join(FAMILY, "kernels.npz"))
+    meta = json.loads(str(data["meta"]))
+    inputs, _ = golden("sgd")
+    for k, kwargs in enumerate(meta["cases"]):
+        for i in range(3):
+            w = inputs[f"float32_p{i}_w0"]
+            mom = np.zeros_like(w)
+            for step, g in enumerate(inputs[f"float32_p{i}_grads"]):
+                w, mom = R.sgd_mom_update(w, g, mom, **kwargs)
+                np.testing.assert_array_equal(w, data[f"c{k}_p{i}_weight"][step])
+                np.testing.assert_array_equal(mom, data[f"c{k}_p{i}_mom"][step])

@@ -197,8 +197,30 @@ def probe_parsing():
     save_golden("family/parsing.npz", arrays, dict(mxnet=mx.__version__), "parsing probes")
 
 
+def probe_sgd_mom_kernel(inputs):
+    """``sgd_mom_update`` called directly: no optimizer of the ten runs it on dense
+    arrays (SGD always aggregates into multi_sgd_mom_update), but the twin exists."""
+    cases = [dict(lr=4.7e-05, momentum=0.9, wd=0.05, rescale_grad=0.5, clip_gradient=0.8),
+             dict(lr=0.1, momentum=0.5, wd=0.01, rescale_grad=2.0)]
+    arrays = {}
+    for k, kwargs in enumerate(cases):
+        for i, (w0, grads) in enumerate(inputs):
+            weight, mom = mx.nd.array(w0), mx.nd.zeros(w0.shape)
+            weights, moms = [], []
+            for g in grads:
+                mx.nd.sgd_mom_update(weight, mx.nd.array(g), mom, out=weight, **kwargs)
+                weights.append(weight.asnumpy())
+                moms.append(mom.asnumpy())
+            arrays[f"c{k}_p{i}_weight"] = np.stack(weights)
+            arrays[f"c{k}_p{i}_mom"] = np.stack(moms)
+    meta = dict(mxnet=mx.__version__, kernel="sgd_mom_update", cases=cases,
+                inputs="float32 inputs of sgd.npz")
+    save_golden("family/kernels.npz", arrays, meta, "direct sgd_mom_update calls")
+
+
 def main():
     probe_parsing()
+    probe_sgd_mom_kernel(make_inputs(np.float32, 20261130))
     inputs = {"float32": make_inputs(np.float32, 20261130),
               "float16": make_inputs(np.float16, 20261131)}
     for opt in OPTIMIZERS:
