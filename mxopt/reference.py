@@ -246,24 +246,25 @@ def _kernel_param(value, dtype):
     return np.asarray(kernel_float(value)).astype(dtype)[()]
 
 
-def _libm_powf():
-    lib = ctypes.CDLL(ctypes.util.find_library("m") or "libm.so.6")
-    fn = lib.powf
-    fn.restype = ctypes.c_float
-    fn.argtypes = [ctypes.c_float, ctypes.c_float]
-    return fn
-
-
-_POWF = _libm_powf()
+_POWF = []
 
 
 def powf(base, exponent) -> np.float32:
     """C's ``powf``, which MXNet's float32 ``power`` calls (FTML's ``beta**t``).
 
     NumPy 2's float32 ``np.power`` is not the C library's ``powf`` and differs from
-    it in the last bit for some inputs, so the twin calls libm directly.
+    it in the last bit for some inputs, so the twin calls libm directly (loaded on
+    first use; MXNet's Linux wheel uses glibc's).
     """
-    return np.float32(_POWF(float(np.float32(base)), float(np.float32(exponent))))
+    if not _POWF:
+        name = ctypes.util.find_library("m")
+        if name is None:
+            raise OSError("reference.powf needs the C math library (libm)")
+        fn = ctypes.CDLL(name).powf
+        fn.restype = ctypes.c_float
+        fn.argtypes = [ctypes.c_float, ctypes.c_float]
+        _POWF.append(fn)
+    return np.float32(_POWF[0](float(np.float32(base)), float(np.float32(exponent))))
 
 
 def _sign(x):
