@@ -9,14 +9,49 @@ results bit for bit (checked against the golden data in ``tests/golden``).
 
 This module is the ground truth of the test suite; it is deliberately slow and
 plain. It is not used by the JAX code path.
+
+The optimizer family (issue 17) adds a twin per kernel or Python-side update of
+SGD, NAG, Signum, Adam, AdaGrad, AdaDelta, Adamax, Nadam, Ftrl and FTML. Those
+twins round their hyperparameters the way MXNet 1.9.1 really receives them, which
+is not always ``float32(value)``: MXNet's Python front end sends every operator
+argument as ``str(value)``, and the C++ side parses it with one of three parsers:
+
+* a C++ ``float`` operator field (``lr``, ``wd``, ``momentum``, ``beta1``, ...,
+  of every kernel) goes through dmlc-core's fast ``dmlc::stof``, which is *not*
+  correctly rounded: see :func:`kernel_float`;
+* a C++ ``double`` field (FTML's ``epsilon``, and the ``scalar`` of NDArray
+  scalar operators such as ``grad * 0.5``) goes through ``dmlc::stod``, then is
+  cast to the array dtype: see :func:`kernel_double` and :func:`scalar_operand`;
+* a ``Tuple<float>`` entry (``multi_sgd_*``'s ``lrs`` and ``wds``) goes through
+  ``std::istream``, which is correctly rounded: see :func:`tuple_float`.
+
+Short decimal literals (0.1, 0.9, 1e-8, ...) come out the same every way; rates
+computed in Python (a scheduler's ``base_lr * factor**k``, ``lr * lr_mult``,
+Adam's bias correction folded into lr) differ from ``float32(value)`` by one ulp
+in roughly one case in seven. :func:`hyperparameter`, used by the two RMSProp
+twins, is the plain ``float32(value)`` rounding.
 """
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import math
+from fractions import Fraction
 from typing import Optional, Tuple
 
 import numpy as np
 
-__all__ = ["rmsprop_update", "rmspropalex_update", "clip_is_on", "hyperparameter"]
+__all__ = [
+    "rmsprop_update", "rmspropalex_update", "clip_is_on", "hyperparameter",
+    # How MXNet 1.9.1 receives a Python number.
+    "kernel_float", "kernel_double", "tuple_float", "scalar_operand", "powf",
+    # Kernels (src/operator/optimizer_op-inl.h).
+    "sgd_update", "sgd_mom_update", "multi_sgd_update", "multi_sgd_mom_update",
+    "nag_mom_update", "signsgd_update", "signum_update", "adam_update", "ftml_update",
+    "ftrl_update",
+    # Python-side updates (python/mxnet/optimizer/optimizer.py, NDArray operators).
+    "adagrad_update", "adadelta_update", "adamax_update", "nadam_update",
+]
 
 
 def hyperparameter(value: float, dtype) -> np.ndarray:
@@ -97,3 +132,576 @@ def rmspropalex_update(weight, grad, n, g_avg, delta, *, lr, gamma1=0.9, gamma2=
         if clip_is_on(clip_weights):
             w = _clip(w, hyperparameter(clip_weights, dtype))
     return w.astype(dtype), n.astype(dtype), g_avg.astype(dtype), delta.astype(dtype)
+
+
+# ---------------------------------------------------------------------------
+# How MXNet 1.9.1 receives a Python number
+# ---------------------------------------------------------------------------
+
+_STRTOF_MAX_DIGITS = 19  # dmlc-core's kStrtofMaxDigits: later fraction digits are dropped
+
+
+def _dmlc_parse(text: str, ftype):
+    """dmlc::ParseFloat<ftype> (dmlc-core 5df8305, the submodule of MXNet 1.9.1).
+
+    Integer digits, then ``float(fraction_digits / 10**n)`` added in ``ftype``, then
+    a power of ten built by repeated ``ftype`` products and applied with one
+    ``ftype`` multiplication or division. Every step rounds in ``ftype``.
+    """
+    s = text.strip()
+    negative = s.startswith("-")
+    if s[:1] in "+-":
+        s = s[1:]
+    low = s.lower()
+    if low.startswith("inf"):
+        value = ftype(np.inf)
+    elif low.startswith("nan"):
+        value = ftype(np.nan)
+    else:
+        pos = 0
+        predec = 0
+        while pos < len(s) and s[pos].isdigit():
+            predec = (predec * 10 + int(s[pos])) % (1 << 64)
+            pos += 1
+        value = ftype(predec)
+        if pos < len(s) and s[pos] == ".":
+            pos += 1
+            digits, pow10, count = 0, 1, 0
+            while pos < len(s) and s[pos].isdigit():
+                if count < _STRTOF_MAX_DIGITS:
+                    digits, pow10 = digits * 10 + int(s[pos]), pow10 * 10
+                pos += 1
+                count += 1
+            value = ftype(value + ftype(np.float64(digits) / np.float64(pow10)))
+        if pos < len(s) and s[pos] in "eE":
+            pos += 1
+            divide = s[pos:pos + 1] == "-"
+            if s[pos:pos + 1] in ("-", "+"):
+                pos += 1
+            expon = 0
+            while pos < len(s) and s[pos].isdigit():
+                expon = expon * 10 + int(s[pos])
+                pos += 1
+            if expon > (308 if ftype is np.float64 else 38):
+                raise OverflowError(f"MXNet rejects {text!r}: out of range")
+            scale = ftype(1.0)
+            while expon >= 8:
+                scale, expon = ftype(scale * ftype(1e8)), expon - 8
+            while expon > 0:
+                scale, expon = ftype(scale * ftype(10.0)), expon - 1
+            value = ftype(value / scale) if divide else ftype(value * scale)
+    return ftype(-value) if negative else value
+
+
+def kernel_float(value) -> np.float32:
+    """The float32 a C++ ``float`` operator field receives from the Python ``value``.
+
+    MXNet sends ``str(value)`` and parses it with dmlc-core's ``dmlc::stof``, which
+    is not correctly rounded: ``kernel_float(0.001 * 0.9**3)`` is one ulp away from
+    ``np.float32(0.001 * 0.9**3)``. Every kernel hyperparameter (``lr``, ``wd``,
+    ``momentum``, ``rescale_grad``, ``clip_gradient``, ``beta1``, ...) and the
+    bounds of the ``clip`` operator go this way.
+    """
+    with np.errstate(all="ignore"):
+        return _dmlc_parse(str(value), np.float32)
+
+
+def kernel_double(value) -> np.float64:
+    """The float64 a C++ ``double`` operator field receives (``dmlc::stod`` of
+    ``str(value)``, not always correctly rounded either)."""
+    with np.errstate(all="ignore"):
+        return _dmlc_parse(str(value), np.float64)
+
+
+def tuple_float(value) -> np.float32:
+    """The float32 an entry of a ``Tuple<float>`` field (``multi_sgd_*``'s ``lrs``,
+    ``wds``) receives: ``std::istream`` parses ``str(value)`` correctly rounded."""
+    text = str(value)
+    if not any(ch.isdigit() for ch in text):
+        return np.float32(float(text))
+    exact = Fraction(text)
+    guess = np.float32(float(exact))
+    candidates = [guess, np.nextafter(guess, np.float32(-np.inf)),
+                  np.nextafter(guess, np.float32(np.inf))]
+    finite = [c for c in candidates if np.isfinite(c)]
+    if not finite:
+        return guess
+
+    def key(c):
+        # Nearest, ties to the even significand.
+        return abs(Fraction(float(c)) - exact), int(np.asarray(c).view(np.uint32)) & 1
+
+    return min(finite, key=key)
+
+
+def scalar_operand(value, dtype) -> np.ndarray:
+    """The scalar of an NDArray scalar operator (``x * s``, ``x + s``, ``x / s``,
+    ``x[:] *= s``): Python sends ``str(float(s))``, parsed into a C++ ``double``
+    with ``dmlc::stod`` and then cast to the array's dtype."""
+    return np.asarray(kernel_double(float(value))).astype(dtype)[()]
+
+
+def _kernel_param(value, dtype):
+    # static_cast<DType>(param.x) of a C++ float field.
+    return np.asarray(kernel_float(value)).astype(dtype)[()]
+
+
+_POWF = []
+
+
+def powf(base, exponent) -> np.float32:
+    """C's ``powf``, which MXNet's float32 ``power`` calls (FTML's ``beta**t``).
+
+    NumPy 2's float32 ``np.power`` is not the C library's ``powf`` and differs from
+    it in the last bit for some inputs, so the twin calls libm directly (loaded on
+    first use; MXNet's Linux wheel uses glibc's).
+    """
+    if not _POWF:
+        name = ctypes.util.find_library("m")
+        if name is None:
+            raise OSError("reference.powf needs the C math library (libm)")
+        fn = ctypes.CDLL(name).powf
+        fn.restype = ctypes.c_float
+        fn.argtypes = [ctypes.c_float, ctypes.c_float]
+        _POWF.append(fn)
+    return np.float32(_POWF[0](float(np.float32(base)), float(np.float32(exponent))))
+
+
+def _sign(x):
+    # mshadow_op::sign and (x > 0) - (x < 0): -1, 0 or 1; 0 for NaN.
+    return (x > 0).astype(x.dtype) - (x < 0).astype(x.dtype)
+
+
+def _clip_op(x, a_min, a_max):
+    # The NDArray ``clip`` operator: x > a_max -> a_max, else x < a_min -> a_min, else x.
+    return np.where(x > a_max, a_max, np.where(x < a_min, a_min, x)).astype(x.dtype)
+
+
+def _python_clip(grad, clip_gradient):
+    """``clip(grad, -c, c)`` of the Python-side optimizers, applied whenever
+    ``clip_gradient is not None`` (so 0 clips every gradient to +-0)."""
+    if clip_gradient is None:
+        return grad
+    dtype = grad.dtype
+    a_min = np.asarray(kernel_float(-clip_gradient)).astype(dtype)[()]
+    a_max = np.asarray(kernel_float(clip_gradient)).astype(dtype)[()]
+    return _clip_op(grad, a_min, a_max)
+
+
+def _arrays(*arrays):
+    arrays = tuple(np.asarray(a) for a in arrays)
+    dtype = arrays[0].dtype
+    for a in arrays[1:]:
+        if a.dtype != dtype:
+            raise TypeError(f"array dtype {a.dtype} differs from weight dtype {dtype}")
+    return arrays, dtype
+
+
+def _kernel_clip(x, clip_gradient, dtype, parse=_kernel_param):
+    """Kernel clipping: the Python layer passes the bound only when truthy, the
+    kernel clips only when it is >= 0. Returns ``None`` when off."""
+    if not clip_gradient:
+        return None
+    bound = parse(clip_gradient, dtype)
+    return bound if bound >= 0 else None
+
+
+# ---------------------------------------------------------------------------
+# SGD and NAG
+# ---------------------------------------------------------------------------
+
+def sgd_update(weight, grad, *, lr, wd=0.0, rescale_grad=1.0, clip_gradient=None):
+    """``sgd_update`` / ``mp_sgd_update`` (``SGDKernel``, ``MP_SGDKernel``); returns
+    ``(new_weight,)``.
+
+    NAG with ``momentum=0`` runs this kernel (SGD itself always runs ``multi_sgd_update``,
+    which rounds differently: see :func:`multi_sgd_update`).
+
+    .. math::
+        w \\leftarrow (1 - \\eta\\lambda)\\, w - \\eta\\, \\mathrm{clip}(r \\nabla)
+
+    Without clipping the last product is grouped ``(\\eta r) \\nabla``.
+    """
+    (weight, grad), dtype = _arrays(weight, grad)
+    p = lambda v: _kernel_param(v, dtype)  # noqa: E731
+    one = dtype.type(1)
+    lr_, wd_, r = p(lr), p(wd), p(rescale_grad)
+    bound = _kernel_clip(grad, clip_gradient, dtype)
+    with np.errstate(all="ignore"):
+        if bound is not None:
+            w = (one - lr_ * wd_) * weight - lr_ * _clip(r * grad, bound)
+        else:
+            w = (one - lr_ * wd_) * weight - (lr_ * r) * grad
+    return (w.astype(dtype),)
+
+
+def _sgd_mom_core(weight, grad, mom, lr_, wd_, momentum_, r, bound):
+    if bound is not None:
+        mom = momentum_ * mom - lr_ * wd_ * weight - lr_ * _clip(r * grad, bound)
+    else:
+        mom = momentum_ * mom - lr_ * wd_ * weight - lr_ * r * grad
+    return weight + mom, mom
+
+
+def sgd_mom_update(weight, grad, mom, *, lr, momentum=0.0, wd=0.0, rescale_grad=1.0,
+                   clip_gradient=None):
+    """``sgd_mom_update`` (``SGDMomKernel``); returns ``(new_weight, new_mom)``.
+
+    The same arithmetic as :func:`multi_sgd_mom_update`, but ``lr`` and ``wd`` arrive
+    as C++ ``float`` fields (:func:`kernel_float`) instead of ``Tuple<float>``
+    entries. None of the ten optimizers calls it on dense arrays (SGD always
+    aggregates into ``multi_sgd_mom_update``); it is here for completeness.
+
+    .. math::
+        m &\\leftarrow \\mu m - (\\eta\\lambda) w - \\eta\\, \\mathrm{clip}(r \\nabla) \\\\
+        w &\\leftarrow w + m
+    """
+    (weight, grad, mom), dtype = _arrays(weight, grad, mom)
+    p = lambda v: _kernel_param(v, dtype)  # noqa: E731
+    with np.errstate(all="ignore"):
+        w, m = _sgd_mom_core(weight, grad, mom, p(lr), p(wd), p(momentum), p(rescale_grad),
+                             _kernel_clip(grad, clip_gradient, dtype))
+    return w.astype(dtype), m.astype(dtype)
+
+
+def multi_sgd_mom_update(weight, grad, mom, *, lr, momentum, wd=0.0, rescale_grad=1.0,
+                         clip_gradient=None):
+    """One weight of ``multi_sgd_mom_update`` / ``multi_mp_sgd_mom_update``
+    (``MultiSGDKernel``), what ``mx.optimizer.SGD`` runs with ``momentum > 0``;
+    returns ``(new_weight, new_mom)``.
+
+    ``lr`` and ``wd`` are ``Tuple<float>`` entries (:func:`tuple_float`, correctly
+    rounded); ``momentum``, ``rescale_grad`` and ``clip_gradient`` are C++ floats
+    (:func:`kernel_float`). Under multi_precision, pass the float32 master and the
+    gradient cast to float32; the float16 weight is the result cast.
+
+    .. math::
+        m &\\leftarrow ((\\mu m - (\\eta\\lambda) w) - \\eta\\, \\mathrm{clip}(r \\nabla)) \\\\
+        w &\\leftarrow w + m
+
+    Without clipping the last term is ``(\\eta r) \\nabla``.
+    """
+    (weight, grad, mom), dtype = _arrays(weight, grad, mom)
+    lr_ = np.asarray(tuple_float(lr)).astype(dtype)[()]
+    wd_ = np.asarray(tuple_float(wd)).astype(dtype)[()]
+    p = lambda v: _kernel_param(v, dtype)  # noqa: E731
+    with np.errstate(all="ignore"):
+        w, m = _sgd_mom_core(weight, grad, mom, lr_, wd_, p(momentum), p(rescale_grad),
+                             _kernel_clip(grad, clip_gradient, dtype))
+    return w.astype(dtype), m.astype(dtype)
+
+
+def multi_sgd_update(weight, grad, *, lr, wd=0.0, rescale_grad=1.0, clip_gradient=None):
+    """One weight of ``multi_sgd_update`` / ``multi_mp_sgd_update``, what
+    ``mx.optimizer.SGD`` runs with ``momentum=0``; returns ``(new_weight,)``.
+
+    The momentum kernel with ``momentum = 0`` and a zero buffer, so it rounds as
+    ``w + ((0 - (\\eta\\lambda) w) - \\eta\\,\\mathrm{clip}(r\\nabla))``, not as
+    :func:`sgd_update`'s ``(1 - \\eta\\lambda) w - ...``.
+    """
+    (weight, grad), dtype = _arrays(weight, grad)
+    zero = np.zeros_like(weight)
+    w, _ = multi_sgd_mom_update(weight, grad, zero, lr=lr, momentum=0.0, wd=wd,
+                                rescale_grad=rescale_grad, clip_gradient=clip_gradient)
+    return (w,)
+
+
+def nag_mom_update(weight, grad, mom, *, lr, momentum, wd=0.0, rescale_grad=1.0,
+                   clip_gradient=None):
+    """``nag_mom_update`` / ``mp_nag_mom_update`` (``NAGMomKernel``); returns
+    ``(new_weight, new_mom)``. NAG with ``momentum=0`` runs :func:`sgd_update`.
+
+    .. math::
+        m_0 &= \\mu m \\\\
+        w' &= (w - m_0) + (\\mu + 1)\\,(m_0 - \\eta\\,(\\mathrm{clip}(r\\nabla) + \\lambda w)) \\\\
+        m &\\leftarrow m_0 - \\eta\\,(\\mathrm{clip}(r\\nabla) + \\lambda w')
+
+    The buffer's decay term reads the *new* weight ``w'``: the kernel writes its
+    output, which aliases ``weight``, before it updates ``mom`` (the float16 kernel
+    does the same with its master copy).
+    """
+    (weight, grad, mom), dtype = _arrays(weight, grad, mom)
+    p = lambda v: _kernel_param(v, dtype)  # noqa: E731
+    lr_, mu, wd_, r = p(lr), p(momentum), p(wd), p(rescale_grad)
+    bound = _kernel_clip(grad, clip_gradient, dtype)
+    with np.errstate(all="ignore"):
+        g = _clip(r * grad, bound) if bound is not None else r * grad
+        m0 = mu * mom
+        w = weight - m0 + (mu + dtype.type(1)) * (m0 - lr_ * (g + wd_ * weight))
+        m = m0 - lr_ * (g + wd_ * w)
+    return w.astype(dtype), m.astype(dtype)
+
+
+# ---------------------------------------------------------------------------
+# Signum
+# ---------------------------------------------------------------------------
+
+def signsgd_update(weight, grad, *, lr, wd=0.0, rescale_grad=1.0, clip_gradient=None):
+    """``signsgd_update`` (``SignSGDKernel``), Signum with ``momentum=0``; returns
+    ``(new_weight,)``.
+
+    .. math::
+        w \\leftarrow (1 - \\eta\\lambda)\\, w - \\eta\\, \\mathrm{sign}(\\nabla)
+
+    ``rescale_grad`` and ``clip_gradient`` are accepted and ignored, as the kernel
+    does; ``wd`` acts as decoupled decay; ``sign(0) = 0``.
+    """
+    (weight, grad), dtype = _arrays(weight, grad)
+    p = lambda v: _kernel_param(v, dtype)  # noqa: E731
+    lr_, wd_ = p(lr), p(wd)
+    with np.errstate(all="ignore"):
+        w = (dtype.type(1) - lr_ * wd_) * weight - lr_ * _sign(grad)
+    return (w.astype(dtype),)
+
+
+def signum_update(weight, grad, mom, *, lr, momentum, wd=0.0, rescale_grad=1.0,
+                  clip_gradient=None, wd_lh=0.0):
+    """``signum_update`` (``SignumKernel``); returns ``(new_weight, new_mom)``.
+
+    .. math::
+        m &\\leftarrow (\\mu m - ((1-\\mu)\\lambda) w) - (1-\\mu)\\,\\mathrm{clip}(r\\nabla) \\\\
+        w &\\leftarrow (1 - \\eta\\lambda_{lh})\\, w + \\eta\\, \\mathrm{sign}(m)
+
+    ``m`` holds the negated moving average. Without clipping the last term is
+    ``((1-\\mu) r) \\nabla``.
+    """
+    (weight, grad, mom), dtype = _arrays(weight, grad, mom)
+    p = lambda v: _kernel_param(v, dtype)  # noqa: E731
+    one = dtype.type(1)
+    lr_, mu, wd_, r, wd_lh_ = p(lr), p(momentum), p(wd), p(rescale_grad), p(wd_lh)
+    bound = _kernel_clip(grad, clip_gradient, dtype)
+    with np.errstate(all="ignore"):
+        if bound is not None:
+            m = mu * mom - (one - mu) * wd_ * weight - (one - mu) * _clip(r * grad, bound)
+        else:
+            m = mu * mom - (one - mu) * wd_ * weight - (one - mu) * r * grad
+        w = (one - lr_ * wd_lh_) * weight + lr_ * _sign(m)
+    return w.astype(dtype), m.astype(dtype)
+
+
+# ---------------------------------------------------------------------------
+# Adam, FTML, Ftrl (kernels)
+# ---------------------------------------------------------------------------
+
+def adam_update(weight, grad, mean, var, *, lr, t, beta1=0.9, beta2=0.999, epsilon=1e-8,
+                wd=0.0, rescale_grad=1.0, clip_gradient=None):
+    """``mx.optimizer.Adam``'s step: bias correction in Python, then ``adam_update``
+    (``AdamUpdateKernel``); returns ``(new_weight, new_mean, new_var)``.
+
+    ``lr`` is the optimizer's rate for this parameter (scheduler and ``lr_mult``
+    applied) and ``t`` its update count (``begin_num_update`` included). In Python
+    float64: ``lr * (sqrt(1 - beta2**t) / (1 - beta1**t))``; then, in the kernel:
+
+    .. math::
+        g &= \\mathrm{clip}(\\nabla r + w \\lambda) \\\\
+        m &\\leftarrow \\beta_1 m + (1 - \\beta_1) g \\\\
+        v &\\leftarrow \\beta_2 v + ((1 - \\beta_2) g) g \\\\
+        w &\\leftarrow w - (\\hat\\eta m) / (\\sqrt{v} + \\epsilon)
+    """
+    (weight, grad, mean, var), dtype = _arrays(weight, grad, mean, var)
+    coef1 = 1. - beta1 ** t
+    coef2 = 1. - beta2 ** t
+    lr = lr * (math.sqrt(coef2) / coef1)
+    p = lambda v: _kernel_param(v, dtype)  # noqa: E731
+    one = dtype.type(1)
+    b1, b2, eps, lr_ = p(beta1), p(beta2), p(epsilon), p(lr)
+    with np.errstate(all="ignore"):
+        g = grad * p(rescale_grad) + weight * p(wd)
+        bound = _kernel_clip(g, clip_gradient, dtype)
+        if bound is not None:
+            g = _clip(g, bound)
+        mean = b1 * mean + (one - b1) * g
+        var = b2 * var + (one - b2) * g * g
+        w = weight - lr_ * mean / (np.sqrt(var) + eps)
+    return w.astype(dtype), mean.astype(dtype), var.astype(dtype)
+
+
+def ftml_update(weight, grad, d, v, z, *, lr, t, beta1=0.6, beta2=0.999, epsilon=1e-8,
+                wd=0.0, rescale_grad=1.0, clip_gradient=None):
+    """``ftml_update`` (``FTMLKernel``); returns ``(new_weight, new_d, new_v, new_z)``.
+
+    ``t`` is the parameter's update count (``begin_num_update`` included), cast to
+    the dtype; the powers are C ``powf`` (:func:`powf`); ``epsilon`` is a C++
+    ``double`` field (:func:`kernel_double`), ``clip_gradient`` is passed as the
+    kernel's ``clip_grad``.
+
+    .. math::
+        g &= \\mathrm{clip}(r\\nabla + \\lambda w) \\\\
+        v &\\leftarrow \\beta_2 v + (1-\\beta_2) g^2 \\\\
+        d_t &= ((1 - \\beta_1^t) / \\eta)\\, (\\sqrt{v / (1 - \\beta_2^t)} + \\epsilon) \\\\
+        z &\\leftarrow (\\beta_1 z + (1-\\beta_1) g) - (d_t - \\beta_1 d) w \\\\
+        d &\\leftarrow d_t, \\quad w \\leftarrow -z / d_t
+    """
+    (weight, grad, d, v, z), dtype = _arrays(weight, grad, d, v, z)
+    p = lambda x: _kernel_param(x, dtype)  # noqa: E731
+    one = dtype.type(1)
+    lr_, b1, b2, r, wd_ = p(lr), p(beta1), p(beta2), p(rescale_grad), p(wd)
+    eps = np.asarray(kernel_double(epsilon)).astype(dtype)[()]
+    t_ = dtype.type(t)
+    if dtype == np.float32:
+        pow1, pow2 = powf(b1, t_), powf(b2, t_)
+    else:
+        pow1, pow2 = np.power(b1, t_), np.power(b2, t_)
+    with np.errstate(all="ignore"):
+        g = r * grad + wd_ * weight
+        bound = _kernel_clip(g, clip_gradient, dtype)
+        if bound is not None:
+            g = _clip(g, bound)
+        v = b2 * v + (one - b2) * (g * g)
+        d_t = (one - pow1) / lr_ * (np.sqrt(v / (one - pow2)) + eps)
+        z = b1 * z + (one - b1) * g - (d_t - b1 * d) * weight
+        w = -z / d_t
+    return w.astype(dtype), d_t.astype(dtype), v.astype(dtype), z.astype(dtype)
+
+
+def ftrl_update(weight, grad, z, n, *, lr, lamda1=0.01, beta=1, wd=0.0, rescale_grad=1.0,
+                clip_gradient=None):
+    """``ftrl_update`` (``FtrlUpdateKernel``); returns ``(new_weight, new_z, new_n)``.
+
+    .. math::
+        g &= \\mathrm{clip}(\\nabla r) \\\\
+        z &\\leftarrow z + (g - ((\\sqrt{n + g^2} - \\sqrt{n})\\, w) / \\eta) \\\\
+        n &\\leftarrow n + g^2 \\\\
+        w &\\leftarrow ((\\mathrm{sign}(z)\\lambda_1 - z)
+              / ((\\beta + \\sqrt{n}) / \\eta + \\lambda)) \\cdot [\\,|z| > \\lambda_1]
+
+    The old weight enters only through ``z``.
+    """
+    (weight, grad, z, n), dtype = _arrays(weight, grad, z, n)
+    p = lambda x: _kernel_param(x, dtype)  # noqa: E731
+    lr_, l1, beta_, wd_ = p(lr), p(lamda1), p(beta), p(wd)
+    with np.errstate(all="ignore"):
+        g = grad * p(rescale_grad)
+        bound = _kernel_clip(g, clip_gradient, dtype)
+        if bound is not None:
+            g = _clip(g, bound)
+        z = z + (g - (np.sqrt(n + g * g) - np.sqrt(n)) * weight / lr_)
+        n = n + g * g
+        w = ((_sign(z) * l1 - z) / ((beta_ + np.sqrt(n)) / lr_ + wd_)
+             * (np.abs(z) > l1).astype(dtype))
+    return w.astype(dtype), z.astype(dtype), n.astype(dtype)
+
+
+# ---------------------------------------------------------------------------
+# Python-side optimizers: one NDArray operator at a time
+# ---------------------------------------------------------------------------
+
+def adagrad_update(weight, grad, history, *, lr, eps=1e-7, wd=0.0, rescale_grad=1.0,
+                   clip_gradient=None):
+    """``mx.optimizer.AdaGrad.update`` on dense arrays; returns ``(new_weight, new_history)``.
+
+    NDArray operators, each scalar a :func:`scalar_operand`; clipping whenever
+    ``clip_gradient is not None``:
+
+    .. math::
+        g &= \\mathrm{clip}(\\nabla r) \\\\
+        h &\\leftarrow h + g^2 \\\\
+        w &\\leftarrow w + (g / \\sqrt{h + \\epsilon} + w\\lambda)\\,(-\\eta)
+    """
+    (weight, grad, history), dtype = _arrays(weight, grad, history)
+    s = lambda x: scalar_operand(x, dtype)  # noqa: E731
+    with np.errstate(all="ignore"):
+        g = _python_clip(grad * s(rescale_grad), clip_gradient)
+        history = history + g * g
+        div = g / np.sqrt(history + s(eps))
+        w = weight + (div + weight * s(wd)) * s(-lr)
+    return w.astype(dtype), history.astype(dtype)
+
+
+def adadelta_update(weight, grad, acc_g, acc_delta, *, lr=None, rho=0.9, epsilon=1e-5,
+                    wd=0.0, rescale_grad=1.0, clip_gradient=None):
+    """``mx.optimizer.AdaDelta.update``; returns ``(new_weight, new_acc_g, new_acc_delta)``.
+
+    ``lr`` is accepted and ignored: AdaDelta never reads the learning rate.
+    ``1 - rho`` is computed in Python float64, then sent as a scalar operand.
+
+    .. math::
+        g &= \\mathrm{clip}(\\nabla r) \\\\
+        a_g &\\leftarrow a_g \\rho + ((1-\\rho) g) g \\\\
+        \\delta &= (\\sqrt{a_\\delta + \\epsilon} / \\sqrt{a_g + \\epsilon})\\, g \\\\
+        a_\\delta &\\leftarrow a_\\delta \\rho + ((1-\\rho) \\delta) \\delta \\\\
+        w &\\leftarrow w - (\\delta + w \\lambda)
+
+    (MXNet also scales the caller's gradient array in place by ``rescale_grad``.)
+    """
+    del lr
+    (weight, grad, acc_g, acc_delta), dtype = _arrays(weight, grad, acc_g, acc_delta)
+    s = lambda x: scalar_operand(x, dtype)  # noqa: E731
+    with np.errstate(all="ignore"):
+        g = _python_clip(grad * s(rescale_grad), clip_gradient)
+        acc_g = acc_g * s(rho)
+        acc_g = acc_g + s(1. - rho) * g * g
+        delta = np.sqrt(acc_delta + s(epsilon)) / np.sqrt(acc_g + s(epsilon)) * g
+        acc_delta = acc_delta * s(rho)
+        acc_delta = acc_delta + s(1. - rho) * delta * delta
+        w = weight - (delta + weight * s(wd))
+    return w.astype(dtype), acc_g.astype(dtype), acc_delta.astype(dtype)
+
+
+def adamax_update(weight, grad, m, u, *, lr, t, beta1=0.9, beta2=0.999, wd=0.0,
+                  rescale_grad=1.0, clip_gradient=None):
+    """``mx.optimizer.Adamax.update``; returns ``(new_weight, new_m, new_u)``.
+
+    In Python float64: ``lr / (1 - beta1**t)``; then NDArray operators:
+
+    .. math::
+        g &= \\mathrm{clip}(\\nabla r + w\\lambda) \\\\
+        m &\\leftarrow m\\beta_1 + (1-\\beta_1) g \\\\
+        u &\\leftarrow \\max(u\\beta_2, |g|) \\\\
+        w &\\leftarrow w - (\\hat\\eta m) / u
+
+    ``0 / 0 = NaN`` wherever ``u`` is still 0 (``clip_gradient=0`` gives NaN everywhere).
+    """
+    (weight, grad, m, u), dtype = _arrays(weight, grad, m, u)
+    s = lambda x: scalar_operand(x, dtype)  # noqa: E731
+    lr = lr / (1. - beta1 ** t)
+    with np.errstate(all="ignore"):
+        g = _python_clip(grad * s(rescale_grad) + weight * s(wd), clip_gradient)
+        m = m * s(beta1)
+        m = m + s(1. - beta1) * g
+        u = np.maximum(u * s(beta2), np.abs(g))
+        w = weight - s(lr) * m / u
+    return w.astype(dtype), m.astype(dtype), u.astype(dtype)
+
+
+def nadam_update(weight, grad, m, v, *, lr, t, m_schedule, beta1=0.9, beta2=0.999,
+                 epsilon=1e-8, schedule_decay=0.004, wd=0.0, rescale_grad=1.0,
+                 clip_gradient=None):
+    """``mx.optimizer.Nadam.update``; returns ``(new_weight, new_m, new_v, new_m_schedule)``.
+
+    ``m_schedule`` is the optimizer-wide Python float (1.0 at construction) that
+    *every* update call of *every* parameter multiplies by ``mu_t``; pass the value
+    left by the previous call. The schedule scalars are Python float64:
+
+    .. math::
+        \\mu_t &= \\beta_1 (1 - 0.5 \\cdot 0.96^{t\\,\\psi}), \\quad
+        \\mu_{t+1} = \\beta_1 (1 - 0.5 \\cdot 0.96^{(t+1)\\psi}) \\\\
+        S &\\leftarrow S \\mu_t, \\quad S' = S \\mu_{t+1}
+
+    then NDArray operators (each scalar a :func:`scalar_operand`):
+
+    .. math::
+        g &= \\mathrm{clip}(\\nabla r + w\\lambda) \\\\
+        m &\\leftarrow m\\beta_1 + (1-\\beta_1) g, \\quad
+        v \\leftarrow v\\beta_2 + ((1-\\beta_2) g) g \\\\
+        \\bar m &= (1-\\mu_t)\\,(g / (1 - S)) + \\mu_{t+1}\\,(m / (1 - S')) \\\\
+        w &\\leftarrow w - (\\eta \\bar m) / (\\sqrt{v / (1 - \\beta_2^t)} + \\epsilon)
+    """
+    (weight, grad, m, v), dtype = _arrays(weight, grad, m, v)
+    s = lambda x: scalar_operand(x, dtype)  # noqa: E731
+    momentum_t = beta1 * (1. - 0.5 * (pow(0.96, t * schedule_decay)))
+    momentum_t_1 = beta1 * (1. - 0.5 * (pow(0.96, (t + 1) * schedule_decay)))
+    m_schedule = m_schedule * momentum_t
+    m_schedule_next = m_schedule * momentum_t_1
+    with np.errstate(all="ignore"):
+        g = _python_clip(grad * s(rescale_grad) + weight * s(wd), clip_gradient)
+        m = m * s(beta1)
+        m = m + s(1. - beta1) * g
+        v = v * s(beta2)
+        v = v + s(1. - beta2) * g * g
+        g_prime = g / s(1. - m_schedule)
+        m_prime = m / s(1. - m_schedule_next)
+        v_prime = v / s(1. - pow(beta2, t))
+        m_bar = s(1. - momentum_t) * g_prime + s(momentum_t_1) * m_prime
+        w = weight - s(lr) * m_bar / (np.sqrt(v_prime) + s(epsilon))
+    return w.astype(dtype), m.astype(dtype), v.astype(dtype), m_schedule
