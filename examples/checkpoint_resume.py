@@ -147,7 +147,8 @@ def fingerprint(state: train_state.TrainState) -> str:
 
 
 def main(argv=None) -> train_state.TrainState:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ckpt-dir", required=True)
     parser.add_argument("--variant", choices=VARIANTS, default="centered")
     parser.add_argument("--epochs", type=int, default=5)
