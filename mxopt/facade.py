@@ -127,7 +127,7 @@ class Optimizer:
                               f"``learning_rate`` in optimizer (base_lr "
                               f"{self.lr_scheduler.base_lr!r} -> {learning_rate!r}); pass "
                               f"learning_rate equal to the scheduler's base_lr to keep it",
-                              UserWarning, stacklevel=3)
+                              UserWarning, stacklevel=_caller_stacklevel())
                 self.lr_scheduler.base_lr = learning_rate
         self.wd = wd
         self.lr_mult = {}
@@ -192,7 +192,7 @@ class Optimizer:
             warnings.warn("Accumulating with float16 in optimizer can lead to "
                           "poor accuracy or slow convergence. "
                           "Consider using multi_precision=True option of the "
-                          "optimizer", stacklevel=2)
+                          "optimizer", stacklevel=_caller_stacklevel())
         return self.create_state(index, weight)
 
     def update(self, index, weight, grad, state):
@@ -285,7 +285,7 @@ class Optimizer:
         if unmatched:
             warnings.warn(multipliers.unmatched_names_message(argname, unmatched, names)
                           + "; MXNet ignores such names and so does this optimizer",
-                          UserWarning, stacklevel=3)
+                          UserWarning, stacklevel=_caller_stacklevel())
 
     def _set_current_context(self, device_id):
         if device_id not in self._all_index_update_counts:
