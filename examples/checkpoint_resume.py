@@ -20,12 +20,20 @@ with the training loop lowering the learning rate in the optimizer state at
 every epoch, MXNet ``Trainer.set_learning_rate`` style. The injected learning
 rate lives in the state, so it is checkpointed and restored with it;
 ``multi_precision``: bfloat16 params with float32 master weights in the state.
+
+Ctrl-C (SIGINT) stops training cleanly: the step under way ends, the checkpoint
+being written is finished, the manager is closed, and one line says which step a
+rerun resumes from (exit status 130). A second Ctrl-C stops at once.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import os
+import signal
+import sys
+import threading
 
 import flax.linen as nn
 import jax
@@ -62,11 +70,49 @@ def make_optimizer(variant: str, lr: float) -> optax.GradientTransformation:
     raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
 
 
+class Interrupted(Exception):
+    """Training stopped on SIGINT; ``step`` was the last step done, ``latest`` the
+    latest checkpoint, which a rerun resumes from."""
+
+    def __init__(self, step: int, latest: int | None):
+        super().__init__(step, latest)
+        self.step, self.latest = step, latest
+
+
+@contextlib.contextmanager
+def sigint_as_flag():
+    """While active, the first SIGINT sets the returned event instead of raising
+    KeyboardInterrupt in the middle of a step or of a checkpoint write; a second
+    one raises as usual."""
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop  # signals reach the main thread only
+        return
+
+    def handler(signum, frame):
+        signal.signal(signal.SIGINT, previous)
+        stop.set()
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def train(ckpt_dir: str, variant: str = "centered", epochs: int = 5, stop_at: int | None = None,
           save_every: int = 25, lr: float = 2e-3, lr_decay: float = 0.7, batch_size: int = 32,
           seed: int = 0, quiet: bool = False) -> train_state.TrainState:
     """Train (resuming from ``ckpt_dir`` if it holds a checkpoint) until ``epochs``
-    are done or ``stop_at`` steps; returns the last TrainState."""
+    are done or ``stop_at`` steps; returns the last TrainState. Raises
+    :class:`Interrupted` after a clean stop on SIGINT."""
+    with sigint_as_flag() as stop:
+        return _train(stop, ckpt_dir, variant, epochs, stop_at, save_every, lr, lr_decay,
+                      batch_size, seed, quiet)
+
+
+def _train(stop, ckpt_dir, variant, epochs, stop_at, save_every, lr, lr_decay, batch_size,
+           seed, quiet):
     say = (lambda *a: None) if quiet else print
     data = digits_data.load_digits(seed=seed)
     per_epoch = digits_data.steps_per_epoch(len(data.x_train), batch_size)
@@ -81,7 +127,10 @@ def train(ckpt_dir: str, variant: str = "centered", epochs: int = 5, stop_at: in
 
     manager = ocp.CheckpointManager(
         os.path.abspath(ckpt_dir),
-        options=ocp.CheckpointManagerOptions(save_interval_steps=save_every, max_to_keep=2))
+        # cleanup_tmp_directories: a save cut short by a hard kill leaves a temporary
+        # directory, removed when the next run opens the manager.
+        options=ocp.CheckpointManagerOptions(save_interval_steps=save_every, max_to_keep=2,
+                                             cleanup_tmp_directories=True))
     start = manager.latest_step()
     if start is not None:
         # The freshly built state is the target: it gives the tree structure
@@ -120,6 +169,10 @@ def train(ckpt_dir: str, variant: str = "centered", epochs: int = 5, stop_at: in
         state, loss = train_step(state, x, y)
         progress.step(step + 1, loss)
         manager.save(step + 1, args=ocp.args.StandardSave(state))  # every save_every steps
+        if stop.is_set():
+            manager.wait_until_finished()  # the checkpoint being written, if any
+            manager.close()
+            raise Interrupted(step + 1, manager.latest_step())
         if stop_at is not None and step + 1 == stop_at:
             say(f"stopping at step {stop_at} (simulated interruption); the latest "
                 f"checkpoint is step {manager.latest_step()}")
@@ -147,7 +200,8 @@ def fingerprint(state: train_state.TrainState) -> str:
 
 
 def main(argv=None) -> train_state.TrainState:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ckpt-dir", required=True)
     parser.add_argument("--variant", choices=VARIANTS, default="centered")
     parser.add_argument("--epochs", type=int, default=5)
@@ -156,8 +210,14 @@ def main(argv=None) -> train_state.TrainState:
     parser.add_argument("--save-every", type=int, default=25)
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
-    state = train(args.ckpt_dir, args.variant, args.epochs, args.stop_at, args.save_every,
-                  quiet=args.quiet)
+    try:
+        state = train(args.ckpt_dir, args.variant, args.epochs, args.stop_at, args.save_every,
+                      quiet=args.quiet)
+    except Interrupted as e:
+        resume = f"step {e.latest}" if e.latest is not None else "the start (no checkpoint yet)"
+        print(f"interrupted after step {e.step}: run the same command again to resume from "
+              f"{resume}", flush=True)
+        sys.exit(130)
     print(f"{args.variant}: step {int(state.step)}, fingerprint of params and optimizer "
           f"state {fingerprint(state)}")
     return state

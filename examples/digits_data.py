@@ -125,10 +125,12 @@ def accuracy(logits, labels) -> float:
 
 
 def parse_example_args(description, argv=None):
-    """The command line shared by the digits training examples."""
+    """The command line shared by the digits training examples; ``description`` (the
+    script's docstring) is shown as written."""
     import argparse
 
-    parser = argparse.ArgumentParser(description=description)
+    parser = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--centered", action="store_true",
                         help="Graves' centered RMSProp instead of Tieleman & Hinton's")
     parser.add_argument("--epochs", type=int, default=20)

@@ -25,7 +25,8 @@ import sys
 
 
 def parse(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--devices", type=int, default=1, help="simulated CPU devices")
     parser.add_argument("--mesh", choices=("data", "fsdp", "2d"), default="data")
     parser.add_argument("--explicit-axes", action="store_true",

@@ -22,7 +22,7 @@ def forward(x):
 
 
 def parse_args(argv=None):
-    return digits_data.parse_example_args(__doc__.splitlines()[0], argv)
+    return digits_data.parse_example_args(__doc__, argv)
 
 
 def main(argv=None) -> dict:

@@ -44,8 +44,10 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import io
 import math
+import numbers
 import os
 import pickle
 import pickletools
@@ -61,7 +63,8 @@ __all__ = [
     "MXNetFormatError", "UnsafePickleError", "MXNetObject", "MXNetStates",
     "loads_params", "dumps_params", "decode_ndarray", "encode_ndarray",
     "restricted_loads", "loads_states", "dumps_states", "atomic_write",
-    "rmsprop_optimizer", "OPTIMIZER_CLASSES", "SCHEDULER_CLASSES",
+    "rmsprop_optimizer", "OPTIMIZER_CLASSES", "SCHEDULER_CLASSES", "MXNET_CLASSES",
+    "states_payload", "check_rmsprop", "real_field", "clip_bound",
 ]
 
 LIST_MAGIC = 0x112
@@ -95,6 +98,8 @@ SCHEDULER_CLASSES = frozenset(
     f"mxnet.lr_scheduler.{name}" for name in (
         "LRScheduler", "FactorScheduler", "MultiFactorScheduler", "PolyScheduler",
         "CosineScheduler"))
+# What an MXNet .states file may refer to besides NDArrays: restricted_loads' default.
+MXNET_CLASSES = OPTIMIZER_CLASSES | SCHEDULER_CLASSES
 _NDARRAY_CLASSES = frozenset({"mxnet.ndarray.ndarray.NDArray", "mxnet.numpy.ndarray"})
 RMSPROP_CLASS = f"{_OPTIMIZER_MODULE}.RMSProp"
 
@@ -481,6 +486,17 @@ class _ObjectStub(_Stub):
 _SIMPLE_DTYPES = frozenset("b1 i1 u1 i2 u2 i4 u4 i8 u8 f2 f4 f8".split())
 
 
+class _ScalarType:
+    """Stands in for an extra scalar type (e.g. ``ml_dtypes.bfloat16``), only as a
+    ``numpy.dtype`` spec."""
+
+    def __init__(self, dtype: np.dtype):
+        self.dtype = dtype
+
+    def __call__(self, *args, **kwargs):
+        raise UnsafePickleError(f"{self.dtype} may only appear as the spec of a numpy.dtype")
+
+
 class _DTypeStub(_Stub):
     """Stands in for ``numpy.dtype(spec, align, copy)`` of a plain numeric dtype."""
     _qualname = "numpy.dtype"
@@ -488,7 +504,11 @@ class _DTypeStub(_Stub):
     order = "="
 
     def __init__(self, spec=None, align=False, copy=True):
-        if spec not in _SIMPLE_DTYPES or align is not False or copy is not True:
+        if isinstance(spec, _ScalarType):
+            spec = spec.dtype
+        elif spec not in _SIMPLE_DTYPES:
+            spec = None
+        if spec is None or align is not False or copy is not True:
             raise UnsafePickleError(f"numpy.dtype{_short((spec, align, copy))} is not a plain "
                                     f"numeric dtype")
         self.spec = spec
@@ -539,18 +559,23 @@ def _stub_class(base, qualname: str):
     return type(qualname.rpartition(".")[2], (base,), {"_qualname": qualname})
 
 
-def _allowed_classes():
+@functools.lru_cache(maxsize=16)
+def _allowed_globals(classes: frozenset, scalar_types: tuple):
+    """``find_class``'s table: inert stand-ins for NDArrays, for each qualified class
+    name in ``classes`` and for the ``(qualified name, dtype)`` pairs of
+    ``scalar_types``."""
     table = {("collections", "OrderedDict"): collections.OrderedDict,
              ("numpy", "dtype"): _DTypeStub,
              ("numpy", "ndarray"): _NumpyArrayMarker}
     for qualname in _NDARRAY_CLASSES:
         table[tuple(qualname.rsplit(".", 1))] = _stub_class(_NDArrayStub, qualname)
-    for qualname in OPTIMIZER_CLASSES | SCHEDULER_CLASSES:
+    for qualname in classes:
         table[tuple(qualname.rsplit(".", 1))] = _stub_class(_ObjectStub, qualname)
+    for qualname, dtype in scalar_types:
+        table[tuple(qualname.rsplit(".", 1))] = _ScalarType(dtype)
     return table
 
 
-_ALLOWED = _allowed_classes()
 _NUMPY_MODULES = ("numpy.core.multiarray", "numpy._core.multiarray")
 
 
@@ -559,10 +584,11 @@ class _RestrictedUnpickler(pickle.Unpickler):
     and a few functions bound to this load (which charge the bytes they produce to
     a budget of the input's size, so shared references cannot amplify memory)."""
 
-    def __init__(self, file, source, budget):
+    def __init__(self, file, source, budget, allowed):
         super().__init__(file)
         self._source = source
         self._budget = budget
+        self._allowed = allowed
 
     def find_class(self, module, name):
         key = (module, name)
@@ -573,11 +599,11 @@ class _RestrictedUnpickler(pickle.Unpickler):
         if module in _NUMPY_MODULES and name == "_reconstruct":
             return self._numpy_reconstruct
         try:
-            return _ALLOWED[key]
+            return self._allowed[key]
         except (KeyError, TypeError):
             raise UnsafePickleError(
-                f"{self._source}: refusing to load {module}.{name}: an MXNet checkpoint "
-                f"only refers to NDArrays, optimizers and LR schedulers") from None
+                f"{self._source}: refusing to load {module}.{name}: a .states checkpoint "
+                f"only refers to arrays, optimizers and LR schedulers") from None
 
     def persistent_load(self, pid):
         raise UnsafePickleError(f"{self._source}: refusing a persistent id in the pickle")
@@ -721,23 +747,37 @@ def _prescan(data: bytes, source: str) -> None:
         raise _fail(source, f"{len(data) - end} unexpected bytes after the end of the pickle")
 
 
-def restricted_loads(data, source: str = "<bytes>") -> Any:
-    """Unpickle an MXNet ``.states`` payload without running anything.
+def restricted_loads(data, source: str = "<bytes>", *,
+                     classes: frozenset = MXNET_CLASSES,
+                     scalar_types: Mapping[str, Any] = types.MappingProxyType({})) -> Any:
+    """Unpickle a ``.states`` payload without running anything.
 
     Only these globals resolve, each to an inert stand-in: MXNet's ``NDArray`` (and
-    ``mxnet.numpy.ndarray``), its optimizer and LR scheduler classes, ``bytearray``,
-    ``collections.OrderedDict`` and NumPy's scalar/array/dtype reconstructors for
-    plain numeric dtypes. Any other global (``os.system``, ``subprocess.Popen``,
-    ``builtins.eval``, ...) raises :class:`UnsafePickleError` naming it, before
-    anything is called. Returns plain containers, NumPy arrays for NDArrays and
-    :class:`MXNetObject` records for objects.
+    ``mxnet.numpy.ndarray``), the classes named in ``classes`` (by default MXNet's
+    optimizer and LR scheduler classes), ``bytearray``, ``collections.OrderedDict``,
+    NumPy's scalar/array/dtype reconstructors for plain numeric dtypes and the
+    scalar types of ``scalar_types`` (``{"ml_dtypes.bfloat16": dtype}``). Any other
+    global (``os.system``, ``subprocess.Popen``, ``builtins.eval``, ...) raises
+    :class:`UnsafePickleError` naming it, before anything is called. Returns plain
+    containers, NumPy arrays for arrays and :class:`MXNetObject` records (``cls``
+    being the qualified class name) for objects.
+
+    Args:
+      data: the pickle's bytes.
+      source: names the input in error messages (a path, or a caller's name).
+      classes: qualified names (``"module.QualName"``) of the classes whose objects
+        the pickle may hold, each read as an :class:`MXNetObject` record.
+      scalar_types: extra scalar types a ``numpy.dtype`` may be built from, by
+        qualified name.
     """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError(f"data must be bytes, got {type(data).__name__}")
     data = bytes(data)
     _prescan(data, source)
     budget = _Budget(len(data), source)
-    unpickler = _RestrictedUnpickler(io.BytesIO(data), source, budget)
+    allowed = _allowed_globals(frozenset(classes), tuple(sorted(
+        ((name, np.dtype(dtype)) for name, dtype in scalar_types.items()), key=lambda p: p[0])))
+    unpickler = _RestrictedUnpickler(io.BytesIO(data), source, budget, allowed)
     try:
         obj = unpickler.load()
     except MXNetFormatError as e:
@@ -753,17 +793,17 @@ def restricted_loads(data, source: str = "<bytes>") -> Any:
     return _Finalizer(source, budget)(obj)
 
 
-def loads_states(data, source: str = "<bytes>") -> MXNetStates:
-    """A ``.states`` payload (``Updater.get_states`` / ``Trainer.save_states``) as an
-    :class:`MXNetStates` record, read with :func:`restricted_loads`."""
-    obj = restricted_loads(data, source)
+def states_payload(obj, source: str, optimizer_classes: frozenset = OPTIMIZER_CLASSES):
+    """Check what :func:`restricted_loads` returned for a ``.states`` file and split
+    it as ``Updater.set_states`` does: a 2-tuple is ``(states, optimizer)``,
+    anything else is the states dict. Returns ``(states, optimizer record or None)``;
+    the optimizer must be one of ``optimizer_classes``."""
     optimizer = None
-    # Updater.set_states: a 2-tuple is (states, optimizer), anything else is states.
     if isinstance(obj, tuple) and len(obj) == 2:
         obj, optimizer = obj
-        if not isinstance(optimizer, MXNetObject) or optimizer.cls not in OPTIMIZER_CLASSES:
+        if not isinstance(optimizer, MXNetObject) or optimizer.cls not in optimizer_classes:
             raise _fail(source, f"the second element of the (states, optimizer) pair is "
-                                f"{_describe(optimizer)}, not an MXNet optimizer")
+                                f"{_describe(optimizer)}, not an optimizer")
     if not isinstance(obj, dict):
         raise _fail(source, f"expected a dict of optimizer states (or a (states, optimizer) "
                             f"pair) as Updater.get_states writes, got {_describe(obj)}")
@@ -771,7 +811,13 @@ def loads_states(data, source: str = "<bytes>") -> MXNetStates:
         if isinstance(key, bool) or not isinstance(key, (int, str)):
             raise _fail(source, f"state key {key!r} is not a parameter index (int or str)")
         _check_state_value(value, f"{source}: state {key!r}")
-    return MXNetStates(obj, optimizer)
+    return obj, optimizer
+
+
+def loads_states(data, source: str = "<bytes>") -> MXNetStates:
+    """A ``.states`` payload (``Updater.get_states`` / ``Trainer.save_states``) as an
+    :class:`MXNetStates` record, read with :func:`restricted_loads`."""
+    return MXNetStates(*states_payload(restricted_loads(data, source), source))
 
 
 def _check_state_value(value, label, depth=0):
@@ -970,3 +1016,39 @@ def rmsprop_optimizer(*, learning_rate: float = 0.001, gamma1: float = 0.9,
         "clip_weights": None if clip_weights is None else float(clip_weights),
     }
     return MXNetObject(RMSPROP_CLASS, fields)
+
+
+# --------------------------------------------------------------------------------------
+# Reading an optimizer record's fields
+# --------------------------------------------------------------------------------------
+
+def check_rmsprop(optimizer, what: str = "optimizer") -> None:
+    """Raise unless ``optimizer`` is an MXNet RMSProp record."""
+    if not isinstance(optimizer, MXNetObject):
+        raise TypeError(f"{what} must be an MXNetObject (the optimizer of a .states file, "
+                        f"or rmsprop_optimizer(...)), got {type(optimizer).__name__}")
+    if optimizer.cls != RMSPROP_CLASS:
+        raise ValueError(f"{what} is a {optimizer.cls}; mxopt converts {RMSPROP_CLASS} only")
+
+
+def real_field(optimizer: MXNetObject, field: str, value: Any = None, *,
+               allow_none: bool = False) -> Optional[float]:
+    """``optimizer[field]`` (or ``value``, labelled as that field) as a finite float;
+    ValueError naming the field otherwise."""
+    value = optimizer.get(field) if value is None else value
+    if value is None and allow_none:
+        return None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Real, np.integer,
+                                                                    np.floating)):
+        raise ValueError(f"the optimizer's {field} is {_short(value)}, not a real number")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"the optimizer's {field} is {value!r}, not finite")
+    return value
+
+
+def clip_bound(optimizer: MXNetObject, field: str) -> Optional[float]:
+    """A clip bound as MXNet applies it: MXNet passes a bound only when truthy, and its
+    kernels clip only when it is >= 0, so None, 0 and negative bounds are "off"."""
+    value = real_field(optimizer, field, allow_none=True)
+    return None if value is None or value <= 0 else value

@@ -6,6 +6,16 @@
 arrays are immutable, so ``update`` and ``update_multi_precision`` return
 ``(new_weight, new_state)`` and ``Updater.__call__`` returns the new weight.
 
+Porting MXNet code, keep what ``update`` returns: MXNet mutates the weight in
+place, JAX cannot, so a loop that drops the result trains nothing. mxopt warns
+(once per optimizer) when an index is updated again with the very weight object it
+was given last time::
+
+    updater(i, grad, weight)                            # MXNet: weight changes in place
+    weight = updater(i, grad, weight)                   # mxopt
+    optimizer.update(i, weight, grad, state)            # MXNet
+    weight, state = optimizer.update(i, weight, grad, state)   # mxopt
+
 The arithmetic is not reimplemented here: each ``update`` runs ``mxopt.rmsprop``
 for one step inside a cached ``jax.jit`` call whose hyperparameters (learning
 rate after scheduler and multiplier, weight decay, ...) are arguments, so
@@ -15,11 +25,13 @@ follows MXNet's code line for line.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
-import io
 import numbers
 import pickle
+import sys
 import warnings
+import weakref
 from typing import Dict, Mapping
 
 import jax
@@ -27,11 +39,45 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from mxopt import _mxformat as _fmt
 from mxopt import _validation as v
-from mxopt import alias
+from mxopt import alias, lr_scheduler, multipliers
 from mxopt.precision import LOW_PRECISION_DTYPES
 
-__all__ = ["Optimizer", "RMSProp", "Updater", "create", "register", "get_updater"]
+__all__ = ["Optimizer", "RMSProp", "Updater", "create", "register", "get_updater",
+           "optimizer_from_mxnet", "updater_states_from_mxnet"]
+
+# The attributes Optimizer.__init__ sets, all of which its pickles hold.
+_OPTIMIZER_FIELDS = frozenset({
+    "rescale_grad", "lr_scheduler", "lr", "wd", "lr_mult", "wd_mult", "begin_num_update",
+    "num_update", "_all_index_update_counts", "_index_update_count", "clip_gradient",
+    "multi_precision", "aggregate_num", "idx2name", "sym_info"})
+
+
+def _check_settings(rescale_grad, wd, clip_gradient, learning_rate, lr_scheduler,
+                    begin_num_update, multi_precision, param_idx2name, sym):
+    """The rules of Optimizer's arguments (constructor and unpickling)."""
+    v.check_scalar("rescale_grad", rescale_grad, low=0.0, low_open=True)
+    v.check_scalar("wd", wd, low=0.0)
+    v.check_scalar("clip_gradient", clip_gradient, low=0.0, allow_none=True)
+    v.check_scalar("learning_rate", learning_rate, low=0.0, allow_none=True)
+    if lr_scheduler is not None and not callable(lr_scheduler):
+        raise TypeError(f"lr_scheduler must be callable (num_update -> lr), "
+                        f"got {type(lr_scheduler).__name__}")
+    _check_count("begin_num_update", begin_num_update)
+    v.check_bool("multi_precision", multi_precision)
+    if not isinstance(param_idx2name, dict):
+        raise TypeError("param_idx2name should be a dict of param indexes to names.")
+    if sym is not None and not isinstance(sym, Mapping):
+        raise TypeError("sym must be a mapping from parameter name to its attribute "
+                        "dict, e.g. {'fc1_weight': {'__lr_mult__': '2'}}")
+
+
+def _check_count(name, value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value}")
 
 
 class Optimizer:
@@ -64,27 +110,10 @@ class Optimizer:
     def __init__(self, rescale_grad=1., param_idx2name=None, wd=0., clip_gradient=None,
                  learning_rate=None, lr_scheduler=None, sym=None, begin_num_update=0,
                  multi_precision=False, param_dict=None):
-        v.check_scalar("rescale_grad", rescale_grad, low=0.0, low_open=True)
-        v.check_scalar("wd", wd, low=0.0)
-        v.check_scalar("clip_gradient", clip_gradient, low=0.0, allow_none=True)
-        if learning_rate is not None:
-            v.check_scalar("learning_rate", learning_rate, low=0.0)
-        if lr_scheduler is not None and not callable(lr_scheduler):
-            raise TypeError(f"lr_scheduler must be callable (num_update -> lr), "
-                            f"got {type(lr_scheduler).__name__}")
-        if isinstance(begin_num_update, bool) or not isinstance(begin_num_update,
-                                                                numbers.Integral):
-            raise TypeError(f"begin_num_update must be an int, got {begin_num_update!r}")
-        if begin_num_update < 0:
-            raise ValueError(f"begin_num_update must be >= 0, got {begin_num_update}")
-        v.check_bool("multi_precision", multi_precision)
         if param_idx2name is None:
             param_idx2name = {}
-        if not isinstance(param_idx2name, dict):
-            raise TypeError("param_idx2name should be a dict of param indexes to names.")
-        if sym is not None and not isinstance(sym, Mapping):
-            raise TypeError("sym must be a mapping from parameter name to its attribute "
-                            "dict, e.g. {'fc1_weight': {'__lr_mult__': '2'}}")
+        _check_settings(rescale_grad, wd, clip_gradient, learning_rate, lr_scheduler,
+                        begin_num_update, multi_precision, param_idx2name, sym)
 
         self.rescale_grad = rescale_grad
         self.lr_scheduler = lr_scheduler
@@ -93,8 +122,12 @@ class Optimizer:
         self.lr = learning_rate
         if self.lr_scheduler is not None and learning_rate is not None:
             if self.lr_scheduler.base_lr != learning_rate:
-                print(UserWarning("learning rate from ``lr_scheduler`` has been "
-                                  "overwritten by ``learning_rate`` in optimizer."))
+                # MXNet prints this; a warning can be filtered. The run stays MXNet's.
+                warnings.warn(f"learning rate from ``lr_scheduler`` has been overwritten by "
+                              f"``learning_rate`` in optimizer (base_lr "
+                              f"{self.lr_scheduler.base_lr!r} -> {learning_rate!r}); pass "
+                              f"learning_rate equal to the scheduler's base_lr to keep it",
+                              UserWarning, stacklevel=_caller_stacklevel())
                 self.lr_scheduler.base_lr = learning_rate
         self.wd = wd
         self.lr_mult = {}
@@ -109,6 +142,7 @@ class Optimizer:
         self.idx2name = param_idx2name.copy()
         self.sym_info = ((dict(sym), list(sym.keys())) if sym is not None else ())
         self.param_dict = param_dict if param_dict else {}
+        self._dropped = _DroppedResultCheck()
         self.set_lr_mult({})
         self.set_wd_mult({})
 
@@ -134,7 +168,9 @@ class Optimizer:
             raise TypeError(f"name must be a str, got {type(name).__name__}")
         if name.lower() in Optimizer.opt_registry:
             return Optimizer.opt_registry[name.lower()](**kwargs)
-        raise ValueError('Cannot find optimizer %s' % name)
+        raise ValueError(f"Cannot find optimizer {name}: the registered optimizers are "
+                         f"{sorted(Optimizer.opt_registry)} (names are case-insensitive; "
+                         f"mxopt.register adds a class)")
 
     @property
     def learning_rate(self):
@@ -156,7 +192,7 @@ class Optimizer:
             warnings.warn("Accumulating with float16 in optimizer can lead to "
                           "poor accuracy or slow convergence. "
                           "Consider using multi_precision=True option of the "
-                          "optimizer", stacklevel=2)
+                          "optimizer", stacklevel=_caller_stacklevel())
         return self.create_state(index, weight)
 
     def update(self, index, weight, grad, state):
@@ -166,8 +202,24 @@ class Optimizer:
     def update_multi_precision(self, index, weight, grad, state):
         """:meth:`update`, on the float32 master copy when ``multi_precision`` is on
         and the weight is float16 (or bfloat16); returns ``(new_weight, new_state)``."""
+        with self._dropped.outer():
+            out = self._update_multi_precision(index, weight, grad, state)
+        self._dropped.note(self, index, weight, "weight, state = optimizer."
+                           "update_multi_precision(index, weight, grad, state)")
+        return out
+
+    def _update_multi_precision(self, index, weight, grad, state):
         weight = _as_array("weight", weight)
         if self.multi_precision and weight.dtype in LOW_PRECISION_DTYPES:
+            if not (isinstance(state, (tuple, list)) and len(state) == 2
+                    and isinstance(state[0], (jax.Array, np.ndarray))
+                    and state[0].dtype == jnp.float32 and state[0].shape == weight.shape):
+                raise ValueError(
+                    f"index {index!r}: the optimizer state does not match: multi_precision "
+                    f"with a {weight.dtype} weight of shape {weight.shape} expects "
+                    f"(float32 master copy of that shape, inner state), got "
+                    f"{_describe_state(state)}; create it with "
+                    f"create_state_multi_precision(index, weight)")
             weight_master_copy, original_state = state
             grad32 = _as_array("grad", grad).astype(jnp.float32)
             master, original_state = self.update(index, weight_master_copy, grad32,
@@ -182,13 +234,15 @@ class Optimizer:
                               "defined. Note that set_learning_rate can mutate "
                               "the value of the learning rate of the optimizer "
                               "only when the LRScheduler of the optimizer is "
-                              "undefined.")
+                              "undefined. Change the scheduler instead (e.g. "
+                              "optimizer.lr_scheduler.base_lr = lr).")
         v.check_scalar("lr", lr, low=0.0)
         self.lr = lr
 
     def set_lr_scale(self, args_lrscale):  # pylint: disable=unused-argument
         """[DEPRECATED] Sets lr scale. Use set_lr_mult instead."""
-        raise DeprecationWarning
+        raise DeprecationWarning("set_lr_scale is deprecated (and raises, as in MXNet): "
+                                 "use set_lr_mult({name or index: multiplier}) instead")
 
     def set_lr_mult(self, args_lr_mult):
         """Set per-parameter learning-rate multipliers, by name or index."""
@@ -199,6 +253,7 @@ class Optimizer:
             for name in arg_names:
                 if name in attr and '__lr_mult__' in attr[name]:
                     self.lr_mult[name] = float(attr[name]['__lr_mult__'])
+        self._warn_unmatched("args_lr_mult", args_lr_mult)
         self.lr_mult.update(args_lr_mult)
 
     def set_wd_mult(self, args_wd_mult):
@@ -214,7 +269,23 @@ class Optimizer:
             for name in arg_names:
                 if name in attr and '__wd_mult__' in attr[name]:
                     self.wd_mult[name] = float(attr[name]['__wd_mult__'])
+        self._warn_unmatched("args_wd_mult", args_wd_mult)
         self.wd_mult.update(args_wd_mult)
+
+    def _warn_unmatched(self, argname, mults):
+        """Warn about names that match no known parameter (MXNet ignores them, and
+        porting code often lists frozen parameters too, so this is no error)."""
+        names = list(self.idx2name.values())
+        if self.sym_info:
+            names += [n for n in self.sym_info[1] if n not in names]
+        if not names:
+            return  # no parameter names known: a name may be an index
+        unmatched = [k for k in mults if isinstance(k, str) and k not in names
+                     and k not in self.idx2name]
+        if unmatched:
+            warnings.warn(multipliers.unmatched_names_message(argname, unmatched, names)
+                          + "; MXNet ignores such names and so does this optimizer",
+                          UserWarning, stacklevel=_caller_stacklevel())
 
     def _set_current_context(self, device_id):
         if device_id not in self._all_index_update_counts:
@@ -262,15 +333,60 @@ class Optimizer:
     def _get_wd(self, index):
         return self._get_wds([index])[0]
 
+    def _repr_fields(self):
+        """``(name, value)`` of the hyperparameters :meth:`__repr__` shows."""
+        return [("learning_rate", self.lr), ("lr_scheduler", self.lr_scheduler),
+                ("wd", self.wd), ("rescale_grad", self.rescale_grad),
+                ("clip_gradient", self.clip_gradient),
+                ("multi_precision", self.multi_precision),
+                ("begin_num_update", self.begin_num_update)]
+
+    def __repr__(self):
+        fields = ", ".join(f"{k}={val!r}" for k, val in self._repr_fields())
+        return f"{type(self).__name__}({fields})"
+
     def __getstate__(self):
         ret = self.__dict__.copy()
         # As MXNet: param_dict is not saved; the trainer sets it again.
         del ret['param_dict']
+        ret.pop('_dropped', None)
         return ret
 
     def __setstate__(self, state):
+        """Restore a pickled optimizer, checking its fields with the constructor's
+        rules (a corrupted pickle fails here, naming the field, not at the next
+        update)."""
+        if not isinstance(state, dict):
+            raise TypeError(f"a pickled {type(self).__name__} holds a dict of attributes, got "
+                            f"{type(state).__name__}")
+        missing = _OPTIMIZER_FIELDS - set(state)
+        if missing:
+            raise ValueError(f"the pickled {type(self).__name__} lacks the attributes "
+                             f"{sorted(missing)}")
+        sym = state["sym_info"]
+        if sym != () and not (isinstance(sym, tuple) and len(sym) == 2
+                              and isinstance(sym[0], dict) and isinstance(sym[1], list)):
+            raise ValueError(f"the pickled {type(self).__name__}'s sym_info is not "
+                             f"() or (attr dict, argument names)")
+        _check_settings(state["rescale_grad"], state["wd"], state["clip_gradient"],
+                        state["lr"], state["lr_scheduler"], state["begin_num_update"],
+                        state["multi_precision"], state["idx2name"], None)
+        _check_count("num_update", state["num_update"])
+        _check_mult_dict("lr_mult", state["lr_mult"])
+        _check_mult_dict("wd_mult", state["wd_mult"])
+        counts = state["_all_index_update_counts"]
+        if not isinstance(counts, dict) or not all(isinstance(c, dict)
+                                                   for c in counts.values()):
+            raise TypeError("_all_index_update_counts must be a dict of device -> "
+                            "{index: count}")
+        for device in counts.values():
+            for index, count in device.items():
+                _check_count(f"the update count of index {index!r}", count)
+        if not any(state["_index_update_count"] is c for c in counts.values()):
+            raise ValueError("_index_update_count must be one of _all_index_update_counts")
         self.__dict__ = state
         self.param_dict = {}
+        self._dropped = _DroppedResultCheck()
 
 
 register = Optimizer.register
@@ -283,6 +399,63 @@ def _check_mult_dict(name, value):
                         f"got {type(value).__name__}")
     for key, mult in value.items():
         v.check_scalar(f"{name}[{key!r}]", mult, low=0.0)
+
+
+def _describe_state(state):
+    if isinstance(state, (jax.Array, np.ndarray)):
+        return f"an array {state.dtype}{list(state.shape)}"
+    if isinstance(state, (tuple, list)):
+        inner = ", ".join(_describe_state(x) for x in state)
+        return f"({inner})" if isinstance(state, tuple) else f"[{inner}]"
+    return type(state).__name__
+
+
+class _DroppedResultCheck:
+    """Detects the in-place trap: an index updated again with the very weight object
+    it was given last time, i.e. the returned weight was dropped. Each entry point
+    notes the weight it was given once its arguments passed their checks. Holds
+    weak references only, so it keeps no parameter array alive, and warns once."""
+
+    def __init__(self):
+        self.last = {}
+        self.warned = False
+        self.depth = 0
+
+    @contextlib.contextmanager
+    def outer(self):
+        """Inside an entry point that notes the weight itself, inner ones do not."""
+        self.depth += 1
+        try:
+            yield
+        finally:
+            self.depth -= 1
+
+    def note(self, optimizer, index, weight, fix):
+        if self.depth:
+            return
+        key = (fix, index)  # each entry point (Updater, update, ...) on its own
+        ref = self.last.get(key)
+        if ref is not None and ref() is weight and not self.warned:
+            self.warned = True
+            name = optimizer.idx2name.get(index)
+            what = f"parameter {name!r} (index {index!r})" if name else f"index {index!r}"
+            warnings.warn(
+                f"{what} was updated again with the very weight array it was given last "
+                f"time: JAX arrays are immutable, so the new weight is returned, and a loop "
+                f"that drops it trains nothing (warned once per optimizer). Keep the "
+                f"result: `{fix}`", UserWarning, stacklevel=_caller_stacklevel())
+        try:
+            self.last[key] = weakref.ref(weight)
+        except TypeError:  # not weak-referenceable: not checked, nothing kept alive
+            self.last.pop(key, None)
+
+
+def _caller_stacklevel():
+    """The ``stacklevel`` that attributes a warning to the first caller outside mxopt."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_globals.get("__name__", "").startswith("mxopt."):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def _as_array(name, x):
@@ -324,17 +497,26 @@ class RMSProp(Optimizer):
 
     def __init__(self, learning_rate=0.001, gamma1=0.9, gamma2=0.9, epsilon=1e-8,
                  centered=False, clip_weights=None, **kwargs):
-        v.check_scalar("gamma1", gamma1, low=0.0, high=1.0, high_open=True)
-        v.check_scalar("gamma2", gamma2, low=0.0, high=1.0, high_open=True)
-        v.check_scalar("epsilon", epsilon, low=0.0)
-        v.check_bool("centered", centered)
-        v.check_scalar("clip_weights", clip_weights, low=0.0, allow_none=True)
+        _check_rmsprop_settings(gamma1, gamma2, epsilon, centered, clip_weights)
         super().__init__(learning_rate=learning_rate, **kwargs)
         self.gamma1 = gamma1
         self.gamma2 = gamma2
         self.centered = centered
         self.epsilon = epsilon
         self.clip_weights = clip_weights
+
+    def _repr_fields(self):
+        return [("learning_rate", self.lr), ("gamma1", self.gamma1), ("gamma2", self.gamma2),
+                ("epsilon", self.epsilon), ("centered", self.centered),
+                ("clip_weights", self.clip_weights)] + super()._repr_fields()[1:]
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        missing = {"gamma1", "gamma2", "epsilon", "centered", "clip_weights"} - set(state)
+        if missing:
+            raise ValueError(f"the pickled RMSProp lacks the attributes {sorted(missing)}")
+        _check_rmsprop_settings(self.gamma1, self.gamma2, self.epsilon, self.centered,
+                                self.clip_weights)
 
     def create_state(self, index, weight):
         weight = _as_array("weight", weight)
@@ -343,14 +525,14 @@ class RMSProp(Optimizer):
         return (jnp.zeros_like(weight),)
 
     def update(self, index, weight, grad, state):
+        given = weight
         weight, grad = _as_array("weight", weight), _as_array("grad", grad)
         if grad.shape != weight.shape or grad.dtype != weight.dtype:
             raise ValueError(f"index {index!r}: grad {grad.shape} {grad.dtype} does not match "
                              f"weight {weight.shape} {weight.dtype}")
-        expected = 3 if self.centered else 1
-        if not isinstance(state, (tuple, list)) or len(state) != expected:
-            raise ValueError(f"index {index!r}: state must be a tuple of {expected} arrays "
-                             f"(from create_state), got {type(state).__name__}")
+        self._check_state(index, weight, state)
+        self._dropped.note(self, index, given,
+                           "weight, state = optimizer.update(index, weight, grad, state)")
         self._update_count(index)
         lr = self._get_lr(index)
         wd = self._get_wd(index)
@@ -364,11 +546,40 @@ class RMSProp(Optimizer):
         return _rmsprop_step(weight, grad, state, hyper, centered=bool(self.centered))
 
 
+    def _check_state(self, index, weight, state):
+        names = ("n", "g", "delta") if self.centered else ("n",)
+        made_by = (f"create_state(index, weight) of RMSProp(centered={self.centered}) makes "
+                   f"({', '.join(names)},), each like the weight, {weight.dtype}"
+                   f"{list(weight.shape)}")
+        if not isinstance(state, (tuple, list)) or len(state) != len(names) or not all(
+                isinstance(s, (jax.Array, np.ndarray)) for s in state):
+            other = ""
+            if isinstance(state, (tuple, list)) and len(state) in (1, 3) and len(state) != len(
+                    names):
+                other = f" (a state of RMSProp(centered={len(state) == 3}))"
+            raise ValueError(f"index {index!r}: the optimizer state does not match: got "
+                             f"{_describe_state(state)}{other}; {made_by}")
+        for name, s in zip(names, state):
+            if s.shape != weight.shape or s.dtype != weight.dtype:
+                raise ValueError(f"index {index!r}: the optimizer state does not match: "
+                                 f"state {name} is {s.dtype}{list(s.shape)}, the weight "
+                                 f"{weight.dtype}{list(weight.shape)}; {made_by}")
+
+
+def _check_rmsprop_settings(gamma1, gamma2, epsilon, centered, clip_weights):
+    """The rules of RMSProp's own arguments (constructor and unpickling)."""
+    v.check_scalar("gamma1", gamma1, low=0.0, high=1.0, high_open=True)
+    v.check_scalar("gamma2", gamma2, low=0.0, high=1.0, high_open=True)
+    v.check_scalar("epsilon", epsilon, low=0.0)
+    v.check_bool("centered", centered)
+    v.check_scalar("clip_weights", clip_weights, low=0.0, allow_none=True)
+
+
 class Updater:
     """MXNet's ``Updater``: creates states on first sight of an index and
     updates. ``__call__(index, grad, weight)`` returns the new weight (a list for
-    a list of indices). ``optimizer`` and ``states`` are plain attributes, as
-    Gluon's Trainer expects."""
+    a list of indices): ``weight = updater(index, grad, weight)``. ``optimizer``
+    and ``states`` are plain attributes, as Gluon's Trainer expects."""
 
     def __init__(self, optimizer):
         if not isinstance(optimizer, Optimizer):
@@ -392,55 +603,54 @@ class Updater:
         if index not in self.states:
             self.states[index] = self.optimizer.create_state_multi_precision(index, weight)
             self.states_synced[index] = True
-        new_weight, self.states[index] = self.optimizer.update_multi_precision(
-            index, weight, grad, self.states[index])
+        with self.optimizer._dropped.outer():
+            new_weight, self.states[index] = self.optimizer.update_multi_precision(
+                index, weight, grad, self.states[index])
+        self.optimizer._dropped.note(self.optimizer, index, weight,
+                                     "weight = updater(index, grad, weight)")
         return new_weight
 
     def get_states(self, dump_optimizer=False):
         """Pickle the states (NumPy arrays), with the optimizer if asked."""
         states = jax.tree.map(np.asarray, self.states)
-        return pickle.dumps((states, self.optimizer) if dump_optimizer else states)
+        return pickle.dumps((states, self.optimizer) if dump_optimizer else states,
+                            protocol=_PICKLE_PROTOCOL)
 
     def set_states(self, states):
         """Restore from :meth:`get_states` bytes, or from MXNet 1.9.1's own
-        (``Updater.get_states`` / ``Trainer.save_states`` files, read with
-        :mod:`mxopt.interop`'s restricted reader; a pickled MXNet RMSProp becomes an
-        :class:`RMSProp` with its counts, multipliers and scheduler). Only known
-        classes are rebuilt: NumPy arrays, plain containers, registered optimizers
-        and :mod:`mxopt.lr_scheduler` schedulers; anything else is refused."""
-        if not isinstance(states, (bytes, bytearray)):
+        (``Updater.get_states`` / ``Trainer.save_states`` files; a pickled MXNet
+        RMSProp becomes an :class:`RMSProp` with its counts, multipliers and
+        scheduler). The bytes are read with :mod:`mxopt.interop`'s restricted
+        unpickler, which runs nothing: only arrays, plain containers, registered
+        optimizers, :mod:`mxopt.lr_scheduler` schedulers and MXNet's optimizers and
+        schedulers are rebuilt, and the rebuilt optimizer is checked with the
+        constructor's rules. Anything else, and any corrupted input, raises a
+        ``ValueError`` (:class:`mxopt.interop.MXNetFormatError`) saying what is wrong;
+        the updater is then left unchanged."""
+        if not isinstance(states, (bytes, bytearray, memoryview)):
             raise TypeError(f"set_states expects bytes from get_states, got "
                             f"{type(states).__name__}")
-        if _MXNET_PICKLE_MARK in states:
-            self._set_mxnet_states(bytes(states))
-            return
-        loaded = _RestrictedUnpickler(io.BytesIO(states)).load()
-        if isinstance(loaded, tuple) and len(loaded) == 2:
-            states, optimizer = loaded
-            if not isinstance(optimizer, Optimizer):
-                raise TypeError("the pickled optimizer is not an mxopt.Optimizer")
-            self.optimizer = optimizer
-        else:
-            states = loaded
-        if not isinstance(states, dict):
-            raise TypeError(f"the pickled states must be a dict, got {type(states).__name__}")
-        self.states = jax.tree.map(jnp.asarray, states)
+        source = "set_states"
+        own = _own_classes()
+        loaded = _fmt.restricted_loads(states, source, classes=_fmt.MXNET_CLASSES | set(own),
+                                       scalar_types=_SCALAR_TYPES)
+        loaded, record = _fmt.states_payload(
+            loaded, source, _fmt.OPTIMIZER_CLASSES | {c for c, k in own.items()
+                                                      if issubclass(k, Optimizer)})
+        optimizer = self.optimizer
+        if record is not None:
+            try:
+                if record.cls in _fmt.OPTIMIZER_CLASSES:
+                    optimizer = optimizer_from_mxnet(record)
+                else:
+                    optimizer = _rebuild(record, own, {})
+            except (TypeError, ValueError, KeyError) as e:
+                raise _fmt.MXNetFormatError(
+                    f"{source}: the pickled optimizer ({record.cls}) cannot be restored: "
+                    f"{e.args[0] if isinstance(e, KeyError) and e.args else e}") from None
+        self.optimizer = optimizer
+        self.states = updater_states_from_mxnet(_fmt.MXNetStates(loaded))
         self.states_synced = dict.fromkeys(self.states.keys(), False)
-
-
-def _set_mxnet_states_impl(updater, data):
-    from mxopt import interop  # noqa: PLC0415 (interop imports the alias module)
-    loaded = interop.loads_states(data)
-    if loaded.optimizer is not None:
-        updater.optimizer = interop.optimizer_from_mxnet(loaded.optimizer)
-    updater.states = interop.updater_states_from_mxnet(loaded)
-    updater.states_synced = dict.fromkeys(updater.states.keys(), False)
-
-
-Updater._set_mxnet_states = _set_mxnet_states_impl
-
-# Every MXNet pickle names its NDArray or optimizer classes by module.
-_MXNET_PICKLE_MARK = b"mxnet."
 
 
 def get_updater(optimizer):
@@ -448,34 +658,105 @@ def get_updater(optimizer):
     return Updater(optimizer)
 
 
-_SAFE_GLOBALS = {
-    ("builtins", name) for name in (
-        "dict", "list", "tuple", "set", "frozenset", "int", "float", "complex", "bool",
-        "str", "bytes", "bytearray", "slice", "range")
-} | {
-    ("collections", "OrderedDict"),
-    ("numpy", "ndarray"), ("numpy", "dtype"),
-    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-}
+# get_states' pickles: protocol 4 whatever Python's default, so set_states' reader
+# knows every opcode and global they use.
+_PICKLE_PROTOCOL = 4
+# Arrays of these dtypes pickle their scalar type by name.
+_SCALAR_TYPES = {"ml_dtypes.bfloat16": jnp.bfloat16}
+_SCHEDULER_CLASSES = (lr_scheduler.LRScheduler, lr_scheduler.FactorScheduler,
+                      lr_scheduler.MultiFactorScheduler, lr_scheduler.PolyScheduler,
+                      lr_scheduler.CosineScheduler)
 
 
-class _RestrictedUnpickler(pickle.Unpickler):
-    """Rebuilds only plain data, NumPy arrays, registered optimizer classes and
-    mxopt's LR schedulers; refuses every other global before it is touched."""
+def _own_classes():
+    """Qualified name -> class of what mxopt's own pickles may hold: the registered
+    optimizers and mxopt's LR schedulers."""
+    classes = list(Optimizer.opt_registry.values()) + list(_SCHEDULER_CLASSES)
+    return {f"{k.__module__}.{k.__qualname__}": k for k in classes}
 
-    def find_class(self, module, name):
-        if (module, name) in _SAFE_GLOBALS:
-            return super().find_class(module, name)
-        for klass in Optimizer.opt_registry.values():
-            if klass.__module__ == module and klass.__qualname__ == name:
-                return klass
-        if module == "mxopt.lr_scheduler":
-            from mxopt import lr_scheduler  # noqa: PLC0415 (optional until imported)
-            klass = getattr(lr_scheduler, name, None)
-            if isinstance(klass, type):
-                return klass
-        if module == "ml_dtypes" and name in ("bfloat16",):
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refusing to unpickle {module}.{name}: mxopt's "
-                                     f"set_states rebuilds only states and known optimizers")
+
+def _rebuild(value, classes, memo):
+    """Records of ``classes`` (read by the restricted unpickler) -> real objects, as
+    pickle would build them (``__new__``, then ``__setstate__``), keeping shared
+    references shared."""
+    if id(value) in memo:
+        return memo[id(value)][1]
+    if isinstance(value, _fmt.MXNetObject):
+        klass = classes[value.cls]
+        out = klass.__new__(klass)
+        fields = {k: _rebuild(x, classes, memo) for k, x in value.fields.items()}
+        out.__setstate__(fields)
+    elif isinstance(value, dict):
+        out = {k: _rebuild(x, classes, memo) for k, x in value.items()}
+    elif isinstance(value, list):
+        out = [_rebuild(x, classes, memo) for x in value]
+    elif isinstance(value, tuple):
+        out = tuple(_rebuild(x, classes, memo) for x in value)
+    else:
+        return value
+    memo[id(value)] = (value, out)
+    return out
+
+
+def optimizer_from_mxnet(record):
+    """An :class:`mxopt.RMSProp` (the class API) carrying a pickled MXNet RMSProp's
+    hyperparameters, multipliers, names, update counts and LR scheduler (a record
+    of :func:`mxopt.interop.load_states`)."""
+    _fmt.check_rmsprop(record)
+    sched = record.get("lr_scheduler")
+    opt = RMSProp(
+        learning_rate=record.get("lr"), gamma1=_fmt.real_field(record, "gamma1"),
+        gamma2=_fmt.real_field(record, "gamma2"), epsilon=_fmt.real_field(record, "epsilon"),
+        centered=bool(record.get("centered")),
+        clip_weights=_fmt.clip_bound(record, "clip_weights"),
+        rescale_grad=_fmt.real_field(record, "rescale_grad"), wd=_fmt.real_field(record, "wd"),
+        clip_gradient=_fmt.clip_bound(record, "clip_gradient"),
+        multi_precision=bool(record.get("multi_precision")),
+        param_idx2name=_field_dict(record, "idx2name"),
+        begin_num_update=record.get("begin_num_update") or 0,
+        lr_scheduler=None if sched is None else lr_scheduler.from_mxnet(sched, record.get("lr")))
+    # MXNet's names (idx2name, sym) were set when it was built: no typo warnings here.
+    opt.lr_mult = _field_dict(record, "lr_mult")
+    opt.wd_mult = _field_dict(record, "wd_mult")
+    _check_mult_dict("lr_mult", opt.lr_mult)
+    _check_mult_dict("wd_mult", opt.wd_mult)
+    opt.num_update = record.get("num_update") or 0
+    _check_count("num_update", opt.num_update)
+    counts = record.get("_all_index_update_counts") or {0: _field_dict(
+        record, "_index_update_count")}
+    if not isinstance(counts, dict):
+        raise ValueError(f"the optimizer's _all_index_update_counts is {type(counts).__name__}, "
+                         f"not a dict")
+    opt._all_index_update_counts = {int(d): _field_dict(record, f"update counts of device {d}",
+                                                        c) for d, c in counts.items()}
+    opt._index_update_count = opt._all_index_update_counts.setdefault(0, {})
+    for device in opt._all_index_update_counts.values():
+        for index, count in device.items():
+            _check_count(f"the update count of index {index!r}", count)
+    return opt
+
+
+def _field_dict(record, field, value=None):
+    value = record.get(field) if value is None else value
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError(f"the optimizer's {field} is a {type(value).__name__}, not a dict")
+    return dict(value)
+
+
+def updater_states_from_mxnet(states):
+    """MXNet's per-index states (an :class:`mxopt.interop.MXNetStates`) as
+    :class:`Updater` keeps them: tuples of JAX arrays, and ``(master, inner_state)``
+    pairs for multi_precision weights."""
+    if not isinstance(states, _fmt.MXNetStates):
+        raise TypeError(f"states must be an MXNetStates, got {type(states).__name__}")
+
+    def convert(value):
+        if isinstance(value, np.ndarray):
+            return jnp.asarray(value)
+        if isinstance(value, (tuple, list)):
+            return tuple(convert(v) for v in value)
+        return value
+
+    return {index: convert(value) for index, value in states.states.items()}

@@ -37,7 +37,6 @@ Leaves of a param tree are named by their key path joined with ``/`` (``{"a":
 """
 from __future__ import annotations
 
-import math
 import numbers
 import os
 from typing import Any, Iterable, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
@@ -47,8 +46,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mxopt import _mxformat as _fmt
-from mxopt import lr_scheduler as _lr_scheduler
-from mxopt import multipliers
+from mxopt import lr_scheduler, multipliers
 from mxopt._mxformat import (
     MXNetFormatError,
     MXNetObject,
@@ -61,6 +59,7 @@ from mxopt._mxformat import (
     restricted_loads,
 )
 from mxopt.alias import CenteredRMSPropState, RMSPropState
+from mxopt.facade import optimizer_from_mxnet, updater_states_from_mxnet
 
 __all__ = [
     "MXNetFormatError", "UnsafePickleError", "MXNetObject", "MXNetStates",
@@ -254,46 +253,19 @@ def _sort_indices(indices):
 # Hyperparameters
 # --------------------------------------------------------------------------------------
 
-def _check_rmsprop(optimizer, what="optimizer"):
-    if not isinstance(optimizer, MXNetObject):
-        raise TypeError(f"{what} must be an MXNetObject (the optimizer of a .states file, "
-                        f"or rmsprop_optimizer(...)), got {type(optimizer).__name__}")
-    if optimizer.cls != _fmt.RMSPROP_CLASS:
-        raise ValueError(f"{what} is a {optimizer.cls}; mxopt converts "
-                         f"{_fmt.RMSPROP_CLASS} only")
-
-
-def _real(optimizer, field, value=None, *, allow_none=False):
-    value = optimizer.get(field) if value is None else value
-    if value is None and allow_none:
-        return None
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Real, np.generic)):
-        raise ValueError(f"the optimizer's {field} is {value!r}, not a real number")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"the optimizer's {field} is {value!r}, not finite")
-    return value
-
-
-def _bound(optimizer, field):
-    """MXNet passes a clip bound only when truthy, and its kernels clip only when the
-    bound is >= 0: None, 0 and negative bounds all mean "off"."""
-    value = _real(optimizer, field, allow_none=True)
-    return None if value is None or value <= 0 else value
-
-
 def _multiplier(optimizer, index, field, overrides):
     """``Optimizer._get_lrs`` / ``_get_wds``: a Gluon parameter's own multiplier
     (``param_dict``, which MXNet does not save: pass it as ``overrides``), else the
     optimizer's ``lr_mult``/``wd_mult`` by index, else by ``idx2name`` name."""
     if overrides is not None and index in overrides:
-        return _real(optimizer, f"{field} override for index {index!r}", overrides[index])
+        return _fmt.real_field(optimizer, f"{field} override for index {index!r}",
+                               overrides[index])
     table = optimizer.get(field) or {}
     idx2name = optimizer.get("idx2name") or {}
     if index in table:
-        return _real(optimizer, f"{field}[{index!r}]", table[index])
+        return _fmt.real_field(optimizer, f"{field}[{index!r}]", table[index])
     if index in idx2name:
-        return _real(optimizer, f"{field}[{idx2name[index]!r}]",
+        return _fmt.real_field(optimizer, f"{field}[{idx2name[index]!r}]",
                      table.get(idx2name[index], 1.0))
     return 1.0
 
@@ -331,7 +303,7 @@ def rmsprop_kwargs(optimizer: MXNetObject, indices: Iterable[Index], *,
       ``dict(learning_rate=..., gamma1=..., gamma2=..., epsilon=..., centered=...,
       clip_weights=..., wd=..., rescale_grad=..., clip_gradient=...)``.
     """
-    _check_rmsprop(optimizer)
+    _fmt.check_rmsprop(optimizer)
     indices = list(indices)
     if not indices:
         raise ValueError("indices is empty: name the MXNet indices of the parameters to update")
@@ -357,10 +329,10 @@ def rmsprop_kwargs(optimizer: MXNetObject, indices: Iterable[Index], *,
             # scheduler at count + 1 and applies lr_mult in float64, as MXNet.
             scheduler = lr_scheduler_from_mxnet(optimizer["lr_scheduler"], optimizer.get("lr"))
             learning_rate = (scheduler if lr_mult == 1.0 else
-                             _lr_scheduler.mxnet_schedule(scheduler, lr_mult=lr_mult))
+                             lr_scheduler.mxnet_schedule(scheduler, lr_mult=lr_mult))
             lr_mult = 1.0
         else:
-            learning_rate = _real(optimizer, "lr")
+            learning_rate = _fmt.real_field(optimizer, "lr")
     if lr_mult != 1.0:
         if callable(learning_rate):
             schedule = learning_rate
@@ -369,14 +341,14 @@ def rmsprop_kwargs(optimizer: MXNetObject, indices: Iterable[Index], *,
             learning_rate = learning_rate * lr_mult
     return dict(
         learning_rate=learning_rate,
-        gamma1=_real(optimizer, "gamma1"),
-        gamma2=_real(optimizer, "gamma2"),
-        epsilon=_real(optimizer, "epsilon"),
+        gamma1=_fmt.real_field(optimizer, "gamma1"),
+        gamma2=_fmt.real_field(optimizer, "gamma2"),
+        epsilon=_fmt.real_field(optimizer, "epsilon"),
         centered=bool(optimizer.get("centered")),
-        clip_weights=_bound(optimizer, "clip_weights"),
-        wd=_real(optimizer, "wd") * wd_mult,
-        rescale_grad=_real(optimizer, "rescale_grad"),
-        clip_gradient=_bound(optimizer, "clip_gradient"),
+        clip_weights=_fmt.clip_bound(optimizer, "clip_weights"),
+        wd=_fmt.real_field(optimizer, "wd") * wd_mult,
+        rescale_grad=_fmt.real_field(optimizer, "rescale_grad"),
+        clip_gradient=_fmt.clip_bound(optimizer, "clip_gradient"),
     )
 
 
@@ -519,7 +491,7 @@ def rmsprop_state_from_mxnet(states: MXNetStates, params, index_to_leaf: Mapping
                         f"{type(states).__name__}")
     optimizer = states.optimizer
     if optimizer is not None:
-        _check_rmsprop(optimizer, "the file's optimizer")
+        _fmt.check_rmsprop(optimizer, "the file's optimizer")
     if not isinstance(allow_unused, bool):
         raise TypeError(f"allow_unused must be a bool, got {allow_unused!r}")
     inverse = _check_index_map(index_to_leaf)
@@ -668,7 +640,7 @@ def rmsprop_state_to_mxnet(state: Union[RMSPropState, CenteredRMSPropState], par
                         f"CenteredRMSPropState), got {type(state).__name__}")
     centered = isinstance(state, CenteredRMSPropState)
     if optimizer is not None:
-        _check_rmsprop(optimizer)
+        _fmt.check_rmsprop(optimizer)
         if bool(optimizer.get("centered")) != centered:
             raise ValueError(f"the optimizer says centered={bool(optimizer.get('centered'))} "
                              f"but the state is a {type(state).__name__}")
@@ -726,80 +698,6 @@ def rmsprop_state_to_mxnet(state: Union[RMSPropState, CenteredRMSPropState], par
     return MXNetStates(out, record)
 
 
-def lr_scheduler_from_mxnet(record: MXNetObject, optimizer_lr: Optional[float] = None):
-    """The :mod:`mxopt.lr_scheduler` scheduler of a pickled MXNet scheduler.
-
-    MXNet's schedulers mutate as they run (``base_lr`` decays in place, ``count``
-    advances); the constructor arguments are recovered from the fields that do not
-    (``warmup_final_lr`` and ``base_lr_orig`` keep the original base rate). When
-    the optimizer was built with a ``learning_rate`` (``optimizer_lr``), MXNet
-    overwrote the scheduler's ``base_lr`` with it, and so does this function; the
-    warmup still ends at the original rate, as in MXNet.
-    """
-    if not isinstance(record, MXNetObject):
-        raise TypeError(f"record must be an MXNetObject, got {type(record).__name__}")
-    f = record
-    warmup = dict(warmup_steps=f["warmup_steps"], warmup_begin_lr=f["warmup_begin_lr"],
-                  warmup_mode=f["warmup_mode"])
-    base = f["warmup_final_lr"]
-    if record.name == "FactorScheduler":
-        sched = _lr_scheduler.FactorScheduler(f["step"], f["factor"], f["stop_factor_lr"],
-                                              base_lr=base, **warmup)
-    elif record.name == "MultiFactorScheduler":
-        sched = _lr_scheduler.MultiFactorScheduler(list(f["step"]), f["factor"], base_lr=base,
-                                                   **warmup)
-    elif record.name == "PolyScheduler":
-        sched = _lr_scheduler.PolyScheduler(f["max_update"], base_lr=f["base_lr_orig"],
-                                            pwr=f["power"], final_lr=f["final_lr"], **warmup)
-    elif record.name == "CosineScheduler":
-        sched = _lr_scheduler.CosineScheduler(f["max_update"], base_lr=f["base_lr_orig"],
-                                              final_lr=f["final_lr"], **warmup)
-    else:
-        raise ValueError(f"unsupported LR scheduler {record.cls}: mxopt.lr_scheduler has "
-                         f"Factor, MultiFactor, Poly and Cosine schedulers")
-    if optimizer_lr is not None and record.name in ("FactorScheduler", "MultiFactorScheduler"):
-        # Optimizer.__init__ set base_lr = learning_rate when they differed.
-        sched.base_lr = float(optimizer_lr)
-    return sched
-
-
-def optimizer_from_mxnet(record: MXNetObject):
-    """An :class:`mxopt.RMSProp` (the class API) carrying a pickled MXNet RMSProp's
-    hyperparameters, multipliers, names, update counts and LR scheduler."""
-    from mxopt.facade import RMSProp  # noqa: PLC0415 (facade imports interop lazily)
-    _check_rmsprop(record)
-    sched = record.get("lr_scheduler")
-    opt = RMSProp(
-        learning_rate=record.get("lr"), gamma1=_real(record, "gamma1"),
-        gamma2=_real(record, "gamma2"), epsilon=_real(record, "epsilon"),
-        centered=bool(record.get("centered")), clip_weights=_bound(record, "clip_weights"),
-        rescale_grad=_real(record, "rescale_grad"), wd=_real(record, "wd"),
-        clip_gradient=_bound(record, "clip_gradient"),
-        multi_precision=bool(record.get("multi_precision")),
-        param_idx2name=dict(record.get("idx2name") or {}),
-        begin_num_update=int(record.get("begin_num_update") or 0),
-        lr_scheduler=None if sched is None else lr_scheduler_from_mxnet(sched, record.get("lr")))
-    opt.lr_mult = dict(record.get("lr_mult") or {})
-    opt.wd_mult = dict(record.get("wd_mult") or {})
-    opt.num_update = int(record.get("num_update") or 0)
-    counts = record.get("_all_index_update_counts") or {0: dict(
-        record.get("_index_update_count") or {})}
-    opt._all_index_update_counts = {int(d): dict(c) for d, c in counts.items()}
-    opt._index_update_count = opt._all_index_update_counts.setdefault(0, {})
-    return opt
-
-
-def updater_states_from_mxnet(states: MXNetStates) -> dict:
-    """MXNet's per-index states as :class:`mxopt.Updater` keeps them: tuples of JAX
-    arrays, and ``(master, inner_state)`` pairs for multi_precision weights."""
-    if not isinstance(states, MXNetStates):
-        raise TypeError(f"states must be an MXNetStates, got {type(states).__name__}")
-
-    def convert(value):
-        if isinstance(value, np.ndarray):
-            return jnp.asarray(value)
-        if isinstance(value, (tuple, list)):
-            return tuple(convert(v) for v in value)
-        return value
-
-    return {index: convert(value) for index, value in states.states.items()}
+# The class API's conversions (mxopt.facade) and the scheduler's (mxopt.lr_scheduler),
+# under the names interop has always given them.
+lr_scheduler_from_mxnet = lr_scheduler.from_mxnet

@@ -89,6 +89,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mxopt import _validation as v
+from mxopt._mxformat import MXNetObject
 
 __all__ = [
     "LRScheduler",
@@ -97,6 +98,7 @@ __all__ = [
     "PolyScheduler",
     "CosineScheduler",
     "mxnet_schedule",
+    "from_mxnet",
 ]
 
 # Largest table built for a traced call: 2**24 float32 values (64 MiB).
@@ -370,6 +372,34 @@ class LRScheduler:
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._warmup_repr()})"
 
+    # -- pickling: by constructor arguments, which unpickling checks again -------------
+
+    def _init_kwargs(self) -> dict:
+        return dict(base_lr=self.warmup_final_lr, warmup_steps=self.warmup_steps,
+                    warmup_begin_lr=self.warmup_begin_lr, warmup_mode=self.warmup_mode)
+
+    def __getstate__(self):
+        if "_init_kwargs" not in type(self).__dict__ and type(self).__init__ is not (
+                LRScheduler.__init__):
+            # A subclass with its own constructor: pickle its attributes (without the
+            # cached tables).
+            return {k: val for k, val in self.__dict__.items() if k != "_memo"}
+        return {"init": self._init_kwargs(), "base_lr": self.base_lr}
+
+    def __setstate__(self, state):
+        if not isinstance(state, dict):
+            raise TypeError(f"a pickled {type(self).__name__} holds a dict, got "
+                            f"{type(state).__name__}")
+        if "init" not in state:
+            self.__dict__.update(state)
+            self._memo = {}
+            return
+        if set(state) != {"init", "base_lr"} or not isinstance(state["init"], dict):
+            raise ValueError(f"a pickled {type(self).__name__} holds {{'init': <constructor "
+                             f"arguments>, 'base_lr': <float>}}, got the keys {sorted(state)}")
+        self.__init__(**state["init"])  # the constructor's checks, again
+        self.base_lr = state["base_lr"]
+
 
 # ---------------------------------------------------------------------- the schedulers
 
@@ -501,6 +531,10 @@ class FactorScheduler(LRScheduler):
             after = _take(_float32_table(values, scale), k)
         return self._with_warmup(c, offset, after, scale)
 
+    def _init_kwargs(self):
+        return dict(step=self.step, factor=self.factor, stop_factor_lr=self.stop_factor_lr,
+                    **super()._init_kwargs())
+
     def __repr__(self):
         return (f"FactorScheduler(step={self.step}, factor={self.factor!r}, stop_factor_lr="
                 f"{self.stop_factor_lr!r}, {self._warmup_repr()})")
@@ -581,6 +615,9 @@ class MultiFactorScheduler(LRScheduler):
             k = k + jnp.sum(c[..., None] > jnp.asarray(ahead, c.dtype), axis=-1, dtype=c.dtype)
         after = _take(_float32_table(self._levels(), scale), k)
         return self._with_warmup(c, offset, after, scale)
+
+    def _init_kwargs(self):
+        return dict(step=self.step, factor=self.factor, **super()._init_kwargs())
 
     def __repr__(self):
         return (f"MultiFactorScheduler(step={self.step}, factor={self.factor!r}, "
@@ -697,6 +734,10 @@ class PolyScheduler(_DecayToMaxUpdate):
                               np.float64, count=base.size)
         return self.final_lr + (self.base_lr_orig - self.final_lr) * powered
 
+    def _init_kwargs(self):
+        return dict(max_update=self.max_update, pwr=self.power, final_lr=self.final_lr,
+                    **super()._init_kwargs())
+
     def __repr__(self):
         return (f"PolyScheduler(max_update={self.max_update}, pwr={self.power!r}, "
                 f"{self._decay_repr()}, {self._warmup_repr()})")
@@ -731,6 +772,10 @@ class CosineScheduler(_DecayToMaxUpdate):
         angle = math.pi * t.astype(np.float64) / self.max_steps
         cosine = np.fromiter(map(math.cos, angle.tolist()), np.float64, count=angle.size)
         return self.final_lr + (self.base_lr_orig - self.final_lr) * (1 + cosine) / 2
+
+    def _init_kwargs(self):
+        return dict(max_update=self.max_update, final_lr=self.final_lr,
+                    **super()._init_kwargs())
 
     def __repr__(self):
         return (f"CosineScheduler(max_update={self.max_update}, {self._decay_repr()}, "
@@ -802,3 +847,44 @@ def mxnet_schedule(scheduler: LRScheduler, begin_num_update: int = 0, *,
         raise ValueError(f"begin_num_update must be < 2**63 - 1, got {begin_num_update}")
     lr_mult = _real("lr_mult", lr_mult, low=0.0)
     return _MXNetSchedule(scheduler, begin_num_update, lr_mult)
+
+
+# ------------------------------------------------------------------- from MXNet's pickles
+
+def from_mxnet(record: MXNetObject, optimizer_lr: Optional[float] = None) -> LRScheduler:
+    """The scheduler of a pickled MXNet scheduler (an :class:`mxopt.interop.MXNetObject`
+    read from a ``.states`` file).
+
+    MXNet's schedulers mutate as they run (``base_lr`` decays in place, ``count``
+    advances); the constructor arguments are recovered from the fields that do not
+    (``warmup_final_lr`` and ``base_lr_orig`` keep the original base rate). When
+    the optimizer was built with a ``learning_rate`` (``optimizer_lr``), MXNet
+    overwrote the scheduler's ``base_lr`` with it, and so does this function; the
+    warmup still ends at the original rate, as in MXNet.
+    """
+    if not isinstance(record, MXNetObject):
+        raise TypeError(f"record must be an MXNetObject, got {type(record).__name__}")
+    f = record
+    warmup = dict(warmup_steps=f["warmup_steps"], warmup_begin_lr=f["warmup_begin_lr"],
+                  warmup_mode=f["warmup_mode"])
+    base = f["warmup_final_lr"]
+    if record.name == "FactorScheduler":
+        sched = FactorScheduler(f["step"], f["factor"], f["stop_factor_lr"], base_lr=base,
+                                **warmup)
+    elif record.name == "MultiFactorScheduler":
+        steps = f["step"]
+        sched = MultiFactorScheduler(list(steps) if isinstance(steps, (list, tuple)) else steps,
+                                     f["factor"], base_lr=base, **warmup)
+    elif record.name == "PolyScheduler":
+        sched = PolyScheduler(f["max_update"], base_lr=f["base_lr_orig"], pwr=f["power"],
+                              final_lr=f["final_lr"], **warmup)
+    elif record.name == "CosineScheduler":
+        sched = CosineScheduler(f["max_update"], base_lr=f["base_lr_orig"],
+                                final_lr=f["final_lr"], **warmup)
+    else:
+        raise ValueError(f"unsupported LR scheduler {record.cls}: mxopt.lr_scheduler has "
+                         f"Factor, MultiFactor, Poly and Cosine schedulers")
+    if optimizer_lr is not None and record.name in ("FactorScheduler", "MultiFactorScheduler"):
+        # Optimizer.__init__ set base_lr = learning_rate when they differed.
+        sched.base_lr = optimizer_lr
+    return sched

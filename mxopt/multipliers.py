@@ -35,6 +35,7 @@ __all__ = [
     "resolve",
     "mxnet_module_wd_mult",
     "no_decay_for_biases_and_norms",
+    "unmatched_names_message",
 ]
 
 MultiplierSpec = Union[None, Mapping[str, float], Callable[[str, Any], float], Any]
@@ -111,14 +112,7 @@ def resolve(spec: MultiplierSpec, params: Any, argname: str = "lr_mult") -> Opti
         unmatched = [k for k in spec if k not in used
                      and not any(fnmatch.fnmatchcase(n, k) for n in names)]
         if unmatched:
-            hints = []
-            for k in unmatched:
-                close = difflib.get_close_matches(k, names, n=3)
-                hints.append(f"{k!r}" + (f" (did you mean {', '.join(map(repr, close))}?)"
-                                         if close else ""))
-            raise ValueError(f"{argname}: no parameter matches {', '.join(hints)}; "
-                             f"parameter names are {names[:20]}"
-                             + (" ..." if len(names) > 20 else ""))
+            raise ValueError(unmatched_names_message(argname, unmatched, names))
         return jax.tree_util.tree_unflatten(treedef, values)
 
     if callable(spec) and not isinstance(spec, Mapping):
@@ -134,6 +128,20 @@ def resolve(spec: MultiplierSpec, params: Any, argname: str = "lr_mult") -> Opti
                          f"got a tree of another structure: {e}") from None
     values = [_check_value(f"{argname} at {name!r}", v) for name, v in zip(names, spec_leaves)]
     return jax.tree_util.tree_unflatten(treedef, values)
+
+
+def unmatched_names_message(argname: str, unmatched, names) -> str:
+    """Names or patterns of ``argname`` that match no parameter, each with the closest
+    parameter names, and the parameter names (mxopt's class API warns with it where
+    :func:`resolve` raises)."""
+    names = list(names)
+    hints = []
+    for k in unmatched:
+        close = difflib.get_close_matches(k, names, n=3)
+        hints.append(f"{k!r}" + (f" (did you mean {', '.join(map(repr, close))}?)"
+                                 if close else ""))
+    return (f"{argname}: no parameter matches {', '.join(hints)}; parameter names are "
+            f"{names[:20]}" + (" ..." if len(names) > 20 else ""))
 
 
 def mxnet_module_wd_mult(name: str, leaf: Any) -> float:

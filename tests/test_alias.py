@@ -80,6 +80,7 @@ def test_chain_agrees_with_alias(c):
         chex.assert_trees_all_close(p1, p2, rtol=RTOL, atol=ATOL)
 
 
+@pytest.mark.filterwarnings("ignore:.*float16/bfloat16 parameter:UserWarning")  # by design
 @pytest.mark.parametrize("centered", [False, True])
 @pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16, jnp.float32, jnp.float64])
 @pytest.mark.parametrize("jit", [False, True])
@@ -101,6 +102,7 @@ def test_dtypes_preserved(centered, dtype, jit):
     assert all(bool(jnp.all(jnp.isfinite(p))) for p in jax.tree.leaves(params))
 
 
+@pytest.mark.filterwarnings("ignore:.*float16/bfloat16 parameter:UserWarning")  # by design
 @pytest.mark.parametrize("dtype", [np.float16, np.float32])
 def test_low_precision_follows_reference(dtype):
     # float16 kernels in the weight's dtype, op for op (MXNet itself refuses

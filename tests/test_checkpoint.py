@@ -92,3 +92,42 @@ def test_injected_learning_rate_comes_from_the_checkpoint(runs):
                    if x.shape == () and x.dtype == np.float32]
         assert any(np.isclose(x, 2e-3 * 0.7 * 0.7, rtol=1e-6) for x in scalars), kind
         assert not any(np.isclose(x, 2e-3, rtol=1e-6) for x in scalars), kind
+
+
+def test_ctrl_c_stops_cleanly_and_says_where_a_rerun_resumes(tmp_path):
+    """A real SIGINT mid-training: no traceback, the checkpoint in flight finished,
+    no temporary directory left, one line naming the step a rerun resumes from, and
+    a rerun does resume there."""
+    import re
+    import signal
+    import time
+
+    ckpt = tmp_path / "ckpt"
+    script = os.path.join(ROOT, "examples", "checkpoint_resume.py")
+    proc = subprocess.Popen([sys.executable, "-u", script, "--ckpt-dir", str(ckpt),
+                             "--variant", "plain", "--epochs", "1000", "--save-every", "5"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        first = proc.stdout.readline()  # the first epoch's line: training is under way
+        assert first.startswith("step "), first + proc.stderr.read()
+        assert time.monotonic() < deadline
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, out + err
+    assert "Traceback" not in err and "futures" not in err, err
+    lines = [line for line in out.splitlines() if line.startswith("interrupted")]
+    assert len(lines) == 1, out
+    resume = int(re.fullmatch(r"interrupted after step (\d+): run the same command again to "
+                              r"resume from step (\d+)", lines[0]).group(2))
+    assert resume >= 40 and resume % 5 == 0
+    left = sorted(p.name for p in ckpt.iterdir())
+    assert str(resume) in left and not any("tmp" in name for name in left), left
+    rerun = subprocess.run([sys.executable, script, "--ckpt-dir", str(ckpt), "--variant",
+                            "plain", "--epochs", "1000", "--save-every", "5", "--stop-at",
+                            str(resume + 1)], capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert f"resumed from step {resume} in {ckpt}" in rerun.stdout

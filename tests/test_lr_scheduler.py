@@ -545,4 +545,26 @@ def test_long_factor_sequences(monkeypatch):
 def test_exported_from_mxopt():
     assert mxopt.lr_scheduler is lrs
     assert set(lrs.__all__) == {"LRScheduler", "FactorScheduler", "MultiFactorScheduler",
-                                "PolyScheduler", "CosineScheduler", "mxnet_schedule"}
+                                "PolyScheduler", "CosineScheduler", "mxnet_schedule",
+                                "from_mxnet"}
+
+
+@pytest.mark.parametrize("sched", [
+    lrs.FactorScheduler(10, 0.5, base_lr=0.1, warmup_steps=3, warmup_begin_lr=0.01),
+    lrs.MultiFactorScheduler([3, 7], 0.5, base_lr=0.1),
+    lrs.PolyScheduler(50, base_lr=0.1, pwr=3, final_lr=0.001, warmup_steps=5),
+    lrs.CosineScheduler(50, base_lr=0.1, final_lr=0.001)])
+def test_pickles_by_constructor_arguments_checked_again_on_load(sched):
+    import pickle
+
+    sched.base_lr = 0.05  # MXNet's optimizer may have overwritten it
+    sched(jnp.arange(20))  # fills the cached tables, which are not pickled
+    data = pickle.dumps(sched)
+    assert b"_memo" not in data
+    back = pickle.loads(data)
+    assert repr(back) == repr(sched)
+    assert [back(n) for n in range(60)] == [sched(n) for n in range(60)]
+    # A corrupted pickle fails as the constructor would, naming the argument.
+    bad = data.replace(b"warmup_mode", b"warmup_moda")
+    with pytest.raises(TypeError, match="warmup_moda"):
+        pickle.loads(bad)

@@ -171,6 +171,7 @@ def test_skip_nonfinite_tells_an_overflowing_sum_from_a_nonfinite_gradient(jit):
         assert int(state.inner_state.count) == (1 if finite else 0)
 
 
+@pytest.mark.filterwarnings("ignore:.*float16/bfloat16 parameter:UserWarning")  # by design
 @pytest.mark.parametrize("multi_precision", [False, True])
 def test_skip_nonfinite_takes_a_flag_checked_elsewhere(multi_precision):
     # grads_finite (e.g. from dynamic loss scaling) replaces mxopt's own check:
