@@ -25,7 +25,7 @@ call of it.
 from __future__ import annotations
 
 import warnings
-from typing import Any, Callable, NamedTuple, Union
+from typing import Any, Callable, NamedTuple, Optional, Union
 
 import jax
 import jax.numpy as jnp
@@ -511,13 +511,20 @@ class Optimizer(NamedTuple):
       kernel: ``kernel(grad, weight, *buffers, hp, finite) -> (update, *buffers)``,
         from :mod:`mxopt._kernels`.
       state_cls: its state, a NamedTuple ``(count, *buffers)``.
-      hyper: the kernel's hyperparameters other than ``lr`` and ``wd`` (Python
-        numbers or JAX scalars), e.g. ``rescale_grad``, ``clip_gradient``.
+      hyper: the kernel's hyperparameters other than ``lr``, ``wd`` and ``t``
+        (Python numbers or JAX scalars), e.g. ``rescale_grad``, ``clip_gradient``.
+      fold: None, or ``fold(hp) -> hp``, run per leaf before the kernel, for
+        what MXNet's Python side computes from the update count before calling
+        its kernel (Adam folds its bias correction into ``lr``). ``hp["t"]`` is
+        this update's count including ``begin_num_update`` (MXNet's per-index
+        ``t``): a Python int outside ``jax.jit`` (so host arithmetic is
+        MXNet's float64), a traced int32 under it.
     """
     who: str
     kernel: Callable
     state_cls: type
     hyper: dict
+    fold: Optional[Callable[[dict], dict]] = None
 
 
 def fused(opt: Optimizer, *, learning_rate: ScalarOrSchedule, wd: Any, lr_mult: Any,
@@ -567,10 +574,13 @@ def fused(opt: Optimizer, *, learning_rate: ScalarOrSchedule, wd: Any, lr_mult: 
                    for b in buffers]
         lrs = treedef.flatten_up_to(learning_rates(learning_rate, state.count, lr_mult, params))
         wds = treedef.flatten_up_to(scale_by_multipliers(wd, wd_mult, params, "wd_mult"))
+        t = state.count + 1 if v.is_traced(state.count) else int(state.count) + 1
         outs = []
         for i, (g, w) in enumerate(zip(treedef.flatten_up_to(updates), flat_params)):
             if is_float(w):
-                hp = dict(opt.hyper, lr=lrs[i], wd=wds[i])
+                hp = dict(opt.hyper, lr=lrs[i], wd=wds[i], t=t)
+                if opt.fold is not None:
+                    hp = opt.fold(hp)
                 outs.append(leaf(g, w, tuple(c[i] for c in columns), hp, finite))
             else:  # integer and bool leaves pass through with no state
                 outs.append((jnp.zeros_like(w),) + (optax.MaskedNode(),) * len(buffers))

@@ -28,13 +28,15 @@ from typing import Any, Mapping, Optional, Union
 import jax
 import jax.numpy as jnp
 
+from mxopt import _mxnumbers as N
 from mxopt import _validation as v
 
 Scalar = Union[float, jax.Array]
 Hyper = Mapping[str, Any]
 
 __all__ = [
-    "Scalar", "Hyper", "hyper", "one_minus", "rounded", "root", "clip", "clip_is_static_off",
+    "Scalar", "Hyper", "hyper", "tuple_hyper", "operand", "one_minus", "rounded", "root",
+    "clip", "clip_is_static_off",
     "is_static", "rescale", "decay", "prepared_gradient", "mean_square", "mean",
     "centered_root", "keep_if", "update_if", "clipped_weight_update",
     "rmsprop_update", "rmspropalex_update",
@@ -45,16 +47,48 @@ __all__ = [
 # Rounding guards
 # ----------------------------------------------------------------------------------
 
-def hyper(value: Scalar, like: jax.Array) -> jax.Array:
-    """``value`` as MXNet passes it to its kernel: rounded to float32 (operator
-    parameters are C++ floats), then cast to the leaf's dtype.
+def _is_python_number(value: Any) -> bool:
+    # What MXNet's Python side computes in (floats are float64) and sends as str().
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
-    The scalar goes through an optimization barrier so that XLA cannot treat a
-    static hyperparameter as a constant and reassociate around it: it rewrites
-    ``(5 * a) * (5 * a)`` as ``(a * a) * 25``, which rounds differently from MXNet.
-    """
-    scalar = jnp.asarray(value, dtype=jnp.float32).astype(like.dtype)
+
+def _barrier(scalar: jax.Array) -> jax.Array:
+    # The scalar goes through an optimization barrier so that XLA cannot treat a
+    # static hyperparameter as a constant and reassociate around it: it rewrites
+    # ``(5 * a) * (5 * a)`` as ``(a * a) * 25``, which rounds differently from MXNet.
     return jax.lax.optimization_barrier(scalar)
+
+
+def hyper(value: Scalar, like: jax.Array) -> jax.Array:
+    """``value`` as an MXNet kernel receives a C++ ``float`` operator field,
+    cast to the leaf's dtype.
+
+    A Python number is what MXNet's Python side computes and sends as
+    ``str(value)``, parsed by dmlc-core's ``stof``, which is not always
+    correctly rounded (:func:`mxopt._mxnumbers.kernel_float`): it is rounded
+    exactly that way. A JAX or NumPy scalar (a traced hyperparameter, a
+    scheduler's float32 table) is taken as float32.
+    """
+    if _is_python_number(value):
+        value = N.received_float(value)
+    return _barrier(jnp.asarray(value, dtype=jnp.float32).astype(like.dtype))
+
+
+def tuple_hyper(value: Scalar, like: jax.Array) -> jax.Array:
+    """:func:`hyper` for an entry of a ``Tuple<float>`` field (``multi_sgd_*``'s
+    ``lrs``/``wds``), which ``std::istream`` parses correctly rounded."""
+    if _is_python_number(value):
+        value = N.tuple_float(value)
+    return _barrier(jnp.asarray(value, dtype=jnp.float32).astype(like.dtype))
+
+
+def operand(value: Scalar, like: jax.Array) -> jax.Array:
+    """``value`` as the scalar of an NDArray scalar operator (``grad * s`` in
+    MXNet's Python-side optimizers): a Python number is parsed as a C++ double
+    (``dmlc::stod``) and cast once to the leaf's dtype; a JAX scalar is cast."""
+    if _is_python_number(value):
+        value = N.scalar_operand(value, like.dtype)
+    return _barrier(jnp.asarray(value).astype(like.dtype))
 
 
 def one_minus(value: Scalar, like: jax.Array) -> jax.Array:

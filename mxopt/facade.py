@@ -42,6 +42,7 @@ import optax
 from mxopt import _mxformat as _fmt
 from mxopt import _validation as v
 from mxopt import alias, lr_scheduler, multipliers
+from mxopt._mxnumbers import received_float
 from mxopt.precision import LOW_PRECISION_DTYPES
 
 __all__ = ["Optimizer", "RMSProp", "Updater", "create", "register", "get_updater",
@@ -536,8 +537,10 @@ class RMSProp(Optimizer):
         self._update_count(index)
         lr = self._get_lr(index)
         wd = self._get_wd(index)
-        # MXNet hands the kernel float32 parameters; None switches a clip off.
-        hyper = {name: np.float32(value) for name, value in dict(
+        # The kernel's float fields, as it parses MXNet's str() of each (traced
+        # float32 arguments: new values reuse the compiled step); None switches
+        # a clip off.
+        hyper = {name: received_float(value) for name, value in dict(
             lr=lr, wd=wd, gamma1=self.gamma1, gamma2=self.gamma2, epsilon=self.epsilon,
             rescale_grad=self.rescale_grad,
             clip_gradient=self.clip_gradient if self.clip_gradient else 0.0,

@@ -59,7 +59,6 @@ from mxopt._mxformat import (
     restricted_loads,
 )
 from mxopt.alias import CenteredRMSPropState, RMSPropState
-from mxopt.facade import optimizer_from_mxnet, updater_states_from_mxnet
 
 __all__ = [
     "MXNetFormatError", "UnsafePickleError", "MXNetObject", "MXNetStates",
@@ -69,7 +68,7 @@ __all__ = [
     "trainer_index_map", "leaf_names",
     "rmsprop_kwargs", "rmsprop_state_from_mxnet", "resume_rmsprop", "ResumedRMSProp",
     "RMSPropFromMXNet", "rmsprop_state_to_mxnet", "rmsprop_optimizer",
-    "lr_scheduler_from_mxnet", "optimizer_from_mxnet", "updater_states_from_mxnet",
+    "lr_scheduler_from_mxnet",
 ]
 
 PathLike = Union[str, os.PathLike]
@@ -698,6 +697,7 @@ def rmsprop_state_to_mxnet(state: Union[RMSPropState, CenteredRMSPropState], par
     return MXNetStates(out, record)
 
 
-# The class API's conversions (mxopt.facade) and the scheduler's (mxopt.lr_scheduler),
-# under the names interop has always given them.
+# The scheduler's conversion (mxopt.lr_scheduler), under the name interop has always
+# given it. The class API's (optimizer_from_mxnet, updater_states_from_mxnet) live in
+# mxopt.facade, which sits above interop.
 lr_scheduler_from_mxnet = lr_scheduler.from_mxnet

@@ -26,10 +26,13 @@ Two ways to call one:
   MXNet does, not ``base_lr * factor ** k``; cosine and power use the C library,
   as Python's ``math.cos`` and ``pow`` do).
 * ``sched(count)`` with a JAX or NumPy integer array (traced under ``jax.jit``
-  or not, any shape) returns a ``float32`` JAX array equal to
-  ``float32(MXNet's value)``: the float64 values are tabulated on the host and
-  the count indexes the table, so no rounding happens on the device. float32 is
-  what MXNet's kernels receive (their ``lr`` parameter is a C++ float).
+  or not, any shape) returns a ``float32`` JAX array equal to what MXNet's
+  kernels receive: their ``lr`` parameter is a C++ float, parsed from
+  ``str(value)`` by dmlc-core's ``stof``, which is not always the correctly
+  rounded float32 (for rates below 1e-4 one value in four differs by an ulp;
+  :func:`mxopt._mxnumbers.kernel_float`). The float64 values are tabulated and
+  parsed on the host and the count indexes the table, so no rounding happens
+  on the device.
   Negative counts are read as 0. The tables are built (in float64, with the
   same operations) when the call is traced and cached on the object: the
   warmup, then ``max_update + 1`` values for the poly and cosine schedules, the
@@ -90,6 +93,7 @@ import numpy as np
 
 from mxopt import _validation as v
 from mxopt._mxformat import MXNetObject
+from mxopt._mxnumbers import received_float
 
 __all__ = [
     "LRScheduler",
@@ -152,8 +156,11 @@ def _integer_array(value: Any, name: str = "num_update") -> jax.Array:
 
 
 def _float32_table(values64: np.ndarray, scale: float) -> jax.Array:
-    # The product is MXNet's float64 `lr *= lr_mult`; the cast is the kernel's float.
-    return jnp.asarray((values64 * scale).astype(np.float32))
+    # The product is MXNet's float64 `lr *= lr_mult`; the float32 is what the
+    # kernel's float field receives from its str() (dmlc::stof, not always the
+    # correctly rounded float32).
+    return jnp.asarray(np.array([received_float(float(x)) for x in values64 * scale],
+                                np.float32).reshape(np.shape(values64)))
 
 
 def _take(table: jax.Array, index: jax.Array) -> jax.Array:
@@ -523,7 +530,7 @@ class FactorScheduler(LRScheduler):
         values = self._table(max(q + (r + top) // self.step, 0))
         last = len(values) - 1
         if q >= last:
-            after = jnp.full(c.shape, np.float32(values[last] * scale))
+            after = jnp.full(c.shape, received_float(float(values[last] * scale)))
         else:
             before = min(self.step - r - 1, top)  # c > top never happens
             more = jnp.where(c > before, 1 + (c - before - 1) // min(self.step, top), 0)

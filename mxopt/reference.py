@@ -33,13 +33,12 @@ twins, is the plain ``float32(value)`` rounding.
 """
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import math
-from fractions import Fraction
 from typing import Optional, Tuple
 
 import numpy as np
+
+from mxopt._mxnumbers import kernel_double, kernel_float, powf, scalar_operand, tuple_float
 
 __all__ = [
     "rmsprop_update", "rmspropalex_update", "clip_is_on", "hyperparameter",
@@ -138,133 +137,9 @@ def rmspropalex_update(weight, grad, n, g_avg, delta, *, lr, gamma1=0.9, gamma2=
 # How MXNet 1.9.1 receives a Python number
 # ---------------------------------------------------------------------------
 
-_STRTOF_MAX_DIGITS = 19  # dmlc-core's kStrtofMaxDigits: later fraction digits are dropped
-
-
-def _dmlc_parse(text: str, ftype):
-    """dmlc::ParseFloat<ftype> (dmlc-core 5df8305, the submodule of MXNet 1.9.1).
-
-    Integer digits, then ``float(fraction_digits / 10**n)`` added in ``ftype``, then
-    a power of ten built by repeated ``ftype`` products and applied with one
-    ``ftype`` multiplication or division. Every step rounds in ``ftype``.
-    """
-    s = text.strip()
-    negative = s.startswith("-")
-    if s[:1] in "+-":
-        s = s[1:]
-    low = s.lower()
-    if low.startswith("inf"):
-        value = ftype(np.inf)
-    elif low.startswith("nan"):
-        value = ftype(np.nan)
-    else:
-        pos = 0
-        predec = 0
-        while pos < len(s) and s[pos].isdigit():
-            predec = (predec * 10 + int(s[pos])) % (1 << 64)
-            pos += 1
-        value = ftype(predec)
-        if pos < len(s) and s[pos] == ".":
-            pos += 1
-            digits, pow10, count = 0, 1, 0
-            while pos < len(s) and s[pos].isdigit():
-                if count < _STRTOF_MAX_DIGITS:
-                    digits, pow10 = digits * 10 + int(s[pos]), pow10 * 10
-                pos += 1
-                count += 1
-            value = ftype(value + ftype(np.float64(digits) / np.float64(pow10)))
-        if pos < len(s) and s[pos] in "eE":
-            pos += 1
-            divide = s[pos:pos + 1] == "-"
-            if s[pos:pos + 1] in ("-", "+"):
-                pos += 1
-            expon = 0
-            while pos < len(s) and s[pos].isdigit():
-                expon = expon * 10 + int(s[pos])
-                pos += 1
-            if expon > (308 if ftype is np.float64 else 38):
-                raise OverflowError(f"MXNet rejects {text!r}: out of range")
-            scale = ftype(1.0)
-            while expon >= 8:
-                scale, expon = ftype(scale * ftype(1e8)), expon - 8
-            while expon > 0:
-                scale, expon = ftype(scale * ftype(10.0)), expon - 1
-            value = ftype(value / scale) if divide else ftype(value * scale)
-    return ftype(-value) if negative else value
-
-
-def kernel_float(value) -> np.float32:
-    """The float32 a C++ ``float`` operator field receives from the Python ``value``.
-
-    MXNet sends ``str(value)`` and parses it with dmlc-core's ``dmlc::stof``, which
-    is not correctly rounded: ``kernel_float(0.001 * 0.9**3)`` is one ulp away from
-    ``np.float32(0.001 * 0.9**3)``. Every kernel hyperparameter (``lr``, ``wd``,
-    ``momentum``, ``rescale_grad``, ``clip_gradient``, ``beta1``, ...) and the
-    bounds of the ``clip`` operator go this way.
-    """
-    with np.errstate(all="ignore"):
-        return _dmlc_parse(str(value), np.float32)
-
-
-def kernel_double(value) -> np.float64:
-    """The float64 a C++ ``double`` operator field receives (``dmlc::stod`` of
-    ``str(value)``, not always correctly rounded either)."""
-    with np.errstate(all="ignore"):
-        return _dmlc_parse(str(value), np.float64)
-
-
-def tuple_float(value) -> np.float32:
-    """The float32 an entry of a ``Tuple<float>`` field (``multi_sgd_*``'s ``lrs``,
-    ``wds``) receives: ``std::istream`` parses ``str(value)`` correctly rounded."""
-    text = str(value)
-    if not any(ch.isdigit() for ch in text):
-        return np.float32(float(text))
-    exact = Fraction(text)
-    guess = np.float32(float(exact))
-    candidates = [guess, np.nextafter(guess, np.float32(-np.inf)),
-                  np.nextafter(guess, np.float32(np.inf))]
-    finite = [c for c in candidates if np.isfinite(c)]
-    if not finite:
-        return guess
-
-    def key(c):
-        # Nearest, ties to the even significand.
-        return abs(Fraction(float(c)) - exact), int(np.asarray(c).view(np.uint32)) & 1
-
-    return min(finite, key=key)
-
-
-def scalar_operand(value, dtype) -> np.ndarray:
-    """The scalar of an NDArray scalar operator (``x * s``, ``x + s``, ``x / s``,
-    ``x[:] *= s``): Python sends ``str(float(s))``, parsed into a C++ ``double``
-    with ``dmlc::stod`` and then cast to the array's dtype."""
-    return np.asarray(kernel_double(float(value))).astype(dtype)[()]
-
-
 def _kernel_param(value, dtype):
     # static_cast<DType>(param.x) of a C++ float field.
     return np.asarray(kernel_float(value)).astype(dtype)[()]
-
-
-_POWF = []
-
-
-def powf(base, exponent) -> np.float32:
-    """C's ``powf``, which MXNet's float32 ``power`` calls (FTML's ``beta**t``).
-
-    NumPy 2's float32 ``np.power`` is not the C library's ``powf`` and differs from
-    it in the last bit for some inputs, so the twin calls libm directly (loaded on
-    first use; MXNet's Linux wheel uses glibc's).
-    """
-    if not _POWF:
-        name = ctypes.util.find_library("m")
-        if name is None:
-            raise OSError("reference.powf needs the C math library (libm)")
-        fn = ctypes.CDLL(name).powf
-        fn.restype = ctypes.c_float
-        fn.argtypes = [ctypes.c_float, ctypes.c_float]
-        _POWF.append(fn)
-    return np.float32(_POWF[0](float(np.float32(base)), float(np.float32(exponent))))
 
 
 def _sign(x):

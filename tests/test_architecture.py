@@ -1,10 +1,11 @@
-"""The package's import graph: dependencies run one way, and no module uses
-another's private names.
+"""The package's import graph: dependencies run one way, no module imports an
+mxopt module inside a function (how a cycle is usually hidden), and no module
+uses another's private names.
 
-Every import counts, function-local ones included (a local import is how a cycle
-hides). Modules meant to be shared privately are named ``_like_this``
-(``_kernels``, ``_engine``, ``_validation``, ``_mxformat``): importing their
-names is the point of them. Any other module's underscore names are its own.
+Every import counts, function-local ones included. Modules meant to be shared
+privately are named ``_like_this`` (``_kernels``, ``_engine``, ``_validation``,
+``_mxformat``): importing their names is the point of them. Any other
+module's underscore names are its own.
 """
 import ast
 import pathlib
@@ -23,11 +24,25 @@ def _is_private_module(name):
     return name.rsplit(".", 1)[-1].startswith("_") and name != "mxopt"
 
 
+def _local_imports(tree, me):
+    """Imports of mxopt modules inside a function (how a cycle is usually hidden)."""
+    out = []
+    for func in ast.walk(tree):
+        if isinstance(func, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            for node in ast.walk(func):
+                if (isinstance(node, ast.ImportFrom) and node.module
+                        and node.module.split(".")[0] == "mxopt") or (
+                        isinstance(node, ast.Import)
+                        and any(a.name.split(".")[0] == "mxopt" for a in node.names)):
+                    out.append(f"{me} imports mxopt inside {getattr(func, 'name', 'lambda')}")
+    return out
+
+
 def _analyse(path):
-    """(imported mxopt modules, private names used across modules) of one file."""
+    """(imported mxopt modules, rule violations) of one file."""
     tree = ast.parse(path.read_text(), filename=str(path))
     me = _module_name(path)
-    deps, violations = set(), []
+    deps, violations = set(), _local_imports(tree, me)
     aliases = {}  # local name -> mxopt module it stands for
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -93,7 +108,7 @@ def test_import_graph_has_no_cycle():
     assert _cycle(deps) is None, " -> ".join(_cycle(deps))
 
 
-def test_no_module_uses_another_modules_private_names():
+def test_no_private_names_across_modules_and_no_local_imports():
     violations = [v for _, (_, vs) in _graph().items() for v in vs]
     assert not violations, violations
 
@@ -104,6 +119,7 @@ def test_no_module_uses_another_modules_private_names():
     ("mxopt.transforms", "mxopt.alias"),
     ("mxopt.alias", "mxopt.facade"),
     ("mxopt.interop", "mxopt.facade"),
+    ("mxopt.facade", "mxopt.interop"),
     ("mxopt._mxformat", "mxopt.interop"),
 ])
 def test_layers_depend_downward_only(upstream, downstream):
@@ -119,16 +135,24 @@ def test_layers_depend_downward_only(upstream, downstream):
     assert downstream not in reach, f"{upstream} depends on {downstream}"
 
 
+def test_mxformat_stands_alone():
+    # NumPy only: the golden scripts in tools/ load it beside real MXNet.
+    assert _graph()["mxopt._mxformat"][0] == set()
+
+
 def test_the_checks_see_what_they_should(tmp_path, monkeypatch):
     # The analysis itself can fail: a private name used across modules, a
     # local import closing a cycle.
     (tmp_path / "a.py").write_text("from mxopt import b\nb._secret()\n")
+    (tmp_path / "e.py").write_text("def g():\n    import mxopt.a\n")
     (tmp_path / "b.py").write_text("def f():\n    from mxopt import a\n")
     (tmp_path / "_c.py").write_text("x = 1\n")
     (tmp_path / "d.py").write_text("from mxopt._c import x\nfrom mxopt import _c\n_c._y\n")
     monkeypatch.setattr(sys.modules[__name__], "PACKAGE", tmp_path)
     graph = _graph()
     assert graph["mxopt.a"][1] == ["mxopt.a uses mxopt.b._secret"]
+    assert graph["mxopt.b"][1] == ["mxopt.b imports mxopt inside f"]
     assert graph["mxopt.d"][1] == []
+    assert graph["mxopt.e"][1] == ["mxopt.e imports mxopt inside g"]
     deps = {name: d for name, (d, _) in graph.items()}
     assert set(_cycle(deps)) == {"mxopt.a", "mxopt.b"}
