@@ -22,7 +22,7 @@ from _mxref import import_mxnet, save_golden
 
 mx = import_mxnet()
 
-STEPS = 6
+STEPS = 30
 SHAPES = ((3, 2, 2, 2), (3,), (4, 5))
 NAMES = ("conv0_weight", "conv0_bias", "fc1_weight")
 
