@@ -39,7 +39,7 @@ from mxopt import lr_scheduler, multipliers
 __all__ = [
     "ScalarOrSchedule", "LOW_PRECISION_DTYPES", "MasterWeightsState", "Optimizer",
     "needs_params", "leaf_kind", "is_float", "zeros_like_sharded", "zeros_for_float_leaves",
-    "warn_low_precision", "check_params", "check_grads_match_params", "check_state",
+    "warn_low_precision", "refuse_low_precision", "check_params", "check_grads_match_params", "check_state",
     "initial_count", "scale_by_multipliers", "learning_rates", "per_leaf", "map_leaves",
     "all_finite", "finiteness_flag", "skip_state", "master_weights", "fused", "check_inputs",
 ]
@@ -104,6 +104,18 @@ def warn_low_precision(params: Any, who: str) -> None:
                       "float16/bfloat16 in the optimizer can lead to poor accuracy or slow "
                       "convergence. Consider multi_precision=True (float32 master weights).",
                       UserWarning, stacklevel=3)
+
+
+def refuse_low_precision(params: Any, who: str) -> None:
+    """Refuse float16/bfloat16 params, naming the first, for an optimizer whose
+    MXNet state is float32 only."""
+    names, leaves, _ = _named(params)
+    for name, x in zip(names, leaves):
+        if _dtype(x) in LOW_PRECISION_DTYPES:
+            raise TypeError(f"{who}: the leaf {name!r} is {_dtype(x)}, and MXNet keeps this "
+                            f"optimizer's state in float32 only (it refuses float16 weights "
+                            f"without multi_precision): pass multi_precision=True for float32 "
+                            f"master weights, or train the leaf in float32")
 
 
 def check_grads_match_params(updates: Any, params: Any, who: str):
@@ -519,12 +531,17 @@ class Optimizer(NamedTuple):
         this update's count including ``begin_num_update`` (MXNet's per-index
         ``t``): a Python int outside ``jax.jit`` (so host arithmetic is
         MXNet's float64), a traced int32 under it.
+      low_precision_state: False where MXNet keeps float32 state and refuses
+        float16 weights without ``multi_precision`` (AdaGrad, AdaDelta, Ftrl):
+        ``init`` then refuses float16/bfloat16 params with an error naming the
+        leaf and the fix, rather than accumulating in low precision.
     """
     who: str
     kernel: Callable
     state_cls: type
     hyper: dict
     fold: Optional[Callable[[dict], dict]] = None
+    low_precision_state: bool = True
 
 
 def fused(opt: Optimizer, *, learning_rate: ScalarOrSchedule, wd: Any, lr_mult: Any,
@@ -558,7 +575,10 @@ def fused(opt: Optimizer, *, learning_rate: ScalarOrSchedule, wd: Any, lr_mult: 
 
     def init_fn(params):
         check_params(params, who)
-        warn_low_precision(params, who)
+        if opt.low_precision_state:
+            warn_low_precision(params, who)
+        else:
+            refuse_low_precision(params, who)
         # Resolving the multipliers here reports a bad name before training starts.
         multipliers.resolve(lr_mult, params, "lr_mult")
         multipliers.resolve(wd_mult, params, "wd_mult")
