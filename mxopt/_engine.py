@@ -39,7 +39,8 @@ from mxopt import lr_scheduler, multipliers
 __all__ = [
     "ScalarOrSchedule", "LOW_PRECISION_DTYPES", "MasterWeightsState", "Optimizer",
     "needs_params", "leaf_kind", "is_float", "zeros_like_sharded", "zeros_for_float_leaves",
-    "warn_low_precision", "refuse_low_precision", "check_params", "check_grads_match_params", "check_state",
+    "warn_low_precision", "refuse_low_precision",
+    "check_params", "check_grads_match_params", "check_state",
     "initial_count", "scale_by_multipliers", "learning_rates", "per_leaf", "map_leaves",
     "all_finite", "finiteness_flag", "skip_state", "master_weights", "fused", "check_inputs",
 ]
