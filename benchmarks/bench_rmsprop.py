@@ -12,8 +12,10 @@ optimizer at its closest settings to MXNet's RMSProp with all options on:
   rmsprop(schedule, decay=gamma1, eps=epsilon, eps_in_sqrt=True))``, and for the
   centered variant ``rmsprop(..., centered=True, momentum=gamma2)``.
 - ``optax_all``: the same with optax's closest pieces for the other options,
-  ``chain(scale(rescale_grad), add_decayed_weights(wd), clip(clip_gradient),
-  rmsprop(...))``. Optax has no weight clipping.
+  ``chain(scale(rescale_grad), add_decayed_weights(wd, mask=...),
+  clip(clip_gradient), rmsprop(...), masked(scale(2), biases))``, with the same
+  multipliers as mxopt's (decay masked by MXNet Module's rule, twice the rate
+  for biases). Optax has no weight clipping.
 - ``torch.optim.RMSprop(foreach=True)`` (when torch is importable), ``alpha=gamma1``,
   ``weight_decay=wd``, centered with ``momentum=gamma2``; torch's step has no
   gradient rescaling, gradient or weight clipping, or schedule.
@@ -146,8 +148,15 @@ def optax_tx(centered, all_options=False):
                             centered=centered, momentum=HP["gamma2"] if centered else None)
     if not all_options:
         return optax.chain(optax.add_decayed_weights(HP["wd"]), rmsprop)
-    return optax.chain(optax.scale(HP["rescale_grad"]), optax.add_decayed_weights(HP["wd"]),
-                       optax.clip(HP["clip_gradient"]), rmsprop)
+    # The same multipliers as mxopt's: decay only where MXNet Module's rule
+    # decays, and twice the learning rate for biases.
+    decayed = lambda p: {n: mxopt.multipliers.mxnet_module_wd_mult(n, x) > 0  # noqa: E731
+                         for n, x in p.items()}
+    biases = lambda p: {n: lr_mult(n) != 1.0 for n in p}  # noqa: E731
+    return optax.chain(optax.scale(HP["rescale_grad"]),
+                       optax.add_decayed_weights(HP["wd"], mask=decayed),
+                       optax.clip(HP["clip_gradient"]), rmsprop,
+                       optax.masked(optax.scale(2.0), biases))
 
 
 def tx_step(tx):
@@ -340,30 +349,37 @@ def print_table(tree, shapes, rows, nbytes):
               f"{fmt(temp, '8.2f')} {fmt(passes, '6.1f')}")
 
 
-def targets(rows):
-    """The issue's targets on the ResNet-50 tree, as ratios from this run."""
+# Issue 14's targets. Step time on the ResNet-50 tree in Flax's layout: XLA:CPU
+# writes each output with its own loop, so pure XLA cannot go below 8/6
+# (plain) and 17/12 (centered) of the floor's traffic.
+STEP_TARGETS = {"plain": 1.4, "centered": 1.5}
+# Compile time against optax's closest chain with the same options: at most
+# optax's without clip_weights, at most 1.25x with it (optax has none).
+COMPILE_TARGETS = (("mxopt_nocw", 1.0), ("mxopt", 1.25))
+
+
+def targets(tree, rows):
+    """Issue 14's targets on a ResNet-50 tree, as ratios from this run."""
     out = []
     for variant in VARIANTS:
         get = {r["key"]: r for r in rows if r["variant"] == variant}
-        mx = get.get("mxopt")
-        if not mx:
-            continue
-        for key, limit in (("optax", 0.35), ("torch", 0.6), ("floor", 1.1)):
-            other = get.get(key)
-            if other and other["median_ms"]:
-                ratio = mx["median_ms"] / other["median_ms"]
-                out.append(f"  {variant:8s} mxopt/{key:5s} = {ratio:5.2f}  (target <= {limit}): "
+        optax_all = get.get("optax_all")
+        for key, limit in COMPILE_TARGETS:
+            mine = get.get(key)
+            if mine and optax_all and mine["compile_s"] and optax_all["compile_s"]:
+                ratio = mine["compile_s"] / optax_all["compile_s"]
+                out.append(f"  {variant:8s} compile {key:10s} {mine['compile_s']:.2f} s / "
+                           f"optax_all {optax_all['compile_s']:.2f} s = {ratio:.2f} "
+                           f"(target <= {limit}): "
                            f"{'met' if ratio <= limit else 'NOT met'}")
-        other = get.get("optax")
-        if other and mx["compile_s"] is not None and other["compile_s"] is not None:
-            ok = mx["compile_s"] <= other["compile_s"]
-            out.append(f"  {variant:8s} compile mxopt {mx['compile_s']:.2f} s vs optax "
-                       f"{other['compile_s']:.2f} s (target: no worse): "
-                       f"{'met' if ok else 'NOT met'}")
+        mx, floor = get.get("mxopt"), get.get("floor")
+        if tree == "resnet50_hwio" and mx and floor and floor["median_ms"]:
+            ratio = mx["median_ms"] / floor["median_ms"]
+            limit = STEP_TARGETS[variant]
+            out.append(f"  {variant:8s} step mxopt/floor = {ratio:.2f} (target <= {limit}): "
+                       f"{'met' if ratio <= limit else 'NOT met'}")
     return out
 
-
-# ---- main -----------------------------------------------------------------------
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
@@ -507,9 +523,9 @@ def main(argv=None):
         order = {k: i for i, k in enumerate(COMPETITORS)}
         rows.sort(key=lambda r: (VARIANTS.index(r["variant"]), order[r["key"]]))
         print_table(tree, shapes, rows, nbytes)
-        lines = targets(rows) if tree == "resnet50" else []
+        lines = targets(tree, rows) if tree.startswith("resnet50") else []
         if lines:
-            print("issue 7 targets (ResNet-50, ratios from this run):")
+            print(f"issue 14 targets ({tree}, ratios from this run):")
             print("\n".join(lines))
         report["trees"][tree] = dict(leaves=len(shapes), param_bytes=nbytes, rows=rows,
                                      targets=lines)
