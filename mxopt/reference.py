@@ -2,10 +2,11 @@
 
 ``rmsprop_update`` and ``rmspropalex_update`` mirror the C++ kernels
 ``RMSPropUpdateKernel`` and ``RMSPropAlexUpdateKernel`` (src/operator/optimizer_op-inl.h):
-every hyperparameter is first rounded to float32 (MXNet stores operator parameters
-as C++ ``float``), then cast to the weight's dtype, and every binary operation is
-rounded in that dtype in the kernel's order. On float32 this reproduces MXNet's CPU
-results bit for bit (checked against the golden data in ``tests/golden``).
+every hyperparameter is first rounded to float32 as MXNet's kernel receives it
+(a C++ ``float`` parsed from ``str(value)``), then cast to the weight's dtype,
+and every binary operation is rounded in that dtype in the kernel's order. On
+float32 this reproduces MXNet's CPU results bit for bit (checked against the
+golden data in ``tests/golden``).
 
 This module is the ground truth of the test suite; it is deliberately slow and
 plain. It is not used by the JAX code path.
@@ -29,7 +30,7 @@ Short decimal literals (0.1, 0.9, 1e-8, ...) come out the same every way; rates
 computed in Python (a scheduler's ``base_lr * factor**k``, ``lr * lr_mult``,
 Adam's bias correction folded into lr) differ from ``float32(value)`` by one ulp
 in roughly one case in seven. :func:`hyperparameter`, used by the two RMSProp
-twins, is the plain ``float32(value)`` rounding.
+twins, is :func:`kernel_float` cast to the weight's dtype.
 """
 from __future__ import annotations
 
@@ -54,8 +55,9 @@ __all__ = [
 
 
 def hyperparameter(value: float, dtype) -> np.ndarray:
-    """Round a Python hyperparameter as MXNet does: to float32, then to ``dtype``."""
-    return np.asarray(np.float32(value)).astype(dtype)[()]
+    """A Python hyperparameter as an MXNet kernel's C++ ``float`` field receives it
+    (``dmlc::stof`` of ``str(value)``: :func:`kernel_float`), cast to ``dtype``."""
+    return np.asarray(kernel_float(value)).astype(dtype)[()]
 
 
 def clip_is_on(bound: Optional[float]) -> bool:
@@ -137,11 +139,6 @@ def rmspropalex_update(weight, grad, n, g_avg, delta, *, lr, gamma1=0.9, gamma2=
 # How MXNet 1.9.1 receives a Python number
 # ---------------------------------------------------------------------------
 
-def _kernel_param(value, dtype):
-    # static_cast<DType>(param.x) of a C++ float field.
-    return np.asarray(kernel_float(value)).astype(dtype)[()]
-
-
 def _sign(x):
     # mshadow_op::sign and (x > 0) - (x < 0): -1, 0 or 1; 0 for NaN.
     return (x > 0).astype(x.dtype) - (x < 0).astype(x.dtype)
@@ -172,7 +169,7 @@ def _arrays(*arrays):
     return arrays, dtype
 
 
-def _kernel_clip(x, clip_gradient, dtype, parse=_kernel_param):
+def _kernel_clip(x, clip_gradient, dtype, parse=hyperparameter):
     """Kernel clipping: the Python layer passes the bound only when truthy, the
     kernel clips only when it is >= 0. Returns ``None`` when off."""
     if not clip_gradient:
@@ -198,7 +195,7 @@ def sgd_update(weight, grad, *, lr, wd=0.0, rescale_grad=1.0, clip_gradient=None
     Without clipping the last product is grouped ``(\\eta r) \\nabla``.
     """
     (weight, grad), dtype = _arrays(weight, grad)
-    p = lambda v: _kernel_param(v, dtype)  # noqa: E731
+    p = lambda v: hyperparameter(v, dtype)  # noqa: E731
     one = dtype.type(1)
     lr_, wd_, r = p(lr), p(wd), p(rescale_grad)
     bound = _kernel_clip(grad, clip_gradient, dtype)
@@ -232,7 +229,7 @@ def sgd_mom_update(weight, grad, mom, *, lr, momentum=0.0, wd=0.0, rescale_grad=
         w &\\leftarrow w + m
     """
     (weight, grad, mom), dtype = _arrays(weight, grad, mom)
-    p = lambda v: _kernel_param(v, dtype)  # noqa: E731
+    p = lambda v: hyperparameter(v, dtype)  # noqa: E731
     with np.errstate(all="ignore"):
         w, m = _sgd_mom_core(weight, grad, mom, p(lr), p(wd), p(momentum), p(rescale_grad),
                              _kernel_clip(grad, clip_gradient, dtype))
@@ -259,7 +256,7 @@ def multi_sgd_mom_update(weight, grad, mom, *, lr, momentum, wd=0.0, rescale_gra
     (weight, grad, mom), dtype = _arrays(weight, grad, mom)
     lr_ = np.asarray(tuple_float(lr)).astype(dtype)[()]
     wd_ = np.asarray(tuple_float(wd)).astype(dtype)[()]
-    p = lambda v: _kernel_param(v, dtype)  # noqa: E731
+    p = lambda v: hyperparameter(v, dtype)  # noqa: E731
     with np.errstate(all="ignore"):
         w, m = _sgd_mom_core(weight, grad, mom, lr_, wd_, p(momentum), p(rescale_grad),
                              _kernel_clip(grad, clip_gradient, dtype))
@@ -296,7 +293,7 @@ def nag_mom_update(weight, grad, mom, *, lr, momentum, wd=0.0, rescale_grad=1.0,
     does the same with its master copy).
     """
     (weight, grad, mom), dtype = _arrays(weight, grad, mom)
-    p = lambda v: _kernel_param(v, dtype)  # noqa: E731
+    p = lambda v: hyperparameter(v, dtype)  # noqa: E731
     lr_, mu, wd_, r = p(lr), p(momentum), p(wd), p(rescale_grad)
     bound = _kernel_clip(grad, clip_gradient, dtype)
     with np.errstate(all="ignore"):
@@ -322,7 +319,7 @@ def signsgd_update(weight, grad, *, lr, wd=0.0, rescale_grad=1.0, clip_gradient=
     does; ``wd`` acts as decoupled decay; ``sign(0) = 0``.
     """
     (weight, grad), dtype = _arrays(weight, grad)
-    p = lambda v: _kernel_param(v, dtype)  # noqa: E731
+    p = lambda v: hyperparameter(v, dtype)  # noqa: E731
     lr_, wd_ = p(lr), p(wd)
     with np.errstate(all="ignore"):
         w = (dtype.type(1) - lr_ * wd_) * weight - lr_ * _sign(grad)
@@ -341,7 +338,7 @@ def signum_update(weight, grad, mom, *, lr, momentum, wd=0.0, rescale_grad=1.0,
     ``((1-\\mu) r) \\nabla``.
     """
     (weight, grad, mom), dtype = _arrays(weight, grad, mom)
-    p = lambda v: _kernel_param(v, dtype)  # noqa: E731
+    p = lambda v: hyperparameter(v, dtype)  # noqa: E731
     one = dtype.type(1)
     lr_, mu, wd_, r, wd_lh_ = p(lr), p(momentum), p(wd), p(rescale_grad), p(wd_lh)
     bound = _kernel_clip(grad, clip_gradient, dtype)
@@ -377,7 +374,7 @@ def adam_update(weight, grad, mean, var, *, lr, t, beta1=0.9, beta2=0.999, epsil
     coef1 = 1. - beta1 ** t
     coef2 = 1. - beta2 ** t
     lr = lr * (math.sqrt(coef2) / coef1)
-    p = lambda v: _kernel_param(v, dtype)  # noqa: E731
+    p = lambda v: hyperparameter(v, dtype)  # noqa: E731
     one = dtype.type(1)
     b1, b2, eps, lr_ = p(beta1), p(beta2), p(epsilon), p(lr)
     with np.errstate(all="ignore"):
@@ -408,7 +405,7 @@ def ftml_update(weight, grad, d, v, z, *, lr, t, beta1=0.6, beta2=0.999, epsilon
         d &\\leftarrow d_t, \\quad w \\leftarrow -z / d_t
     """
     (weight, grad, d, v, z), dtype = _arrays(weight, grad, d, v, z)
-    p = lambda x: _kernel_param(x, dtype)  # noqa: E731
+    p = lambda x: hyperparameter(x, dtype)  # noqa: E731
     one = dtype.type(1)
     lr_, b1, b2, r, wd_ = p(lr), p(beta1), p(beta2), p(rescale_grad), p(wd)
     eps = np.asarray(kernel_double(epsilon)).astype(dtype)[()]
@@ -443,7 +440,7 @@ def ftrl_update(weight, grad, z, n, *, lr, lamda1=0.01, beta=1, wd=0.0, rescale_
     The old weight enters only through ``z``.
     """
     (weight, grad, z, n), dtype = _arrays(weight, grad, z, n)
-    p = lambda x: _kernel_param(x, dtype)  # noqa: E731
+    p = lambda x: hyperparameter(x, dtype)  # noqa: E731
     lr_, l1, beta_, wd_ = p(lr), p(lamda1), p(beta), p(wd)
     with np.errstate(all="ignore"):
         g = grad * p(rescale_grad)
