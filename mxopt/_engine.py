@@ -216,13 +216,8 @@ def _check_buffer(buffer: Any, field: str, names, params_leaves, treedef, who: s
                          f"{_field(field)} has another tree structure ({e}). Was it made for "
                          f"another params tree? Build it with tx.init(params)") from None
     for name, w, s in zip(names, params_leaves, leaves):
-        if not has_entry(w):
-            continue
-        if isinstance(s, optax.MaskedNode) or jnp.shape(s) != jnp.shape(w):
-            got = "no entry" if isinstance(s, optax.MaskedNode) else f"shape {jnp.shape(s)}"
-            raise ValueError(f"{who}: the optimizer state does not match the params: "
-                             f"{_field(field)} has {got} for {name!r}, whose param has shape "
-                             f"{jnp.shape(w)}. Build the state with tx.init(params)")
+        if has_entry(w):
+            _check_entry(s, w, name, who, field=field)
     return leaves
 
 
@@ -323,15 +318,17 @@ def per_leaf(fn: Callable) -> Callable:
     return call
 
 
-def _check_entry(entry: Any, x: Any, name: str, who: str) -> None:
-    # A state buffer (or the params) has the update's shape; a 0-d entry is a
-    # per-leaf hyperparameter (a learning rate, a multiplier).
-    if isinstance(entry, optax.MaskedNode) or (
-            jnp.ndim(entry) and jnp.shape(entry) != jnp.shape(x)):
+def _check_entry(entry: Any, x: Any, name: str, who: str, *, field: str = "",
+                 scalar_ok: bool = False) -> None:
+    """A state buffer's entry for the leaf ``name`` has the leaf's shape (a 0-d
+    entry is also accepted where ``scalar_ok``: a per-leaf hyperparameter such
+    as a learning rate travels with the state buffers in ``map_leaves``)."""
+    if isinstance(entry, optax.MaskedNode) or (jnp.shape(entry) != jnp.shape(x) and not (
+            scalar_ok and jnp.ndim(entry) == 0)):
         got = "no entry" if isinstance(entry, optax.MaskedNode) else f"shape {jnp.shape(entry)}"
-        raise ValueError(f"{who}: the optimizer state does not match the updates: it has {got} "
-                         f"for {name!r}, whose update has shape {jnp.shape(x)}. Build the "
-                         f"state with tx.init(params)")
+        raise ValueError(f"{who}: the optimizer state does not match the params: "
+                         f"{_field(field)} has {got} for {name!r}, whose param has shape "
+                         f"{jnp.shape(x)}. Build the state with tx.init(params)")
 
 
 def map_leaves(fn: Callable, num_outputs: int, tree: Any, *others: Any, who: str = "mxopt"):
@@ -350,7 +347,7 @@ def map_leaves(fn: Callable, num_outputs: int, tree: Any, *others: Any, who: str
             _refuse_complex(who, name, x)
         if kind == "float":
             for c in columns:
-                _check_entry(c[i], x, name, who)
+                _check_entry(c[i], x, name, who, scalar_ok=True)
             outs.append(tuple(fn(x, *(c[i] for c in columns))))
         else:
             outs.append((x,) + (optax.MaskedNode(),) * (num_outputs - 1))
