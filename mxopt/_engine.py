@@ -104,7 +104,7 @@ def warn_low_precision(params: Any, who: str) -> None:
         warnings.warn(f"{who}: {len(low)} float16/bfloat16 parameter(s): accumulating with "
                       "float16/bfloat16 in the optimizer can lead to poor accuracy or slow "
                       "convergence. Consider multi_precision=True (float32 master weights).",
-                      UserWarning, stacklevel=3)
+                      UserWarning, stacklevel=v.caller_stacklevel())
 
 
 def refuse_low_precision(params: Any, who: str) -> None:

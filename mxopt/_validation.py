@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import sys
 from typing import Any, Optional
 
 import jax
@@ -16,6 +17,7 @@ import numpy as np
 
 __all__ = ["check_scalar", "check_learning_rate", "check_bool", "check_begin_num_update",
            "check_base_options",
+           "caller_stacklevel",
            "is_traced", "static_value"]
 
 
@@ -116,3 +118,18 @@ def static_value(value: Any) -> Optional[float]:
     if is_traced(value):
         return None
     return float(np.asarray(value))
+
+
+# Frames of these packages are between a user's call and mxopt's warning (optax's
+# chain calls each member's init, jax's tracing calls update).
+_LIBRARIES = ("mxopt.", "optax.", "jax.")
+
+
+def caller_stacklevel() -> int:
+    """The ``stacklevel`` that attributes a warning to the first caller outside
+    mxopt, optax and jax, so the warning names the user's line (and pytest's
+    and ``warnings``' filters see the user's module)."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_globals.get("__name__", "").startswith(_LIBRARIES):
+        frame, level = frame.f_back, level + 1
+    return level

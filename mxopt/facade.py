@@ -29,7 +29,6 @@ import contextlib
 import functools
 import numbers
 import pickle
-import sys
 import warnings
 import weakref
 from typing import Dict, Mapping
@@ -128,7 +127,7 @@ class Optimizer:
                               f"``learning_rate`` in optimizer (base_lr "
                               f"{self.lr_scheduler.base_lr!r} -> {learning_rate!r}); pass "
                               f"learning_rate equal to the scheduler's base_lr to keep it",
-                              UserWarning, stacklevel=_caller_stacklevel())
+                              UserWarning, stacklevel=v.caller_stacklevel())
                 self.lr_scheduler.base_lr = learning_rate
         self.wd = wd
         self.lr_mult = {}
@@ -193,7 +192,7 @@ class Optimizer:
             warnings.warn("Accumulating with float16 in optimizer can lead to "
                           "poor accuracy or slow convergence. "
                           "Consider using multi_precision=True option of the "
-                          "optimizer", stacklevel=_caller_stacklevel())
+                          "optimizer", stacklevel=v.caller_stacklevel())
         return self.create_state(index, weight)
 
     def update(self, index, weight, grad, state):
@@ -286,7 +285,7 @@ class Optimizer:
         if unmatched:
             warnings.warn(multipliers.unmatched_names_message(argname, unmatched, names)
                           + "; MXNet ignores such names and so does this optimizer",
-                          UserWarning, stacklevel=_caller_stacklevel())
+                          UserWarning, stacklevel=v.caller_stacklevel())
 
     def _set_current_context(self, device_id):
         if device_id not in self._all_index_update_counts:
@@ -444,19 +443,11 @@ class _DroppedResultCheck:
                 f"{what} was updated again with the very weight array it was given last "
                 f"time: JAX arrays are immutable, so the new weight is returned, and a loop "
                 f"that drops it trains nothing (warned once per optimizer). Keep the "
-                f"result: `{fix}`", UserWarning, stacklevel=_caller_stacklevel())
+                f"result: `{fix}`", UserWarning, stacklevel=v.caller_stacklevel())
         try:
             self.last[key] = weakref.ref(weight)
         except TypeError:  # not weak-referenceable: not checked, nothing kept alive
             self.last.pop(key, None)
-
-
-def _caller_stacklevel():
-    """The ``stacklevel`` that attributes a warning to the first caller outside mxopt."""
-    frame, level = sys._getframe(1), 1
-    while frame is not None and frame.f_globals.get("__name__", "").startswith("mxopt."):
-        frame, level = frame.f_back, level + 1
-    return level
 
 
 def _as_array(name, x):

@@ -39,7 +39,14 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from mxopt._mxnumbers import kernel_double, kernel_float, powf, scalar_operand, tuple_float
+from mxopt._mxnumbers import (
+    kernel_double,
+    kernel_float,
+    powf,
+    received_float,
+    scalar_operand,
+    tuple_float,
+)
 
 __all__ = [
     "rmsprop_update", "rmspropalex_update", "clip_is_on", "hyperparameter",
@@ -56,8 +63,10 @@ __all__ = [
 
 def hyperparameter(value: float, dtype) -> np.ndarray:
     """A Python hyperparameter as an MXNet kernel's C++ ``float`` field receives it
-    (``dmlc::stof`` of ``str(value)``: :func:`kernel_float`), cast to ``dtype``."""
-    return np.asarray(kernel_float(value)).astype(dtype)[()]
+    (``dmlc::stof`` of ``str(value)``: :func:`kernel_float`), cast to ``dtype``.
+    A number MXNet's parser refuses (below about 1e-38) is taken as float32, as
+    mxopt's kernels take it (:func:`mxopt._mxnumbers.received_float`)."""
+    return np.asarray(received_float(value)).astype(dtype)[()]
 
 
 def clip_is_on(bound: Optional[float]) -> bool:
