@@ -19,7 +19,19 @@ from mxopt.alias import (  # SGD, NAG, Signum, AdaGrad, AdaDelta
     sgd,
     signum,
 )
-from mxopt.facade import Optimizer, RMSProp, Updater, create, get_updater, register
+from mxopt.facade import (
+    NAG,
+    SGD,
+    AdaDelta,
+    AdaGrad,
+    Optimizer,
+    RMSProp,
+    Signum,
+    Updater,
+    create,
+    get_updater,
+    register,
+)
 from mxopt.precision import MasterWeightsState, master_weights
 from mxopt.transforms import (
     GravesMomentumState,
@@ -72,13 +84,18 @@ __all__ = [
     "clip_weights",
     "scale_by_lr_mult",
     # SGD, NAG, Signum, AdaGrad, AdaDelta
+    "AdaDelta",
     "AdaDeltaState",
+    "AdaGrad",
     "AdaGradState",
+    "NAG",
     "NAGNoMomentumState",
     "NAGState",
+    "SGD",
     "SGDNoMomentumState",
     "SGDState",
     "SignSGDState",
+    "Signum",
     "SignumState",
     "adadelta",
     "adagrad",

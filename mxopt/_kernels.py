@@ -313,16 +313,30 @@ def _sign(x: jax.Array) -> jax.Array:
     return (x > 0).astype(x.dtype) - (x < 0).astype(x.dtype)
 
 
+def _by_clip(bound: Optional[Scalar], clipped, unclipped) -> jax.Array:
+    """``clipped()`` where the clip bound is on (> 0), else ``unclipped()``: the
+    kernels group their products differently with and without clipping. A
+    traced bound picks elementwise (both are computed), so 0 rounds as None."""
+    if clip_is_static_off(bound):
+        return unclipped()
+    on_value = clipped()
+    if not v.is_traced(bound):
+        return on_value
+    on = jnp.broadcast_to(hyper(bound, on_value) > 0, on_value.shape)
+    return jax.lax.select(on, on_value, unclipped())
+
+
 def _scaled_lr_gradient(grad: jax.Array, lr: jax.Array, hp: Hyper) -> jax.Array:
     """``lr * clip(rescale_grad * grad)``, or ``(lr * rescale_grad) * grad``
-    when clipping is off: the SGD kernels' two groupings. A traced clip bound
-    that is off (<= 0) clips to infinity, which changes nothing but makes the
-    grouping the clipped one; it rounds as MXNet's only within an ulp there."""
-    if clip_is_static_off(hp["clip_gradient"]):
+    when clipping is off: the SGD kernels' two groupings."""
+
+    def unclipped():
         if is_static(hp["rescale_grad"], 1.0):
             return rounded(lr * grad)
         return rounded(rounded(lr * hyper(hp["rescale_grad"], grad)) * grad)
-    return rounded(lr * clip(rescale(grad, hp["rescale_grad"]), hp["clip_gradient"]))
+
+    return _by_clip(hp["clip_gradient"], lambda: rounded(
+        lr * clip(rescale(grad, hp["rescale_grad"]), hp["clip_gradient"])), unclipped)
 
 
 def _decayed(weight: jax.Array, lr_wd: Optional[jax.Array], step: jax.Array) -> jax.Array:
@@ -469,14 +483,15 @@ def signum_update(grad: jax.Array, weight: jax.Array, mom: jax.Array, hp: Hyper,
     m = rounded(mu * mom)
     if not is_static(hp["wd"], 0.0):
         m = m - rounded(rounded(one_minus_mu * hyper(hp["wd"], weight)) * weight)
-    if clip_is_static_off(hp["clip_gradient"]):
+
+    def unclipped():
         factor = one_minus_mu if is_static(hp["rescale_grad"], 1.0) else rounded(
             one_minus_mu * hyper(hp["rescale_grad"], weight))
-        m = m - rounded(factor * grad)
-    else:
-        m = m - rounded(one_minus_mu * clip(rescale(grad, hp["rescale_grad"]),
-                                            hp["clip_gradient"]))
-    m = keep_if(finite, m, mom)
+        return rounded(factor * grad)
+
+    m = keep_if(finite, m - _by_clip(hp["clip_gradient"], lambda: rounded(
+        one_minus_mu * clip(rescale(grad, hp["rescale_grad"]), hp["clip_gradient"])),
+        unclipped), mom)
     lr = hyper(hp["lr"], weight)
     lr_wd_lh = None if is_static(hp["wd_lh"], 0.0) else lr * hyper(hp["wd_lh"], weight)
     return _decayed(weight, lr_wd_lh, rounded(lr * _sign(m))), m

@@ -16,6 +16,8 @@ Float32 results are held to rtol 1e-5 / atol 1e-6 (the issue's bound), float16
 weights under ``multi_precision`` to one float16 ulp; where the class form is
 MXNet's bit for bit, it is held to that.
 """
+import warnings
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -149,3 +151,148 @@ def test_functional_form_under_jit_matches_mxnet(opt, c):
         want = _expected(opt, c, names, "master")
         for n in names:
             assert_close(masters[n], want[n], "float32", f"master of {n}")
+
+
+# ----------------------------------------------------------------------------------
+# The class form, driven as the golden script drives MXNet
+# ----------------------------------------------------------------------------------
+
+FUSED_MP = ("sgd", "nag")  # MXNet's fused mp kernels: state (inner, master)
+
+
+def _class_buffers(opt, state, mp):
+    """MXNet's state layout -> (buffers in state_names order, master or None)."""
+    master = None
+    if mp:
+        inner, master = state if opt in FUSED_MP else state[::-1]
+        state = inner
+    if state is None:
+        return [], master
+    return (list(state) if isinstance(state, tuple) else [state]), master
+
+
+def run_class(opt, c):
+    """Config ``c`` through ``mxopt.get_updater``: one ``updater(i, grad, weight)``
+    call per index and step, in the golden script's order. Returns weights,
+    buffers and masters, each a dict name -> array stacked over steps."""
+    _, meta = golden(opt)
+    cfg = meta["configs"][c]
+    names, w0, grads = _inputs(opt, cfg)
+    kw = dict(cfg["kwargs"])
+    if cfg["scheduler"]:
+        kw["lr_scheduler"] = mxopt.lr_scheduler.FactorScheduler(**cfg["scheduler"])
+    if cfg["idx2name"]:
+        kw["param_idx2name"] = dict(enumerate(names))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # the base_lr overwrite notice
+        optimizer = mxopt.create(opt, **kw)
+    if cfg["lr_mult"]:
+        optimizer.set_lr_mult({k: v for k, v in cfg["lr_mult"]})
+    if cfg["wd_mult"]:
+        optimizer.set_wd_mult({k: v for k, v in cfg["wd_mult"]})
+    updater = mxopt.get_updater(optimizer)
+    mp = cfg["dtype"] == "float16"
+    weights = [jnp.asarray(w0[n]) for n in names]
+    rec = {"weight": [], "master": []}
+    rec.update({s: [] for s in cfg["state_names"]})
+    for step in range(meta["steps"]):
+        for i, n in enumerate(names):
+            weights[i] = updater(i, jnp.asarray(grads[n][step]), weights[i])
+        rec["weight"].append(list(weights))
+        per_index = [_class_buffers(opt, updater.states[i], mp) for i in range(len(names))]
+        for k, s in enumerate(cfg["state_names"]):
+            rec[s].append([b[k] for b, _ in per_index])
+        rec["master"].append([m for _, m in per_index])
+    stacked = {key: {n: np.stack([np.asarray(step[i]) for step in rows])
+                     for i, n in enumerate(names)}
+               for key, rows in rec.items() if rows and rows[0][0] is not None}
+    return names, stacked
+
+
+# Where the class form is MXNet's bit for bit (measured; everything else is held
+# to the issue's tolerance): NAG's weight formula is not of the form w + update
+# (see mxopt._kernels.nag_mom_update), nor Signum's with a decay factor.
+NOT_BITWISE = {("nag", None), ("signum", "own"), ("signum", "mom0_wd_rescale_clip"),
+               ("signum", "mom0_clip0")}
+
+
+@pytest.mark.parametrize("opt, c", list(configs()))
+def test_class_form_matches_mxnet(opt, c):
+    cfg = golden(opt)[1]["configs"][c]
+    names, got = run_class(opt, c)
+    bitwise = not ({(opt, None), (opt, cfg["name"])} & NOT_BITWISE)
+    wanted = ["weight"] + cfg["state_names"] + (["master"] if cfg["dtype"] == "float16" else [])
+    assert set(got) == set(wanted), (set(got), wanted)
+    for what in wanted:
+        want = _expected(opt, c, names, what)
+        dtype = cfg["dtype"] if what == "weight" else "float32"
+        for n in names:
+            if bitwise:
+                np.testing.assert_array_equal(got[what][n], want[n], err_msg=f"{what} of {n}")
+            else:
+                assert_close(got[what][n], want[n], dtype, f"{what} of {n}")
+
+
+# ----------------------------------------------------------------------------------
+# What MXNet refuses, the registry, layouts and compiled steps
+# ----------------------------------------------------------------------------------
+
+def test_signum_wd_lh_without_momentum_is_refused_in_both_forms():
+    # MXNet raises "Cannot find argument 'wd_lh'" (signsgd_update has no wd_lh).
+    assert any("wd_lh" in cfg.get("raises", "") for cfg in golden("signum")[1]["configs"])
+    with pytest.raises(ValueError, match="wd_lh=0.05 needs momentum > 0"):
+        mxopt.signum(0.01, momentum=0.0, wd_lh=0.05)
+    with pytest.raises(ValueError, match="wd_lh=0.05 needs momentum > 0"):
+        mxopt.Signum(momentum=0.0, wd_lh=0.05)
+
+
+@pytest.mark.parametrize("opt", ["adagrad", "adadelta"])
+def test_float32_only_state_refuses_float16_without_multi_precision(opt):
+    params = {"fc1_weight": jnp.ones(3, jnp.float16)}
+    with pytest.raises(TypeError, match="'fc1_weight' is float16.*multi_precision=True"):
+        ALIASES[opt]().init(params)
+    ALIASES[opt](multi_precision=True).init(params)
+    with pytest.raises(TypeError, match="index 0: .*multi_precision=True"):
+        mxopt.get_updater(mxopt.create(opt))(0, jnp.ones(3, jnp.float16),
+                                             jnp.ones(3, jnp.float16))
+
+
+@pytest.mark.parametrize("opt, kwargs, master_at, inner", [
+    ("sgd", dict(momentum=0.9), 1, "array"), ("sgd", {}, 1, None),
+    ("nag", dict(momentum=0.9), 1, "array"), ("signum", {}, 0, "array"),
+    ("adadelta", {}, 0, 2)])
+def test_multi_precision_state_layout_is_mxnets(opt, kwargs, master_at, inner):
+    # SGD and NAG: MXNet's fused mp kernels keep (mom | None, master); the
+    # others the base class's (master, state).
+    optimizer = mxopt.create(opt, learning_rate=0.1, multi_precision=True, **kwargs)
+    w = jnp.full(3, 1.5, jnp.float16)
+    state = optimizer.create_state_multi_precision(0, w)
+    for _ in range(2):
+        w, state = optimizer.update_multi_precision(0, w, jnp.ones(3, jnp.float16), state)
+    assert w.dtype == jnp.float16 and len(state) == 2
+    master, rest = state[master_at], state[1 - master_at]
+    assert master.dtype == jnp.float32
+    np.testing.assert_array_equal(np.asarray(master).astype(np.float16), np.asarray(w))
+    if inner is None:
+        assert rest is None
+    elif inner == "array":
+        assert rest.dtype == jnp.float32 and rest.shape == w.shape
+    else:
+        assert isinstance(rest, tuple) and len(rest) == inner
+
+
+def test_class_steps_compile_once_per_static_setting():
+    for opt, kw in [("sgd", dict(momentum=0.9)), ("nag", dict(momentum=0.5)),
+                    ("signum", {}), ("adagrad", {}), ("adadelta", {})]:
+        optimizer = mxopt.create(opt, learning_rate=0.1, clip_gradient=1.0, **kw)
+        updater = mxopt.get_updater(optimizer)
+        w = updater(0, jnp.ones(4), jnp.ones(4))
+        before = mxopt.facade._alias_step._cache_size()
+        for k in range(4):
+            if optimizer.lr_scheduler is None and opt != "adadelta":
+                optimizer.set_learning_rate(0.1 / (k + 1))
+            optimizer.wd = 0.01 * k
+            optimizer.rescale_grad = 1.0 / (k + 1)
+            optimizer.clip_gradient = 0.5 * (k + 1)
+            w = updater(0, jnp.ones(4), w)
+        assert mxopt.facade._alias_step._cache_size() == before, opt
