@@ -296,3 +296,43 @@ def test_class_steps_compile_once_per_static_setting():
             optimizer.clip_gradient = 0.5 * (k + 1)
             w = updater(0, jnp.ones(4), w)
         assert mxopt.facade._alias_step._cache_size() == before, opt
+
+
+@pytest.mark.parametrize("opt, momentum", [("sgd", 0.0), ("sgd", 0.9), ("nag", 0.0),
+                                           ("nag", 0.9), ("signum", 0.0), ("signum", 0.9)])
+def test_injected_momentum_takes_mxnets_path_by_value(opt, momentum):
+    # A momentum injected as a JAX scalar keeps the buffer but follows MXNet's
+    # `momentum > 0` test, bit for bit with the Python value (momentum 0 runs
+    # multi_sgd_update / sgd_update / signsgd_update, which round differently).
+    kwargs = dict(wd=0.05, rescale_grad=0.5, clip_gradient=0.8)
+    injected = optax.inject_hyperparams(ALIASES[opt], static_args=("clip_gradient",))(
+        0.1, momentum=momentum, **kwargs)
+    plain = ALIASES[opt](0.1, momentum=float(np.float32(momentum)),
+                         **{k: float(np.float32(v)) for k, v in kwargs.items()})
+    names, w0, grads = _inputs(opt, golden(opt)[1]["configs"][0])
+    p = q = {n: jnp.asarray(w) for n, w in w0.items()}
+    s, t = injected.init(p), plain.init(q)
+    step = jax.jit(injected.update)
+    for k in range(5):
+        g = {n: jnp.asarray(grads[n][k]) for n in names}
+        u, s = step(g, s, p)
+        p = optax.apply_updates(p, u)
+        v, t = plain.update(g, t, q)
+        q = optax.apply_updates(q, v)
+        for n in names:
+            np.testing.assert_array_equal(p[n], q[n], err_msg=f"{n}, step {k}")
+    if momentum == 0.0:  # the kept buffer stays zero, as MXNet keeps none
+        assert not any(np.asarray(x).any() for x in jax.tree.leaves(s.inner_state.mom))
+
+
+def test_adadelta_ignores_the_learning_rate():
+    names, w0, grads = _inputs("adadelta", golden("adadelta")[1]["configs"][0])
+    params = {n: jnp.asarray(w) for n, w in w0.items()}
+    g = {n: jnp.asarray(grads[n][0]) for n in names}
+    outs = []
+    for lr in (0.01, 5.0, mxopt.lr_scheduler.FactorScheduler(step=1, factor=0.5, base_lr=3.0)):
+        tx = mxopt.adadelta(lr, lr_mult={"fc1_weight": 7.0})
+        outs.append(tx.update(g, tx.init(params), params)[0])
+    for other in outs[1:]:
+        for n in names:
+            np.testing.assert_array_equal(other[n], outs[0][n])
