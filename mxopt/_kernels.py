@@ -322,8 +322,8 @@ def _by_clip(bound: Optional[Scalar], clipped, unclipped) -> jax.Array:
     on_value = clipped()
     if not v.is_traced(bound):
         return on_value
-    on = jnp.broadcast_to(hyper(bound, on_value) > 0, on_value.shape)
-    return jax.lax.select(on, on_value, unclipped())
+    # A scalar predicate: a broadcast one would be unsharded on an Explicit mesh.
+    return jax.lax.select(hyper(bound, on_value) > 0, on_value, unclipped())
 
 
 def _scaled_lr_gradient(grad: jax.Array, lr: jax.Array, hp: Hyper) -> jax.Array:
@@ -354,7 +354,8 @@ def _decayed(weight: jax.Array, lr_wd: Optional[jax.Array], step: jax.Array) -> 
         return step
     one = jnp.ones((), weight.dtype)
     new = rounded((one - lr_wd) * weight) + step
-    return jax.lax.select(jnp.broadcast_to(lr_wd == 0, weight.shape), step, new - weight)
+    # A scalar predicate: a broadcast one would be unsharded on an Explicit mesh.
+    return jax.lax.select(lr_wd == 0, step, new - weight)
 
 
 def _lr_wd(hp: Hyper, like: jax.Array, parse=None) -> Optional[jax.Array]:
@@ -507,7 +508,7 @@ def momentum_choice(with_momentum, without_momentum):
     def kernel(grad, weight, mom, hp, finite=None):
         u_mom, new_mom = with_momentum(grad, weight, mom, hp, finite)
         (u_plain,) = without_momentum(grad, weight, hp, finite)
-        on = jnp.broadcast_to(hyper(hp["momentum"], weight) > 0, weight.shape)
+        on = hyper(hp["momentum"], weight) > 0  # scalar: keeps the operands' sharding
         return jax.lax.select(on, u_mom, u_plain), jax.lax.select(on, new_mom, mom)
 
     kernel.__name__ = f"{with_momentum.__name__}_or_{without_momentum.__name__}"
