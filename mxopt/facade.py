@@ -608,7 +608,8 @@ class _AliasOptimizer(Optimizer):
         getattr(alias, self._alias)(**self._own_values())
 
     def _repr_fields(self):
-        return list(self._own_values().items()) + super()._repr_fields()
+        base = super()._repr_fields()  # learning_rate first, as RMSProp's repr
+        return base[:1] + list(self._own_values().items()) + base[1:]
 
     def __setstate__(self, state):
         super().__setstate__(state)

@@ -336,3 +336,17 @@ def test_adadelta_ignores_the_learning_rate():
     for other in outs[1:]:
         for n in names:
             np.testing.assert_array_equal(other[n], outs[0][n])
+
+
+@pytest.mark.parametrize("opt, kwargs", [("sgd", dict(momentum=0.9)), ("sgd", {}),
+                                         ("nag", dict(momentum=0.5)), ("signum", {}),
+                                         ("adagrad", dict(eps=1e-4)), ("adadelta", {})])
+def test_class_form_pickles_and_continues(opt, kwargs):
+    optimizer = mxopt.create(opt, learning_rate=0.1, wd=0.01, **kwargs)
+    assert repr(optimizer).startswith(f"{type(optimizer).__name__}(learning_rate=0.1, ")
+    updater = mxopt.get_updater(optimizer)
+    w = updater(0, jnp.full(3, 0.5), jnp.ones(3))
+    restored = mxopt.get_updater(mxopt.create(opt))
+    restored.set_states(updater.get_states(dump_optimizer=True))
+    assert repr(restored.optimizer) == repr(optimizer)
+    np.testing.assert_array_equal(restored(0, jnp.full(3, 0.5), w), updater(0, jnp.full(3, 0.5), w))
