@@ -358,12 +358,11 @@ def _decayed(weight: jax.Array, lr_wd: Optional[jax.Array], step: jax.Array) -> 
     return jax.lax.select(lr_wd == 0, step, new - weight)
 
 
-def _lr_wd(hp: Hyper, like: jax.Array, parse=None) -> Optional[jax.Array]:
+def _lr_wd(hp: Hyper, like: jax.Array) -> Optional[jax.Array]:
     # lr * wd as the kernels form it, in the weight's dtype; None when wd is a static 0.
     if is_static(hp["wd"], 0.0):
         return None
-    parse = parse or hyper
-    return parse(hp["lr"], like) * parse(hp["wd"], like)
+    return hyper(hp["lr"], like) * hyper(hp["wd"], like)
 
 
 def sgd_mom_update(grad: jax.Array, weight: jax.Array, mom: jax.Array, hp: Hyper,
