@@ -12,9 +12,10 @@ configuration runs here twice:
 * the class form (``mxopt.create(name, ...)`` through ``mxopt.get_updater``), with
   the golden script's per-index call order.
 
-Float32 results are held to rtol 1e-5 / atol 1e-6 (the issue's bound), float16
-weights under ``multi_precision`` to one float16 ulp; where the class form is
-MXNet's bit for bit, it is held to that.
+Where a form is MXNet's bit for bit (most configurations; ``NOT_BITWISE`` lists
+the others and why), it is held to that; the others to the issue's bound, rtol
+1e-5 / atol 1e-6 for float32 and one float16 ulp for float16 weights under
+``multi_precision``.
 """
 import warnings
 
@@ -136,21 +137,42 @@ def run_functional(opt, c):
     return names, weights, buffers, masters
 
 
+# Where a form is not MXNet's bit for bit (measured; the rest is held to
+# equality): NAG's weight formula is not of the form w + update (see
+# mxopt._kernels.nag_mom_update), nor Signum's with a decay factor; under jit an
+# MXNet scheduler's rates below 1e-4 come from a table parsed as the
+# single-tensor kernels parse them, an ulp off multi_sgd's Tuple<float>.
+NOT_BITWISE = {("nag", None), ("signum", "own"), ("signum", "mom0_wd_rescale_clip"),
+               ("signum", "mom0_clip0")}
+NOT_BITWISE_UNDER_JIT = NOT_BITWISE | {("sgd", "small_lr")}
+
+
+def check_against_golden(opt, c, got, not_bitwise):
+    """``got``: what -> name -> array stacked over steps, for the weight, each
+    state buffer and (multi_precision) the master."""
+    cfg = golden(opt)[1]["configs"][c]
+    names = golden(opt)[1]["names"]
+    bitwise = not ({(opt, None), (opt, cfg["name"])} & not_bitwise)
+    wanted = ["weight"] + cfg["state_names"] + (["master"] if cfg["dtype"] == "float16" else [])
+    assert set(got) == set(wanted), (set(got), wanted)
+    for what in wanted:
+        want = _expected(opt, c, names, what)
+        dtype = cfg["dtype"] if what == "weight" else "float32"
+        for n in names:
+            if bitwise:
+                np.testing.assert_array_equal(got[what][n], want[n], err_msg=f"{what} of {n}")
+            else:
+                assert_close(got[what][n], want[n], dtype, f"{what} of {n}")
+
+
 @pytest.mark.parametrize("opt, c", list(configs()))
 def test_functional_form_under_jit_matches_mxnet(opt, c):
     cfg = golden(opt)[1]["configs"][c]
     names, weights, buffers, masters = run_functional(opt, c)
-    dtype = cfg["dtype"]
-    for n in names:
-        assert_close(weights[n], _expected(opt, c, names, "weight")[n], dtype, n)
-    for k, state_name in enumerate(cfg["state_names"]):
-        want = _expected(opt, c, names, state_name)
-        for n in names:
-            assert_close(buffers[k][n], want[n], "float32", f"{state_name} of {n}")
-    if dtype == "float16":
-        want = _expected(opt, c, names, "master")
-        for n in names:
-            assert_close(masters[n], want[n], "float32", f"master of {n}")
+    got = {"weight": weights, **dict(zip(cfg["state_names"], buffers))}
+    if masters is not None:
+        got["master"] = masters
+    check_against_golden(opt, c, got, NOT_BITWISE_UNDER_JIT)
 
 
 # ----------------------------------------------------------------------------------
@@ -209,28 +231,10 @@ def run_class(opt, c):
     return names, stacked
 
 
-# Where the class form is MXNet's bit for bit (measured; everything else is held
-# to the issue's tolerance): NAG's weight formula is not of the form w + update
-# (see mxopt._kernels.nag_mom_update), nor Signum's with a decay factor.
-NOT_BITWISE = {("nag", None), ("signum", "own"), ("signum", "mom0_wd_rescale_clip"),
-               ("signum", "mom0_clip0")}
-
-
 @pytest.mark.parametrize("opt, c", list(configs()))
 def test_class_form_matches_mxnet(opt, c):
-    cfg = golden(opt)[1]["configs"][c]
-    names, got = run_class(opt, c)
-    bitwise = not ({(opt, None), (opt, cfg["name"])} & NOT_BITWISE)
-    wanted = ["weight"] + cfg["state_names"] + (["master"] if cfg["dtype"] == "float16" else [])
-    assert set(got) == set(wanted), (set(got), wanted)
-    for what in wanted:
-        want = _expected(opt, c, names, what)
-        dtype = cfg["dtype"] if what == "weight" else "float32"
-        for n in names:
-            if bitwise:
-                np.testing.assert_array_equal(got[what][n], want[n], err_msg=f"{what} of {n}")
-            else:
-                assert_close(got[what][n], want[n], dtype, f"{what} of {n}")
+    _, got = run_class(opt, c)
+    check_against_golden(opt, c, got, NOT_BITWISE)
 
 
 # ----------------------------------------------------------------------------------
