@@ -308,6 +308,7 @@ __all__ += [
     "signum_update", "momentum_choice", "python_clip", "adagrad_update", "adadelta_update",
 ]
 
+
 def _sign(x: jax.Array) -> jax.Array:
     # mshadow's sign: -1, 0 or 1, and 0 for NaN (jnp.sign gives NaN there).
     return (x > 0).astype(x.dtype) - (x < 0).astype(x.dtype)
