@@ -1,7 +1,37 @@
 """mxopt: MXNet 1.9.1's optimizers as pure JAX/Optax gradient transformations."""
 from mxopt import interop, lr_scheduler, multipliers, precision, reference, transforms
-from mxopt.alias import CenteredRMSPropState, RMSPropState, rmsprop, rmsprop_chain
-from mxopt.facade import Optimizer, RMSProp, Updater, create, get_updater, register
+from mxopt.alias import (  # SGD, NAG, Signum, AdaGrad, AdaDelta
+    AdaDeltaState,
+    AdaGradState,
+    CenteredRMSPropState,
+    NAGNoMomentumState,
+    NAGState,
+    RMSPropState,
+    SGDNoMomentumState,
+    SGDState,
+    SignSGDState,
+    SignumState,
+    adadelta,
+    adagrad,
+    nag,
+    rmsprop,
+    rmsprop_chain,
+    sgd,
+    signum,
+)
+from mxopt.facade import (
+    NAG,
+    SGD,
+    AdaDelta,
+    AdaGrad,
+    Optimizer,
+    RMSProp,
+    Signum,
+    Updater,
+    create,
+    get_updater,
+    register,
+)
 from mxopt.precision import MasterWeightsState, master_weights
 from mxopt.transforms import (
     GravesMomentumState,
@@ -53,4 +83,23 @@ __all__ = [
     "GravesMomentumState",
     "clip_weights",
     "scale_by_lr_mult",
+    # SGD, NAG, Signum, AdaGrad, AdaDelta
+    "AdaDelta",
+    "AdaDeltaState",
+    "AdaGrad",
+    "AdaGradState",
+    "NAG",
+    "NAGNoMomentumState",
+    "NAGState",
+    "SGD",
+    "SGDNoMomentumState",
+    "SGDState",
+    "SignSGDState",
+    "Signum",
+    "SignumState",
+    "adadelta",
+    "adagrad",
+    "nag",
+    "sgd",
+    "signum",
 ]

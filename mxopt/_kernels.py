@@ -297,3 +297,293 @@ def rmspropalex_update(grad: jax.Array, weight: jax.Array, n: jax.Array, g_avg: 
     delta = keep_if(finite, rounded(hyper(hp["gamma2"], g) * delta)
                     - hyper(hp["lr"], g) * g / centered_root(n, g_avg, hp["epsilon"]), delta)
     return delta, n, g_avg, delta
+
+
+# ----------------------------------------------------------------------------------
+# SGD, NAG, Signum, AdaGrad, AdaDelta
+# ----------------------------------------------------------------------------------
+
+__all__ += [
+    "sgd_mom_update", "multi_sgd_update", "sgd_update", "nag_mom_update", "signsgd_update",
+    "signum_update", "momentum_choice", "python_clip", "adagrad_update", "adadelta_update",
+]
+
+
+def _sign(x: jax.Array) -> jax.Array:
+    # mshadow's sign: -1, 0 or 1, and 0 for NaN (jnp.sign gives NaN there).
+    return (x > 0).astype(x.dtype) - (x < 0).astype(x.dtype)
+
+
+def _by_clip(bound: Optional[Scalar], clipped, unclipped) -> jax.Array:
+    """``clipped()`` where the clip bound is on (> 0), else ``unclipped()``: the
+    kernels group their products differently with and without clipping. A
+    traced bound picks elementwise (both are computed), so 0 rounds as None."""
+    if clip_is_static_off(bound):
+        return unclipped()
+    on_value = clipped()
+    if not v.is_traced(bound):
+        return on_value
+    # A scalar predicate: a broadcast one would be unsharded on an Explicit mesh.
+    return jax.lax.select(hyper(bound, on_value) > 0, on_value, unclipped())
+
+
+def _scaled_lr_gradient(grad: jax.Array, lr: jax.Array, hp: Hyper) -> jax.Array:
+    """``lr * clip(rescale_grad * grad)``, or ``(lr * rescale_grad) * grad``
+    when clipping is off: the SGD kernels' two groupings."""
+
+    def unclipped():
+        if is_static(hp["rescale_grad"], 1.0):
+            return rounded(lr * grad)
+        return rounded(rounded(lr * hyper(hp["rescale_grad"], grad)) * grad)
+
+    return _by_clip(hp["clip_gradient"], lambda: rounded(
+        lr * clip(rescale(grad, hp["rescale_grad"]), hp["clip_gradient"])), unclipped)
+
+
+def _decayed(weight: jax.Array, lr_wd: Optional[jax.Array], step: jax.Array) -> jax.Array:
+    """The update that takes ``weight`` to MXNet's ``(1 - lr*wd) * weight + step``.
+
+    Where ``lr*wd`` is exactly 0 (None: known at trace time) the factor is 1 and
+    ``step`` itself is the update: ``w + step`` is MXNet's result bit for bit.
+    Otherwise MXNet's new weight is computed in its grouping and the update is
+    ``new - w``, which is exact (so ``w + update == new``) whenever ``new`` is
+    within a factor 2 of ``w`` (Sterbenz); a weight that shrinks by more in one
+    step lands within an ulp of ``w``'s scale. The choice between the two forms
+    is elementwise on the scalar, so a traced ``wd`` of 0 rounds as a static one.
+    """
+    if lr_wd is None:
+        return step
+    one = jnp.ones((), weight.dtype)
+    new = rounded((one - lr_wd) * weight) + step
+    # A scalar predicate: a broadcast one would be unsharded on an Explicit mesh.
+    return jax.lax.select(lr_wd == 0, step, new - weight)
+
+
+def _lr_wd(hp: Hyper, like: jax.Array) -> Optional[jax.Array]:
+    # lr * wd as the kernels form it, in the weight's dtype; None when wd is a static 0.
+    if is_static(hp["wd"], 0.0):
+        return None
+    return hyper(hp["lr"], like) * hyper(hp["wd"], like)
+
+
+def sgd_mom_update(grad: jax.Array, weight: jax.Array, mom: jax.Array, hp: Hyper,
+                   finite: Optional[jax.Array] = None):
+    """``multi_sgd_mom_update`` / ``multi_mp_sgd_mom_update`` (``MultiSGDKernel``),
+    what ``mx.optimizer.SGD`` runs with ``momentum > 0``::
+
+        mom = (momentum * mom - (lr * wd) * weight) - lr * clip(rescale_grad * grad)
+        update = mom                      # w + mom is MXNet's new weight exactly
+
+    Without clipping the last product is ``(lr * rescale_grad) * grad``. ``lr``
+    and ``wd`` are ``Tuple<float>`` entries (:func:`tuple_hyper`, correctly
+    rounded); the others are C++ float fields (:func:`hyper`). Returns
+    ``(update, mom)``.
+    """
+    lr = tuple_hyper(hp["lr"], weight)
+    m = rounded(hyper(hp["momentum"], weight) * mom)
+    if not is_static(hp["wd"], 0.0):
+        m = m - rounded(rounded(lr * tuple_hyper(hp["wd"], weight)) * weight)
+    m = keep_if(finite, m - _scaled_lr_gradient(grad, lr, hp), mom)
+    return m, m
+
+
+def multi_sgd_update(grad: jax.Array, weight: jax.Array, hp: Hyper,
+                     finite: Optional[jax.Array] = None):
+    """``multi_sgd_update`` / ``multi_mp_sgd_update``, what ``mx.optimizer.SGD``
+    runs with ``momentum=0``: the momentum kernel on a zero buffer, so it rounds
+    as ``w + ((0 - (lr * wd) * w) - lr * clip(rescale_grad * grad))`` (not as
+    :func:`sgd_update`)::
+
+        update = (0 - (lr * wd) * weight) - lr * clip(rescale_grad * grad)
+
+    Returns ``(update,)``.
+    """
+    del finite  # no state; the engine zeroes a skipped step's update
+    lr = tuple_hyper(hp["lr"], weight)
+    scaled = _scaled_lr_gradient(grad, lr, hp)
+    if is_static(hp["wd"], 0.0):
+        return (-scaled,)
+    decay_term = rounded(rounded(lr * tuple_hyper(hp["wd"], weight)) * weight)
+    return ((jnp.zeros((), weight.dtype) - decay_term) - scaled,)
+
+
+def sgd_update(grad: jax.Array, weight: jax.Array, hp: Hyper,
+               finite: Optional[jax.Array] = None):
+    """``sgd_update`` / ``mp_sgd_update`` (``SGDKernel``), what ``mx.optimizer.NAG``
+    runs with ``momentum=0``::
+
+        w_new = (1 - lr * wd) * weight - lr * clip(rescale_grad * grad)
+        update = w_new - weight   (exactly -lr * clip(...) where lr * wd == 0)
+
+    Without clipping the last product is ``(lr * rescale_grad) * grad``. See
+    :func:`_decayed` for when ``w + update`` is ``w_new`` bit for bit. Returns
+    ``(update,)``.
+    """
+    del finite
+    step = -_scaled_lr_gradient(grad, hyper(hp["lr"], weight), hp)
+    return (_decayed(weight, _lr_wd(hp, weight), step),)
+
+
+def nag_mom_update(grad: jax.Array, weight: jax.Array, mom: jax.Array, hp: Hyper,
+                   finite: Optional[jax.Array] = None):
+    """``nag_mom_update`` / ``mp_nag_mom_update`` (``NAGMomKernel``), what
+    ``mx.optimizer.NAG`` runs with ``momentum > 0``::
+
+        g = clip(rescale_grad * grad)
+        m0 = momentum * mom
+        w_new = (weight - m0) + (momentum + 1) * (m0 - lr * (g + wd * weight))
+        mom = m0 - lr * (g + wd * w_new)      # the NEW weight: MXNet's kernel
+                                              # writes w before it updates mom
+        update = w_new - weight
+
+    ``w_new - weight`` is exact, so ``w + update == w_new``, whenever ``w_new``
+    is within a factor 2 of ``weight`` (Sterbenz); the buffer is computed from
+    ``w_new`` itself. Returns ``(update, mom)``.
+    """
+    lr, mu = hyper(hp["lr"], weight), hyper(hp["momentum"], weight)
+    g = clip(rescale(grad, hp["rescale_grad"]), hp["clip_gradient"])
+    m0 = rounded(mu * mom)
+    one = jnp.ones((), weight.dtype)
+    new_w = (weight - m0) + rounded(
+        (mu + one) * (m0 - rounded(lr * decay(g, weight, hp["wd"]))))
+    m = keep_if(finite, m0 - rounded(lr * decay(g, new_w, hp["wd"])), mom)
+    return new_w - weight, m
+
+
+def signsgd_update(grad: jax.Array, weight: jax.Array, hp: Hyper,
+                   finite: Optional[jax.Array] = None):
+    """``signsgd_update`` (``SignSGDKernel``), what ``mx.optimizer.Signum`` runs
+    with ``momentum=0``::
+
+        w_new = (1 - lr * wd) * weight - lr * sign(grad)
+        update = w_new - weight   (exactly -lr * sign(grad) where lr * wd == 0)
+
+    ``rescale_grad`` and ``clip_gradient`` are ignored, as the kernel ignores
+    them; ``wd`` is decoupled decay; ``sign(0) = sign(NaN) = 0``. Returns
+    ``(update,)``.
+    """
+    del finite
+    lr = hyper(hp["lr"], weight)
+    return (_decayed(weight, _lr_wd(hp, weight), -rounded(lr * _sign(grad))),)
+
+
+def signum_update(grad: jax.Array, weight: jax.Array, mom: jax.Array, hp: Hyper,
+                  finite: Optional[jax.Array] = None):
+    """``signum_update`` (``SignumKernel``), what ``mx.optimizer.Signum`` runs with
+    ``momentum > 0``::
+
+        mom = (momentum * mom - ((1 - momentum) * wd) * weight)
+              - (1 - momentum) * clip(rescale_grad * grad)
+        w_new = (1 - lr * wd_lh) * weight + lr * sign(mom)
+        update = w_new - weight   (exactly lr * sign(mom) where lr * wd_lh == 0)
+
+    ``mom`` holds the *negated* moving average. Without clipping the last term
+    is ``((1 - momentum) * rescale_grad) * grad``. Returns ``(update, mom)``.
+    """
+    mu, one_minus_mu = hyper(hp["momentum"], weight), one_minus(hp["momentum"], weight)
+    m = rounded(mu * mom)
+    if not is_static(hp["wd"], 0.0):
+        m = m - rounded(rounded(one_minus_mu * hyper(hp["wd"], weight)) * weight)
+
+    def unclipped():
+        factor = one_minus_mu if is_static(hp["rescale_grad"], 1.0) else rounded(
+            one_minus_mu * hyper(hp["rescale_grad"], weight))
+        return rounded(factor * grad)
+
+    m = keep_if(finite, m - _by_clip(hp["clip_gradient"], lambda: rounded(
+        one_minus_mu * clip(rescale(grad, hp["rescale_grad"]), hp["clip_gradient"])),
+        unclipped), mom)
+    lr = hyper(hp["lr"], weight)
+    lr_wd_lh = None if is_static(hp["wd_lh"], 0.0) else lr * hyper(hp["wd_lh"], weight)
+    return _decayed(weight, lr_wd_lh, rounded(lr * _sign(m))), m
+
+
+def momentum_choice(with_momentum, without_momentum):
+    """A kernel for a momentum that is a JAX scalar, unknown at trace time: it
+    keeps the buffer and takes, elementwise, ``with_momentum``'s results where
+    ``momentum > 0`` and ``without_momentum``'s (the kernel MXNet runs with
+    ``momentum=0``; the buffer is left as it is) elsewhere, so a momentum
+    injected as 0 computes exactly what a Python 0 does."""
+
+    def kernel(grad, weight, mom, hp, finite=None):
+        u_mom, new_mom = with_momentum(grad, weight, mom, hp, finite)
+        (u_plain,) = without_momentum(grad, weight, hp, finite)
+        on = hyper(hp["momentum"], weight) > 0  # scalar: keeps the operands' sharding
+        return jax.lax.select(on, u_mom, u_plain), jax.lax.select(on, new_mom, mom)
+
+    kernel.__name__ = f"{with_momentum.__name__}_or_{without_momentum.__name__}"
+    return kernel
+
+
+def python_clip(x: jax.Array, bound: Optional[Scalar]) -> jax.Array:
+    """The NDArray ``clip(x, -bound, bound)`` of MXNet's Python-side optimizers,
+    applied whenever ``bound is not None``: 0 clips every element to 0 (-0.0
+    for negative ones, as ``str(-0.0)`` reaches the operator). Written as the
+    operator's two comparisons, so NaN passes and zeros keep their sign."""
+    if bound is None:
+        return x
+    if v.is_traced(bound) or not _is_python_number(bound):
+        high = hyper(bound, x)
+        low = -high
+    else:
+        high, low = hyper(bound, x), hyper(-bound, x)
+    return jnp.where(x > high, high, jnp.where(x < low, low, x))
+
+
+def _python_rescale(grad: jax.Array, rescale_grad: Scalar) -> jax.Array:
+    # grad * rescale_grad as an NDArray scalar operator; * 1.0 is exact.
+    if is_static(rescale_grad, 1.0):
+        return grad
+    return rounded(grad * operand(rescale_grad, grad))
+
+
+def adagrad_update(grad: jax.Array, weight: jax.Array, history: jax.Array, hp: Hyper,
+                   finite: Optional[jax.Array] = None):
+    """``mx.optimizer.AdaGrad.update`` (Python NDArray operators; each scalar an
+    :func:`operand`)::
+
+        g = clip(grad * rescale_grad, clip_gradient)    # whenever not None
+        history = history + g * g
+        update = (g / sqrt(history + eps) + weight * wd) * (-lr)
+
+    The decay is decoupled (outside the history and the root) but scaled by
+    ``lr``; ``eps`` is inside the root. ``w + update`` is MXNet's
+    ``weight[:] += ...`` exactly. Returns ``(update, history)``.
+    """
+    g = python_clip(_python_rescale(grad, hp["rescale_grad"]), hp["clip_gradient"])
+    history = keep_if(finite, history + rounded(g * g), history)
+    div = g / root(history + operand(hp["eps"], g))
+    if not is_static(hp["wd"], 0.0):
+        div = div + rounded(weight * operand(hp["wd"], g))
+    return rounded(div * -operand(hp["lr"], g)), history
+
+
+def adadelta_update(grad: jax.Array, weight: jax.Array, acc_g: jax.Array,
+                    acc_delta: jax.Array, hp: Hyper, finite: Optional[jax.Array] = None):
+    """``mx.optimizer.AdaDelta.update`` (Python NDArray operators; each scalar an
+    :func:`operand`; ``1 - rho`` is computed in Python's float64 when ``rho`` is
+    a Python number, as MXNet computes it, and in float32 when it is a JAX
+    scalar)::
+
+        g = clip(grad * rescale_grad, clip_gradient)    # whenever not None
+        acc_g = acc_g * rho + ((1 - rho) * g) * g
+        delta = (sqrt(acc_delta + epsilon) / sqrt(acc_g + epsilon)) * g
+        acc_delta = acc_delta * rho + ((1 - rho) * delta) * delta
+        update = -(delta + weight * wd)
+
+    The learning rate is never read (MXNet's AdaDelta ignores it), nor is the
+    decay scaled by one. Returns ``(update, acc_g, acc_delta)``.
+    """
+    rho, eps = hp["rho"], hp["epsilon"]
+    g = python_clip(_python_rescale(grad, hp["rescale_grad"]), hp["clip_gradient"])
+    r = operand(rho, g)
+    one_minus_rho = (operand(1.0 - rho, g) if _is_python_number(rho)
+                     else (jnp.ones((), g.dtype) - r))
+    acc_g = keep_if(finite, rounded(acc_g * r) + rounded(rounded(one_minus_rho * g) * g), acc_g)
+    e = operand(eps, g)
+    delta = rounded((root(acc_delta + e) / root(acc_g + e)) * g)
+    new_acc_delta = rounded(acc_delta * r) + rounded(rounded(one_minus_rho * delta) * delta)
+    acc_delta = keep_if(finite, new_acc_delta, acc_delta)
+    if not is_static(hp["wd"], 0.0):
+        delta = delta + rounded(weight * operand(hp["wd"], g))
+    return -delta, acc_g, acc_delta

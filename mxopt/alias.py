@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import NamedTuple, Optional
 
 import jax
+import numpy as np
 import optax
 
 from mxopt import _engine as E
@@ -188,3 +189,401 @@ def rmsprop_chain(learning_rate: ScalarOrSchedule = 0.001, gamma1: Scalar = 0.9,
     # The checks come first, so apply_if_finite sees integer leaves' zero updates.
     tx = optax.chain(E.check_inputs(f"mxopt.rmsprop_chain(centered={centered})"), tx)
     return E.master_weights(tx) if multi_precision else tx
+
+
+# ----------------------------------------------------------------------------------
+# SGD, NAG, Signum, AdaGrad, AdaDelta
+# ----------------------------------------------------------------------------------
+
+__all__ += ["sgd", "nag", "signum", "adagrad", "adadelta", "SGDState", "SGDNoMomentumState",
+            "NAGState", "NAGNoMomentumState", "SignumState", "SignSGDState", "AdaGradState",
+            "AdaDeltaState"]
+
+
+class SGDState(NamedTuple):
+    """State of :func:`sgd` with momentum: MXNet's ``mom`` plus the number of
+    updates done (``num_update``)."""
+    count: jax.Array
+    mom: optax.Updates
+
+
+class SGDNoMomentumState(NamedTuple):
+    """State of :func:`sgd` with ``momentum=0``: MXNet keeps no state (None);
+    only the number of updates done."""
+    count: jax.Array
+
+
+class NAGState(NamedTuple):
+    """State of :func:`nag` with momentum: MXNet's ``mom`` plus the count."""
+    count: jax.Array
+    mom: optax.Updates
+
+
+class NAGNoMomentumState(NamedTuple):
+    """State of :func:`nag` with ``momentum=0`` (MXNet: None): the count only."""
+    count: jax.Array
+
+
+class SignumState(NamedTuple):
+    """State of :func:`signum` with momentum: MXNet's ``mom`` (the *negated*
+    moving average of the gradient) plus the count."""
+    count: jax.Array
+    mom: optax.Updates
+
+
+class SignSGDState(NamedTuple):
+    """State of :func:`signum` with ``momentum=0`` (MXNet runs ``signsgd_update``
+    and keeps None): the count only."""
+    count: jax.Array
+
+
+class AdaGradState(NamedTuple):
+    """State of :func:`adagrad`: MXNet's ``history`` plus the count."""
+    count: jax.Array
+    history: optax.Updates
+
+
+class AdaDeltaState(NamedTuple):
+    """State of :func:`adadelta`: MXNet's ``(acc_g, acc_delta)`` plus the count."""
+    count: jax.Array
+    acc_g: optax.Updates
+    acc_delta: optax.Updates
+
+
+def _momentum_path(momentum, with_momentum, without_momentum, state, no_momentum_state):
+    """The kernel and state for ``momentum``. A Python number picks one path,
+    as MXNet's ``if momentum > 0`` does: 0 runs MXNet's momentum-free kernel and
+    keeps no buffer. A JAX scalar (e.g. under ``optax.inject_hyperparams``) is
+    unknown at trace time: the buffer is kept, and the kernel picks MXNet's
+    path elementwise from the value (:func:`mxopt._kernels.momentum_choice`)."""
+    if isinstance(momentum, (jax.Array, np.ndarray)):
+        return K.momentum_choice(with_momentum, without_momentum), state
+    if momentum > 0:
+        return with_momentum, state
+    return without_momentum, no_momentum_state
+
+
+def _base_checks(learning_rate, wd, rescale_grad, clip_gradient, begin_num_update,
+                 multi_precision, skip_nonfinite):
+    v.check_learning_rate(learning_rate)
+    v.check_base_options(wd=wd, rescale_grad=rescale_grad, clip_gradient=clip_gradient,
+                         begin_num_update=begin_num_update, multi_precision=multi_precision,
+                         skip_nonfinite=skip_nonfinite)
+
+
+def _fused(opt, learning_rate, wd, lr_mult, wd_mult, begin_num_update, multi_precision,
+           skip_nonfinite):
+    return E.fused(opt, learning_rate=learning_rate, wd=wd, lr_mult=lr_mult, wd_mult=wd_mult,
+                   begin_num_update=begin_num_update, multi_precision=multi_precision,
+                   skip_nonfinite=skip_nonfinite)
+
+
+_BASE_ARGS_DOC = """wd: weight decay, >= 0 (see the formula for where it enters).
+      rescale_grad: gradient scale, > 0 (e.g. ``1 / batch_size``).
+      clip_gradient: None, 0 or a bound > 0 (see the formula for what 0 means).
+      lr_mult: per-parameter learning-rate multipliers (:mod:`mxopt.multipliers`):
+        a leaf's rate is ``learning_rate * lr_mult``.
+      wd_mult: per-parameter weight-decay multipliers: a leaf's decay is
+        ``wd * wd_mult`` (e.g. :func:`mxopt.multipliers.mxnet_module_wd_mult`
+        for MXNet's ``param_idx2name`` rule).
+      begin_num_update: the update count to start from, as MXNet's.
+      multi_precision: keep float32 master copies of float16/bfloat16 params
+        and run the optimizer on them (:func:`mxopt.master_weights`).
+      skip_nonfinite: skip (and count) steps whose gradients are not all
+        finite, leaving params and state untouched (see :func:`rmsprop`)."""
+
+
+def _documented(fn):
+    # The Optimizer-base arguments are documented once, here, for every alias.
+    fn.__doc__ = fn.__doc__.replace("{base_args}", _BASE_ARGS_DOC)
+    return fn
+
+
+@_documented
+def sgd(learning_rate: ScalarOrSchedule = 0.01, momentum: Scalar = 0.0,
+        lazy_update: bool = True, *, wd: Scalar = 0.0, rescale_grad: Scalar = 1.0,
+        clip_gradient: Optional[Scalar] = None, lr_mult: multipliers.MultiplierSpec = None,
+        wd_mult: multipliers.MultiplierSpec = None, begin_num_update: int = 0,
+        multi_precision: bool = False,
+        skip_nonfinite: bool = False) -> optax.GradientTransformationExtraArgs:
+    """MXNet 1.9.1's SGD (``multi_sgd_mom_update`` / ``multi_sgd_update``).
+
+    Each step, in the weight's dtype and MXNet's grouping::
+
+        mom = momentum * mom - (lr * wd) * w - lr * clip(rescale_grad * grad, clip_gradient)
+        w = w + mom
+
+    With ``momentum=0`` there is no buffer and ``mom`` is 0 on the right. The
+    learning rate is inside the buffer, so a schedule that lowers it does not
+    rescale the stored momentum (unlike ``optax.sgd``'s ``lr * trace``).
+    ``clip_gradient`` None or 0 is off (MXNet passes it only when truthy).
+    ``lr`` and ``wd`` reach MXNet's kernel as correctly rounded float32
+    (``Tuple<float>``), the other fields through dmlc's parser.
+
+    Under ``jax.jit`` with an :mod:`mxopt.lr_scheduler` scheduler, the rate comes
+    from a float32 table rounded as the single-tensor kernels parse it (dmlc),
+    which for rates below 1e-4 can be one ulp off what ``multi_sgd_*`` receives.
+    Otherwise the result is MXNet's bit for bit on the golden runs (XLA:CPU,
+    with and without ``jax.jit``), ``multi_precision`` included.
+
+    >>> import jax.numpy as jnp, optax, mxopt
+    >>> params = {"fc_weight": jnp.array([1.0, -2.0])}
+    >>> tx = mxopt.sgd(0.1, momentum=0.9, wd=0.01)
+    >>> state = tx.init(params)
+    >>> updates, state = tx.update({"fc_weight": jnp.array([0.5, 0.5])}, state, params)
+    >>> [round(x, 4) for x in optax.apply_updates(params, updates)["fc_weight"].tolist()]
+    [0.949, -2.048]
+
+    Args:
+      learning_rate: float >= 0, JAX scalar, optax schedule (``schedule(count)``)
+        or :mod:`mxopt.lr_scheduler` scheduler (MXNet's rule).
+      momentum: in [0, 1). A JAX scalar keeps the buffer and follows MXNet's
+        ``momentum > 0`` test elementwise.
+      lazy_update: accepted for MXNet's signature; it matters only for MXNet's
+        row_sparse gradients, which JAX does not have.
+      {base_args}
+
+    Returns:
+      An ``optax.GradientTransformationExtraArgs`` with state :class:`SGDState`
+      (:class:`SGDNoMomentumState` for a Python ``momentum=0``), wrapped as in
+      :func:`rmsprop` by ``skip_nonfinite`` and ``multi_precision`` (whose float32
+      master and buffer match MXNet's fused ``multi_mp_sgd_*`` kernels).
+    """
+    _base_checks(learning_rate, wd, rescale_grad, clip_gradient, begin_num_update,
+                 multi_precision, skip_nonfinite)
+    v.check_scalar("momentum", momentum, low=0.0, high=1.0, high_open=True)
+    v.check_bool("lazy_update", lazy_update)
+    kernel, state_cls = _momentum_path(momentum, K.sgd_mom_update, K.multi_sgd_update,
+                                       SGDState, SGDNoMomentumState)
+    opt = E.Optimizer(who="mxopt.sgd", kernel=kernel, state_cls=state_cls,
+                      hyper=dict(momentum=momentum, rescale_grad=rescale_grad,
+                                 clip_gradient=clip_gradient))
+    return _fused(opt, learning_rate, wd, lr_mult, wd_mult, begin_num_update, multi_precision,
+                  skip_nonfinite)
+
+
+@_documented
+def nag(learning_rate: ScalarOrSchedule = 0.01, momentum: Scalar = 0.0, *, wd: Scalar = 0.0,
+        rescale_grad: Scalar = 1.0, clip_gradient: Optional[Scalar] = None,
+        lr_mult: multipliers.MultiplierSpec = None, wd_mult: multipliers.MultiplierSpec = None,
+        begin_num_update: int = 0, multi_precision: bool = False,
+        skip_nonfinite: bool = False) -> optax.GradientTransformationExtraArgs:
+    """MXNet 1.9.1's NAG (``nag_mom_update``; ``sgd_update`` with ``momentum=0``).
+
+    Each step, with ``g = clip(rescale_grad * grad, clip_gradient)``::
+
+        momentum > 0:
+            m0 = momentum * mom
+            w_new = (w - m0) + (momentum + 1) * (m0 - lr * (g + wd * w))
+            mom = m0 - lr * (g + wd * w_new)     # MXNet's quirk: the NEW weight
+        momentum = 0:
+            w_new = (1 - lr * wd) * w - lr * g
+
+    MXNet's kernel writes the weight before it updates the buffer, so the
+    buffer's decay term reads the updated weight; mxopt reproduces it. As lr sits
+    inside the buffer, this is not the docstring's ``w -= lr * (g + momentum *
+    mom)`` once lr changes. ``clip_gradient`` None or 0 is off. The update is
+    ``w_new - w``, which lands on ``w_new`` bit for bit unless a weight shrinks
+    by more than half in one step (then within an ulp of the old weight); on
+    the golden runs weights agree to about 1e-6 relative (NAG's buffer, computed
+    from them, to an ulp or two).
+
+    >>> import jax.numpy as jnp, optax, mxopt
+    >>> params = {"w": jnp.array([1.0, -2.0])}
+    >>> tx = mxopt.nag(0.1, momentum=0.9)
+    >>> state = tx.init(params)
+    >>> updates, state = tx.update({"w": jnp.array([0.5, 0.5])}, state, params)
+    >>> [round(x, 4) for x in optax.apply_updates(params, updates)["w"].tolist()]
+    [0.905, -2.095]
+
+    Args:
+      learning_rate: as in :func:`sgd`.
+      momentum: in [0, 1); as in :func:`sgd`.
+      {base_args}
+
+    Returns:
+      An ``optax.GradientTransformationExtraArgs`` with state :class:`NAGState`
+      (:class:`NAGNoMomentumState` for a Python ``momentum=0``); ``multi_precision``
+      matches MXNet's ``mp_nag_mom_update`` / ``mp_sgd_update``.
+    """
+    _base_checks(learning_rate, wd, rescale_grad, clip_gradient, begin_num_update,
+                 multi_precision, skip_nonfinite)
+    v.check_scalar("momentum", momentum, low=0.0, high=1.0, high_open=True)
+    kernel, state_cls = _momentum_path(momentum, K.nag_mom_update, K.sgd_update, NAGState,
+                                       NAGNoMomentumState)
+    opt = E.Optimizer(who="mxopt.nag", kernel=kernel, state_cls=state_cls,
+                      hyper=dict(momentum=momentum, rescale_grad=rescale_grad,
+                                 clip_gradient=clip_gradient))
+    return _fused(opt, learning_rate, wd, lr_mult, wd_mult, begin_num_update, multi_precision,
+                  skip_nonfinite)
+
+
+@_documented
+def signum(learning_rate: ScalarOrSchedule = 0.01, momentum: Scalar = 0.9,
+           wd_lh: Scalar = 0.0, *, wd: Scalar = 0.0, rescale_grad: Scalar = 1.0,
+           clip_gradient: Optional[Scalar] = None, lr_mult: multipliers.MultiplierSpec = None,
+           wd_mult: multipliers.MultiplierSpec = None, begin_num_update: int = 0,
+           multi_precision: bool = False,
+           skip_nonfinite: bool = False) -> optax.GradientTransformationExtraArgs:
+    """MXNet 1.9.1's Signum (``signum_update``; ``signsgd_update`` with ``momentum=0``).
+
+    Each step::
+
+        momentum > 0:
+            mom = momentum * mom - (1 - momentum) * wd * w
+                  - (1 - momentum) * clip(rescale_grad * grad, clip_gradient)
+            w = (1 - lr * wd_lh) * w + lr * sign(mom)     # mom: the NEGATED average
+        momentum = 0 (signSGD):
+            w = (1 - lr * wd) * w - lr * sign(grad)
+
+    MXNet's quirks, reproduced: the momentum-0 kernel ignores ``rescale_grad``
+    and ``clip_gradient`` and makes ``wd`` a decoupled decay; ``sign(0) = 0``;
+    ``clip_gradient`` None or 0 is off. MXNet raises on ``wd_lh != 0`` with
+    ``momentum=0`` (``signsgd_update`` has no ``wd_lh``), and so does mxopt,
+    with a ValueError. The class form (:class:`mxopt.Signum`) also reproduces
+    MXNet overwriting a scheduler's ``base_lr`` with the default 0.01. Where
+    ``lr * wd_lh`` (momentum) or ``lr * wd`` (signSGD) is 0 the result is
+    MXNet's bit for bit; otherwise the decayed weight ``(1 - lr*wd) * w`` is
+    not of the form ``w + update`` and lands within an ulp or so.
+
+    >>> import jax.numpy as jnp, optax, mxopt
+    >>> params = {"w": jnp.array([1.0, -2.0, 3.0])}
+    >>> tx = mxopt.signum(0.01)
+    >>> state = tx.init(params)
+    >>> updates, state = tx.update({"w": jnp.array([0.5, -0.5, 0.0])}, state, params)
+    >>> [round(x, 4) for x in optax.apply_updates(params, updates)["w"].tolist()]
+    [0.99, -1.99, 3.0]
+
+    Args:
+      learning_rate: as in :func:`sgd`.
+      momentum: in [0, 1); a JAX scalar keeps the buffer and runs signSGD
+        elementwise where it is 0.
+      wd_lh: decoupled weight decay of the momentum kernel, >= 0.
+      {base_args}
+
+    Returns:
+      An ``optax.GradientTransformationExtraArgs`` with state :class:`SignumState`
+      (:class:`SignSGDState` for a Python ``momentum=0``).
+    """
+    _base_checks(learning_rate, wd, rescale_grad, clip_gradient, begin_num_update,
+                 multi_precision, skip_nonfinite)
+    v.check_scalar("momentum", momentum, low=0.0, high=1.0, high_open=True)
+    v.check_scalar("wd_lh", wd_lh, low=0.0)
+    if K.is_static(momentum, 0.0) and not K.is_static(wd_lh, 0.0) and not isinstance(
+            momentum, (jax.Array, np.ndarray)):
+        raise ValueError(f"wd_lh={wd_lh!r} needs momentum > 0: with momentum=0 Signum runs "
+                         f"MXNet's signsgd_update, which has no wd_lh (MXNet raises "
+                         f"'Cannot find argument wd_lh'); use wd for decoupled decay there, "
+                         f"or pass momentum > 0")
+    kernel, state_cls = _momentum_path(momentum, K.signum_update, K.signsgd_update,
+                                       SignumState, SignSGDState)
+    opt = E.Optimizer(who="mxopt.signum", kernel=kernel, state_cls=state_cls,
+                      hyper=dict(momentum=momentum, wd_lh=wd_lh, rescale_grad=rescale_grad,
+                                 clip_gradient=clip_gradient))
+    return _fused(opt, learning_rate, wd, lr_mult, wd_mult, begin_num_update, multi_precision,
+                  skip_nonfinite)
+
+
+@_documented
+def adagrad(learning_rate: ScalarOrSchedule = 0.01, eps: Scalar = 1e-7, *, wd: Scalar = 0.0,
+            rescale_grad: Scalar = 1.0, clip_gradient: Optional[Scalar] = None,
+            lr_mult: multipliers.MultiplierSpec = None,
+            wd_mult: multipliers.MultiplierSpec = None, begin_num_update: int = 0,
+            multi_precision: bool = False,
+            skip_nonfinite: bool = False) -> optax.GradientTransformationExtraArgs:
+    """MXNet 1.9.1's AdaGrad (Python NDArray operators on dense arrays).
+
+    Each step::
+
+        g = clip(rescale_grad * grad, clip_gradient)
+        history = history + g * g
+        w = w + (g / sqrt(history + eps) + w * wd) * (-lr)
+
+    MXNet's quirks, reproduced: the decay is decoupled (outside the history and
+    the root) yet scaled by ``lr``; ``eps`` is inside the root; clipping applies
+    whenever ``clip_gradient`` is not None, so ``clip_gradient=0`` clips every
+    gradient to 0 (the Python-side rule, unlike the kernel optimizers). MXNet
+    keeps the history in float32 only and refuses float16 weights without
+    ``multi_precision``; so does mxopt (``init`` raises, naming the leaf). The
+    result is MXNet's bit for bit on the golden runs.
+
+    >>> import jax.numpy as jnp, optax, mxopt
+    >>> params = {"w": jnp.array([1.0, -2.0])}
+    >>> tx = mxopt.adagrad(0.1)
+    >>> state = tx.init(params)
+    >>> updates, state = tx.update({"w": jnp.array([0.5, -4.0])}, state, params)
+    >>> [round(x, 4) for x in optax.apply_updates(params, updates)["w"].tolist()]
+    [0.9, -1.9]
+
+    Args:
+      learning_rate: as in :func:`sgd`.
+      eps: added inside the square root, >= 0 (MXNet's ``float_stable_eps``).
+      {base_args}
+
+    Returns:
+      An ``optax.GradientTransformationExtraArgs`` with state :class:`AdaGradState`.
+    """
+    _base_checks(learning_rate, wd, rescale_grad, clip_gradient, begin_num_update,
+                 multi_precision, skip_nonfinite)
+    v.check_scalar("eps", eps, low=0.0)
+    opt = E.Optimizer(who="mxopt.adagrad", kernel=K.adagrad_update, state_cls=AdaGradState,
+                      hyper=dict(eps=eps, rescale_grad=rescale_grad,
+                                 clip_gradient=clip_gradient),
+                      low_precision_state=False)
+    return _fused(opt, learning_rate, wd, lr_mult, wd_mult, begin_num_update, multi_precision,
+                  skip_nonfinite)
+
+
+@_documented
+def adadelta(learning_rate: ScalarOrSchedule = 0.01, rho: Scalar = 0.90,
+             epsilon: Scalar = 1e-5, *, wd: Scalar = 0.0, rescale_grad: Scalar = 1.0,
+             clip_gradient: Optional[Scalar] = None, lr_mult: multipliers.MultiplierSpec = None,
+             wd_mult: multipliers.MultiplierSpec = None, begin_num_update: int = 0,
+             multi_precision: bool = False,
+             skip_nonfinite: bool = False) -> optax.GradientTransformationExtraArgs:
+    """MXNet 1.9.1's AdaDelta (Python NDArray operators).
+
+    Each step::
+
+        g = clip(rescale_grad * grad, clip_gradient)
+        acc_g = rho * acc_g + (1 - rho) * g * g
+        delta = sqrt(acc_delta + epsilon) / sqrt(acc_g + epsilon) * g
+        acc_delta = rho * acc_delta + (1 - rho) * delta * delta
+        w = w - (delta + wd * w)
+
+    MXNet's quirks, reproduced: the learning rate is **never used**
+    (``learning_rate``, schedules and ``lr_mult`` are accepted and have no
+    effect), nor is the decay scaled by any rate; ``clip_gradient=0`` clips
+    every gradient to 0 (the Python-side rule); float16 weights need
+    ``multi_precision`` (``init`` raises otherwise, naming the leaf). One MXNet
+    behaviour is not reproduced: MXNet scales the caller's gradient array in
+    place by ``rescale_grad``; JAX arrays are immutable. The result is MXNet's
+    bit for bit on the golden runs.
+
+    >>> import jax.numpy as jnp, optax, mxopt
+    >>> params = {"w": jnp.array([1.0, -2.0])}
+    >>> tx = mxopt.adadelta(rho=0.9, epsilon=1e-5)
+    >>> state = tx.init(params)
+    >>> updates, state = tx.update({"w": jnp.array([0.5, -4.0])}, state, params)
+    >>> [round(x, 4) for x in optax.apply_updates(params, updates)["w"].tolist()]
+    [0.99, -1.99]
+
+    Args:
+      learning_rate: ignored, as in MXNet (kept so that code passing it runs).
+      rho: decay of both running averages, in [0, 1).
+      epsilon: added inside both square roots, >= 0.
+      {base_args}
+
+    Returns:
+      An ``optax.GradientTransformationExtraArgs`` with state :class:`AdaDeltaState`.
+    """
+    _base_checks(learning_rate, wd, rescale_grad, clip_gradient, begin_num_update,
+                 multi_precision, skip_nonfinite)
+    v.check_scalar("rho", rho, low=0.0, high=1.0, high_open=True)
+    v.check_scalar("epsilon", epsilon, low=0.0)
+    opt = E.Optimizer(who="mxopt.adadelta", kernel=K.adadelta_update, state_cls=AdaDeltaState,
+                      hyper=dict(rho=rho, epsilon=epsilon, rescale_grad=rescale_grad,
+                                 clip_gradient=clip_gradient),
+                      low_precision_state=False)
+    return _fused(opt, learning_rate, wd, lr_mult, wd_mult, begin_num_update, multi_precision,
+                  skip_nonfinite)

@@ -41,11 +41,12 @@ import optax
 from mxopt import _mxformat as _fmt
 from mxopt import _validation as v
 from mxopt import alias, lr_scheduler, multipliers
-from mxopt._mxnumbers import received_float
+from mxopt._mxnumbers import received_float, scalar_operand, tuple_float
 from mxopt.precision import LOW_PRECISION_DTYPES
 
-__all__ = ["Optimizer", "RMSProp", "Updater", "create", "register", "get_updater",
-           "optimizer_from_mxnet", "updater_states_from_mxnet"]
+__all__ = ["Optimizer", "RMSProp", "SGD", "NAG", "Signum", "AdaGrad", "AdaDelta", "Updater",
+           "create", "register", "get_updater", "optimizer_from_mxnet",
+           "updater_states_from_mxnet"]
 
 # The attributes Optimizer.__init__ sets, all of which its pickles hold.
 _OPTIMIZER_FIELDS = frozenset({
@@ -456,20 +457,16 @@ def _as_array(name, x):
     raise TypeError(f"{name} must be a JAX or NumPy array, got {type(x).__name__}")
 
 
-@functools.partial(jax.jit, static_argnames=("centered",))
-def _rmsprop_step(weight, grad, state, hyper, *, centered):
-    """One ``mxopt.rmsprop`` step on one weight; every hyperparameter is traced,
-    so new values reuse the compiled step. A clip bound of 0 is off."""
-    tx = alias.rmsprop(hyper["lr"], hyper["gamma1"], hyper["gamma2"], hyper["epsilon"],
-                       centered, hyper["clip_weights"], wd=hyper["wd"],
-                       rescale_grad=hyper["rescale_grad"],
-                       clip_gradient=hyper["clip_gradient"])
-    count = jnp.zeros([], jnp.int32)
-    if centered:
-        opt_state = alias.CenteredRMSPropState(count, *state)
-    else:
-        opt_state = alias.RMSPropState(count, *state)
-    updates, opt_state = tx.update(grad, opt_state, weight)
+@functools.partial(jax.jit, static_argnames=("alias_name", "static"))
+def _alias_step(weight, grad, buffers, traced, *, alias_name, static):
+    """One step of ``mxopt.<alias_name>`` on one weight, from the state buffers
+    ``buffers`` (the alias state's fields after ``count``). ``traced`` holds the
+    hyperparameters that change between calls (arguments: new values reuse the
+    compiled step), ``static`` the others as sorted ``(name, value)`` pairs
+    (part of the cache key; Python numbers, rounded as MXNet parses them)."""
+    tx = getattr(alias, alias_name)(**dict(static), **traced)
+    fresh = tx.init(weight)  # its structure; XLA drops the zeros it makes
+    updates, opt_state = tx.update(grad, type(fresh)(fresh.count, *buffers), weight)
     return optax.apply_updates(weight, updates), tuple(opt_state)[1:]
 
 
@@ -537,7 +534,9 @@ class RMSProp(Optimizer):
             clip_gradient=self.clip_gradient if self.clip_gradient else 0.0,
             clip_weights=self.clip_weights if self.clip_weights else 0.0).items()}
         state = tuple(jnp.asarray(s) for s in state)
-        return _rmsprop_step(weight, grad, state, hyper, centered=bool(self.centered))
+        hyper["learning_rate"] = hyper.pop("lr")
+        return _alias_step(weight, grad, state, hyper, alias_name="rmsprop",
+                           static=(("centered", bool(self.centered)),))
 
 
     def _check_state(self, index, weight, state):
@@ -567,6 +566,301 @@ def _check_rmsprop_settings(gamma1, gamma2, epsilon, centered, clip_weights):
     v.check_scalar("epsilon", epsilon, low=0.0)
     v.check_bool("centered", centered)
     v.check_scalar("clip_weights", clip_weights, low=0.0, allow_none=True)
+
+
+class _AliasOptimizer(Optimizer):
+    """An MXNet optimizer class whose ``update`` runs one step of its
+    :mod:`mxopt.alias` function (:func:`_alias_step`), after MXNet's Python side:
+    count, then the rate and decay of this index.
+
+    Subclasses say which alias (``_alias``), which of their attributes are its
+    own hyperparameters (``_own``: alias argument -> attribute, MXNet's names;
+    static arguments of the compiled step), the
+    names of their state buffers (:meth:`_state_names`), and how MXNet hands
+    each traced value to the arithmetic (``_parse_rate`` for ``lr`` and ``wd``,
+    ``_parse_scale`` for ``rescale_grad``; ``clip_gradient`` reaches a C++ float
+    field in every case). ``_python_clip``: ``clip_gradient=0`` clips to 0
+    (MXNet's Python-side optimizers) rather than switching clipping off.
+    """
+
+    _alias: str
+    _own: dict = {}
+    _parse_rate = staticmethod(received_float)
+    _parse_scale = staticmethod(received_float)
+    _python_clip = False
+    _reads_lr = True
+    _float32_state_only = False
+
+    def _own_values(self):
+        return {arg: getattr(self, attr) for arg, attr in self._own.items()}
+
+    def _check_own(self):
+        # The alias's checks are the rules of these arguments: building it runs them.
+        getattr(alias, self._alias)(**self._own_values())
+
+    def _repr_fields(self):
+        base = super()._repr_fields()  # learning_rate first, as RMSProp's repr
+        return base[:1] + list(self._own_values().items()) + base[1:]
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        missing = set(self._own.values()) - set(state)
+        if missing:
+            raise ValueError(f"the pickled {type(self).__name__} lacks the attributes "
+                             f"{sorted(missing)}")
+        self._check_own()
+
+    def _state_names(self):
+        """MXNet's state buffers: () for None, one name for a bare array, more
+        for a tuple."""
+        raise NotImplementedError
+
+    def _refuse_low_precision(self, index, weight):
+        if self._float32_state_only and weight.dtype in LOW_PRECISION_DTYPES:
+            raise TypeError(f"index {index!r}: {type(self).__name__} keeps its state in "
+                            f"float32 only and MXNet refuses a {weight.dtype} weight without "
+                            f"multi_precision: pass multi_precision=True (float32 master "
+                            f"copies), or train the weight in float32")
+
+    def create_state_multi_precision(self, index, weight):
+        weight = _as_array("weight", weight)
+        if not self.multi_precision:  # refused before the base class's warning
+            self._refuse_low_precision(index, weight)
+        return super().create_state_multi_precision(index, weight)
+
+    def create_state(self, index, weight):
+        weight = _as_array("weight", weight)
+        self._refuse_low_precision(index, weight)
+        names = self._state_names()
+        zeros = tuple(jnp.zeros_like(weight) for _ in names)
+        if not zeros:
+            return None
+        return zeros[0] if len(zeros) == 1 else zeros
+
+    def _buffers(self, index, weight, state):
+        """``state`` (MXNet's layout) as a tuple of buffers, after checking it."""
+        names = self._state_names()
+        made_by = (f"create_state(index, weight) of {self!r} makes "
+                   + ("None" if not names else
+                      f"{'(' if len(names) > 1 else ''}{', '.join(names)}"
+                      f"{')' if len(names) > 1 else ''}, like the weight, "
+                      f"{weight.dtype}{list(weight.shape)}"))
+        if not names:
+            if state is not None:
+                raise ValueError(f"index {index!r}: the optimizer state does not match: got "
+                                 f"{_describe_state(state)}; {made_by}")
+            return ()
+        buffers = (state,) if len(names) == 1 else state
+        if not isinstance(buffers, (tuple, list)) or len(buffers) != len(names) or not all(
+                isinstance(s, (jax.Array, np.ndarray)) for s in buffers):
+            raise ValueError(f"index {index!r}: the optimizer state does not match: got "
+                             f"{_describe_state(state)}; {made_by}")
+        for name, s in zip(names, buffers):
+            if s.shape != weight.shape or s.dtype != weight.dtype:
+                raise ValueError(f"index {index!r}: the optimizer state does not match: "
+                                 f"state {name} is {s.dtype}{list(s.shape)}, the weight "
+                                 f"{weight.dtype}{list(weight.shape)}; {made_by}")
+        return tuple(jnp.asarray(s) for s in buffers)
+
+    def _traced(self, lr, wd):
+        """The hyperparameters the compiled step takes as arguments, each as
+        MXNet's arithmetic receives it (float32)."""
+        traced = dict(wd=self._parse_rate(wd), rescale_grad=self._parse_scale(self.rescale_grad))
+        if lr is not None:
+            traced["learning_rate"] = self._parse_rate(lr)
+        clip = self.clip_gradient
+        if self._python_clip:
+            if clip is not None:  # None is static (off); a value, 0 included, clips
+                traced["clip_gradient"] = received_float(clip)
+        else:  # 0 is off, as None is
+            traced["clip_gradient"] = received_float(clip if clip else 0.0)
+        return traced
+
+    def update(self, index, weight, grad, state):
+        given = weight
+        weight, grad = _as_array("weight", weight), _as_array("grad", grad)
+        if grad.shape != weight.shape or grad.dtype != weight.dtype:
+            raise ValueError(f"index {index!r}: grad {grad.shape} {grad.dtype} does not match "
+                             f"weight {weight.shape} {weight.dtype}")
+        buffers = self._buffers(index, weight, state)
+        self._dropped.note(self, index, given,
+                           "weight, state = optimizer.update(index, weight, grad, state)")
+        self._update_count(index)
+        lr = self._get_lr(index) if self._reads_lr else None
+        wd = self._get_wd(index)
+        static = self._own_values()
+        if self._python_clip and self.clip_gradient is None:
+            static["clip_gradient"] = None
+        new_weight, new = _alias_step(weight, grad, buffers, self._traced(lr, wd),
+                                      alias_name=self._alias,
+                                      static=tuple(sorted(static.items())))
+        if not new:
+            return new_weight, None
+        return new_weight, (new[0] if len(new) == 1 else tuple(new))
+
+
+class _FusedMultiPrecision(_AliasOptimizer):
+    """MXNet's fused mixed-precision kernels (``multi_mp_sgd_*``,
+    ``mp_nag_mom_update``, ``mp_sgd_update``): the state of a float16 weight
+    is ``(inner state, float32 master)``, the reverse of the base class's
+    ``(master, inner state)``. The arithmetic is the float32 step on the master
+    with the gradient cast to float32, which is what those kernels compute."""
+
+    def create_state_multi_precision(self, index, weight):
+        weight = _as_array("weight", weight)
+        if self.multi_precision and weight.dtype in LOW_PRECISION_DTYPES:
+            master = weight.astype(jnp.float32)
+            return (self.create_state(index, master), master)
+        return super().create_state_multi_precision(index, weight)
+
+    def _update_multi_precision(self, index, weight, grad, state):
+        weight = _as_array("weight", weight)
+        if not (self.multi_precision and weight.dtype in LOW_PRECISION_DTYPES):
+            return self.update(index, weight, grad, state)
+        if not (isinstance(state, (tuple, list)) and len(state) == 2
+                and isinstance(state[1], (jax.Array, np.ndarray))
+                and state[1].dtype == jnp.float32 and state[1].shape == weight.shape):
+            raise ValueError(
+                f"index {index!r}: the optimizer state does not match: multi_precision with "
+                f"a {weight.dtype} weight of shape {weight.shape} expects (inner state, "
+                f"float32 master copy of that shape), MXNet's layout for "
+                f"{type(self).__name__}, got {_describe_state(state)}; create it with "
+                f"create_state_multi_precision(index, weight)")
+        inner, master = state
+        master, inner = self.update(index, master, _as_array("grad", grad).astype(jnp.float32),
+                                    inner)
+        return master.astype(weight.dtype), (inner, master)
+
+
+@register
+class SGD(_FusedMultiPrecision):
+    """MXNet 1.9.1's ``mxnet.optimizer.SGD`` on JAX arrays: :func:`mxopt.sgd`'s
+    arithmetic (``multi_sgd_mom_update`` / ``multi_sgd_update``). State: ``mom``
+    (like the weight) or None with ``momentum=0``; ``(mom | None, master)`` for a
+    float16/bfloat16 weight under ``multi_precision``, as MXNet's fused kernels.
+
+    Args:
+      momentum: as in MXNet (buffer only when != 0).
+      lazy_update: accepted; it matters only for MXNet's row_sparse arrays.
+      **kwargs: the :class:`Optimizer` arguments (learning rate 0.01 by default).
+    """
+
+    _alias = "sgd"
+    _own = {"momentum": "momentum", "lazy_update": "lazy_update"}
+    _parse_rate = staticmethod(tuple_float)  # multi_sgd_*'s lrs/wds: Tuple<float>
+
+    def __init__(self, momentum=0.0, lazy_update=True, **kwargs):
+        self.momentum, self.lazy_update = momentum, lazy_update
+        self._check_own()
+        super().__init__(**kwargs)
+        self.aggregate_num = 4  # MXNET_OPTIMIZER_AGGREGATION_SIZE, as MXNet's SGD
+
+    def _state_names(self):
+        return ("mom",) if self.momentum != 0.0 else ()
+
+
+@register
+class NAG(_FusedMultiPrecision):
+    """MXNet 1.9.1's ``mxnet.optimizer.NAG``: :func:`mxopt.nag`'s arithmetic,
+    including the buffer's decay reading the updated weight. State as
+    :class:`SGD`'s.
+
+    Args:
+      momentum: as in MXNet.
+      **kwargs: the :class:`Optimizer` arguments.
+    """
+
+    _alias = "nag"
+    _own = {"momentum": "momentum"}
+
+    def __init__(self, momentum=0.0, **kwargs):
+        self.momentum = momentum
+        self._check_own()
+        super().__init__(**kwargs)
+
+    def _state_names(self):
+        return ("mom",) if self.momentum != 0.0 else ()
+
+
+@register
+class Signum(_AliasOptimizer):
+    """MXNet 1.9.1's ``mxnet.optimizer.Signum``: :func:`mxopt.signum`'s arithmetic.
+    Its default ``learning_rate=0.01`` goes to the base class, so, as in MXNet,
+    it overwrites a scheduler's ``base_lr`` even when not passed. ``wd_lh != 0``
+    with ``momentum=0`` is a ValueError here (MXNet raises at the first update).
+
+    Args:
+      learning_rate, momentum, wd_lh: as in MXNet.
+      **kwargs: the :class:`Optimizer` arguments.
+    """
+
+    _alias = "signum"
+    _own = {"momentum": "momentum", "wd_lh": "wd_lh"}
+
+    def __init__(self, learning_rate=0.01, momentum=0.9, wd_lh=0.0, **kwargs):
+        self.momentum, self.wd_lh = momentum, wd_lh
+        self._check_own()
+        super().__init__(learning_rate=learning_rate, **kwargs)
+
+    def _state_names(self):
+        return ("mom",) if self.momentum != 0.0 else ()
+
+
+@register
+class AdaGrad(_AliasOptimizer):
+    """MXNet 1.9.1's ``mxnet.optimizer.AdaGrad`` (dense): :func:`mxopt.adagrad`'s
+    arithmetic, with MXNet's NDArray scalar operands. State: ``history``
+    (float32; a float16 weight needs ``multi_precision``). ``clip_gradient=0``
+    clips every gradient to 0, as in MXNet.
+
+    Args:
+      eps: as in MXNet (stored, as there, as ``float_stable_eps``).
+      **kwargs: the :class:`Optimizer` arguments.
+    """
+
+    _alias = "adagrad"
+    _own = {"eps": "float_stable_eps"}
+    _parse_rate = _parse_scale = staticmethod(
+        lambda value: scalar_operand(value, np.float32))
+    _python_clip = True
+    _float32_state_only = True
+
+    def __init__(self, eps=1e-7, **kwargs):
+        self.float_stable_eps = eps
+        self._check_own()
+        super().__init__(**kwargs)
+
+    def _state_names(self):
+        return ("history",)
+
+
+@register
+class AdaDelta(_AliasOptimizer):
+    """MXNet 1.9.1's ``mxnet.optimizer.AdaDelta``: :func:`mxopt.adadelta`'s
+    arithmetic. It never reads the learning rate (nor calls the scheduler), as
+    MXNet. State: ``(acc_g, acc_delta)`` (float32; a float16 weight needs
+    ``multi_precision``). ``clip_gradient=0`` clips every gradient to 0.
+
+    Args:
+      rho, epsilon: as in MXNet.
+      **kwargs: the :class:`Optimizer` arguments.
+    """
+
+    _alias = "adadelta"
+    _own = {"rho": "rho", "epsilon": "epsilon"}
+    _parse_rate = _parse_scale = staticmethod(
+        lambda value: scalar_operand(value, np.float32))
+    _python_clip = True
+    _reads_lr = False
+    _float32_state_only = True
+
+    def __init__(self, rho=0.90, epsilon=1e-5, **kwargs):
+        self.rho, self.epsilon = rho, epsilon
+        self._check_own()
+        super().__init__(**kwargs)
+
+    def _state_names(self):
+        return ("acc_g", "acc_delta")
 
 
 class Updater:

@@ -24,6 +24,10 @@ class Entry(NamedTuple):
     path: str              # "fused" or "chain"
     exact_paths: bool      # whether the chain agrees with the fused path bit for bit
     learning_rate_arg: Optional[str] = "learning_rate"  # None: the optimizer ignores it
+    # test_converges: per problem, option overrides (and "steps") that suit the
+    # optimizer's scale, e.g. a rate SGD's momentum stays stable with on Rosenbrock.
+    converge: dict = {}
+    low_precision_state: bool = True  # False: float16/bfloat16 without masters is refused
 
     @property
     def multi_precision(self):
@@ -73,5 +77,81 @@ def _rmsprop_entries():
 
 
 ENTRIES = _rmsprop_entries()
+
+
+# SGD, NAG, Signum, AdaGrad, AdaDelta: fused only (no chain path). SGD's and
+# NAG's momentum-free paths keep no per-leaf state and, without master weights,
+# stall on Rosenbrock in bfloat16 (no memory to carry a step past half an ulp),
+# so they run with multi_precision here.
+_MOMENTUM = dict(momentum=0.9)
+_MP = dict(multi_precision=True)
+_MP_SKIP = dict(multi_precision=True, skip_nonfinite=True)
+_MULTIPLIERS_SCHEDULE = dict(BASE_OPTION_SETS["multipliers"],
+                             **BASE_OPTION_SETS["mxnet-schedule"])
+
+
+def _signum_rosenbrock():
+    # Sign steps do not shrink near the minimum: a decaying rate lets them settle.
+    return dict(learning_rate=optax.linear_schedule(0.005, 0.0, 40000), steps=40000)
+
+
+FAMILY_OPTION_SETS = {
+    # family: (option sets, test_converges overrides)
+    "sgd": ({
+        "momentum0-multi_precision": dict(_MP),
+        "momentum-wd+clips": dict(_MOMENTUM, **BASE_OPTION_SETS["wd+clips"]),
+        "momentum-multipliers-schedule": dict(_MOMENTUM, **_MULTIPLIERS_SCHEDULE),
+        "momentum-multi_precision-skip_nonfinite": dict(_MOMENTUM, **_MP_SKIP),
+    }, {"rosenbrock": dict(learning_rate=0.002, steps=20000)}),  # momentum: lr < 0.0038
+    "nag": ({
+        "momentum0-wd+clips-multi_precision": dict(BASE_OPTION_SETS["wd+clips"], **_MP),
+        "momentum-wd+clips": dict(_MOMENTUM, **BASE_OPTION_SETS["wd+clips"]),
+        "momentum-multipliers-schedule": dict(_MOMENTUM, **_MULTIPLIERS_SCHEDULE),
+        "momentum-multi_precision-skip_nonfinite": dict(_MOMENTUM, **_MP_SKIP),
+    }, {"rosenbrock": dict(learning_rate=0.001, clip_gradient=50.0, steps=20000),
+        "rosenbrock-low": dict(learning_rate=0.002, clip_gradient=50.0, steps=20000)}),
+    "signum": ({
+        # No momentum-0 (signSGD) entry: on Rosenbrock in bfloat16 a gradient
+        # that rounds to exactly 0 stops sign steps for good, masters or not, so
+        # it cannot meet test_converges; tests/test_family_sgd.py covers it.
+        "wd+clips+wd_lh": dict(BASE_OPTION_SETS["wd+clips"], wd_lh=0.01),
+        # A schedule, so that two sign steps of opposite signs do not cancel
+        # exactly (test_composes_with_multisteps_and_extra_args).
+        "multipliers-schedule-multi_precision-skip_nonfinite": dict(_MULTIPLIERS_SCHEDULE,
+                                                                    **_MP_SKIP),
+    }, {"rosenbrock": _signum_rosenbrock(),
+        "rosenbrock-low": dict(learning_rate=0.004, steps=5000)}),  # > half a bf16 ulp
+    "adagrad": ({
+        "wd+clips": BASE_OPTION_SETS["wd+clips"],
+        "multipliers-schedule": _MULTIPLIERS_SCHEDULE,
+        "multi_precision-skip_nonfinite": _MP_SKIP,
+    }, {"parabola": dict(learning_rate=0.5),
+        "rosenbrock": dict(learning_rate=0.1, steps=10000)}),
+    "adadelta": ({
+        "wd+clips": BASE_OPTION_SETS["wd+clips"],
+        "multipliers": BASE_OPTION_SETS["multipliers"],
+        "multi_precision-skip_nonfinite": _MP_SKIP,
+    }, {"parabola": dict(steps=3000),
+        # No rate to lower: scaled-down gradients make epsilon set the step size,
+        # and its decay (not scaled by any rate) would hold the weights near 0.
+        "rosenbrock": dict(wd=0.0, rescale_grad=1e-3, steps=100000)}),
+}
+
+
+def _family_entries():
+    entries = []
+    for opt, (option_sets, converge) in FAMILY_OPTION_SETS.items():
+        lr_arg = None if opt == "adadelta" else "learning_rate"  # AdaDelta ignores it
+        for name, kwargs in option_sets.items():
+            kwargs = dict(kwargs) if lr_arg is None else {"learning_rate": 0.05, **kwargs}
+            entries.append(Entry(f"{opt}-fused-{name}", getattr(mxopt, opt), kwargs,
+                                 f"{opt}-{name}", "fused", exact_paths=True,
+                                 learning_rate_arg=lr_arg, converge=converge,
+                                 low_precision_state=opt not in ("adagrad", "adadelta")))
+    return entries
+
+
+ENTRIES += _family_entries()
 FUSED = [e for e in ENTRIES if e.path == "fused"]
-FAMILIES = sorted({e.family for e in ENTRIES})
+# Families with both paths: the chain agreement check compares them.
+FAMILIES = sorted({e.family for e in ENTRIES if e.path == "chain"})

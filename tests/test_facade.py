@@ -143,9 +143,9 @@ def test_registry_and_create():
     assert mxopt.Optimizer.opt_registry["rmsprop"] is mxopt.RMSProp
     assert isinstance(mxopt.create("RMSProp", learning_rate=0.1), mxopt.RMSProp)
     assert isinstance(mxopt.Optimizer.create_optimizer("rmsprop"), mxopt.RMSProp)
-    with pytest.raises(ValueError, match=r"Cannot find optimizer sgd: the registered "
+    with pytest.raises(ValueError, match=r"Cannot find optimizer nosuchopt: the registered "
                                          r"optimizers are \[.*'rmsprop'.*\]"):
-        mxopt.create("sgd")
+        mxopt.create("nosuchopt")
 
     class MyOpt(mxopt.Optimizer):
         pass
@@ -218,7 +218,7 @@ def test_no_recompilation_when_hyperparameters_change():
     updater = mxopt.get_updater(opt)
     w = [jnp.ones(4), jnp.ones(4)]
     w = [updater(i, jnp.ones(4), w[i]) for i in range(2)]
-    before = mxopt.facade._rmsprop_step._cache_size()
+    before = mxopt.facade._alias_step._cache_size()
     for k in range(5):
         opt.set_learning_rate(0.1 / (k + 1))
         opt.set_lr_mult({"a_weight": float(k)})
@@ -226,7 +226,7 @@ def test_no_recompilation_when_hyperparameters_change():
         opt.rescale_grad = 1.0 / (k + 1)
         opt.clip_gradient = None if k % 2 else 0.5
         w = [updater(i, jnp.ones(4), w[i]) for i in range(2)]
-    assert mxopt.facade._rmsprop_step._cache_size() == before
+    assert mxopt.facade._alias_step._cache_size() == before
 
 
 @pytest.mark.parametrize("dump_optimizer", [False, True])
@@ -421,9 +421,9 @@ def test_class_api_state_mismatch_says_what_differs(centered):
 
 
 def test_create_lists_the_registered_names():
-    with pytest.raises(ValueError, match=r"Cannot find optimizer Adam: the registered "
-                                         r"optimizers are \['rmsprop'\]"):
-        mxopt.create("Adam")
+    with pytest.raises(ValueError, match=r"Cannot find optimizer NoSuchOpt: the registered "
+                                         r"optimizers are \[.*'rmsprop', 'sgd', 'signum'.*\]"):
+        mxopt.create("NoSuchOpt")
 
 
 def test_repr_shows_the_class_and_its_hyperparameters():
