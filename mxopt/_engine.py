@@ -42,7 +42,8 @@ __all__ = [
     "warn_low_precision", "refuse_low_precision",
     "check_params", "check_grads_match_params", "check_state",
     "initial_count", "scale_by_multipliers", "learning_rates", "per_leaf", "map_leaves",
-    "all_finite", "finiteness_flag", "skip_state", "master_weights", "fused", "check_inputs",
+    "all_finite", "finiteness_flag", "skip_state", "skip_nonfinite", "master_weights", "fused",
+    "check_inputs",
 ]
 
 ScalarOrSchedule = Union[float, jax.Array, optax.Schedule]
@@ -119,9 +120,12 @@ def refuse_low_precision(params: Any, who: str) -> None:
                             f"master weights, or train the leaf in float32")
 
 
-def check_grads_match_params(updates: Any, params: Any, who: str):
+def check_grads_match_params(updates: Any, params: Any, who: str, *,
+                             float32_for_low: bool = False):
     """Leaf names and the params' treedef, after checking that ``updates`` has the
-    params' structure and each floating leaf its param's shape and dtype."""
+    params' structure and each floating leaf its param's shape and dtype (as
+    MXNet's kernels require). With ``float32_for_low`` (master weights), float32
+    gradients are accepted for float16/bfloat16 params, which they update."""
     names, leaves, treedef = _named(params)
     try:
         grads = treedef.flatten_up_to(updates)
@@ -137,10 +141,15 @@ def check_grads_match_params(updates: Any, params: Any, who: str):
         if jnp.shape(g) != jnp.shape(w):
             raise ValueError(f"{who}: the gradient of {name!r} has shape {jnp.shape(g)}, "
                              f"its param has shape {jnp.shape(w)}")
-        if _dtype(g) != _dtype(w):
-            raise TypeError(f"{who}: the gradient of {name!r} has dtype {_dtype(g)}, "
-                            f"its param has dtype {_dtype(w)}; cast the gradients to the "
-                            f"params' dtypes (or use multi_precision=True)")
+        if _dtype(g) == _dtype(w) or (float32_for_low and _is_low(w)
+                                      and _dtype(g) == jnp.dtype(jnp.float32)):
+            continue
+        fix = ("float32 gradients are accepted for float16/bfloat16 params" if float32_for_low
+               else "with multi_precision=True, float32 gradients are accepted for "
+                    "float16/bfloat16 params")
+        raise TypeError(f"{who}: the gradient of {name!r} has dtype {_dtype(g)}, its param "
+                        f"has dtype {_dtype(w)}; cast the gradients to the params' dtypes "
+                        f"({fix})")
     return names, treedef
 
 
@@ -412,6 +421,32 @@ def _fresh_skip_state(inner: optax.OptState) -> optax.ApplyIfFiniteState:
         total_notfinite=jnp.zeros([], jnp.int32), inner_state=inner)
 
 
+def skip_nonfinite(inner: optax.GradientTransformation) -> optax.GradientTransformationExtraArgs:
+    """``inner`` whose steps are skipped when a gradient is not finite: the state
+    and the counters are ``optax.apply_if_finite``'s (never giving up), but the
+    choice is elementwise (``keep_if`` on every state leaf, a zero update),
+    not a ``lax.cond``, whose branches lose the sharding types of a mesh with
+    Explicit axes. This is the composed path's skip; a fused optimizer makes the
+    same choice inside its kernels, where it costs no extra pass.
+
+    ``grads_finite=`` (a scalar bool computed elsewhere) replaces the check.
+    """
+    inner = optax.with_extra_args_support(inner)
+
+    def init_fn(params):
+        return _fresh_skip_state(inner.init(params))
+
+    def update_fn(updates, state, params=None, grads_finite=None, **extra_args):
+        check_state(state, optax.ApplyIfFiniteState, "skip_nonfinite")
+        finite = finiteness_flag(updates, grads_finite, True, "skip_nonfinite")
+        new_updates, new_inner = inner.update(updates, state.inner_state, params, **extra_args)
+        kept = jax.tree.map(lambda n, o: K.keep_if(finite, n, o), new_inner, state.inner_state)
+        return (jax.tree.map(lambda u: K.update_if(finite, u), new_updates),
+                skip_state(finite, state, kept))
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
 # ----------------------------------------------------------------------------------
 # Master weights
 # ----------------------------------------------------------------------------------
@@ -478,7 +513,8 @@ def master_weights(inner: optax.GradientTransformation) -> optax.GradientTransfo
         if params is None:
             raise needs_params("master_weights")
         check_state(state, MasterWeightsState, "master_weights")
-        names, treedef = check_grads_match_params(updates, params, "master_weights")
+        names, treedef = check_grads_match_params(updates, params, "master_weights",
+                                                  float32_for_low=True)
         flat_params = treedef.flatten_up_to(params)
         flat_master = _check_buffer(state.master, "master", names, flat_params, treedef,
                                     "master_weights", has_entry=_is_low)

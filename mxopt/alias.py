@@ -159,9 +159,9 @@ def rmsprop_chain(learning_rate: ScalarOrSchedule = 0.001, gamma1: Scalar = 0.9,
     link is the engine's check). It agrees with :func:`rmsprop` to rounding: the
     centered chain computes ``lr * (g / root)`` where MXNet's kernel (and
     :func:`rmsprop`) computes ``(lr * g) / root``, and each piece is its own pass
-    over memory. ``skip_nonfinite`` wraps the chain in ``optax.apply_if_finite``
-    (never giving up, as :func:`rmsprop` does), ``multi_precision`` in
-    :func:`mxopt.master_weights`, in that order.
+    over memory. ``skip_nonfinite`` wraps the chain in an elementwise skip with
+    ``optax.apply_if_finite``'s state (never giving up, as :func:`rmsprop` does),
+    ``multi_precision`` in :func:`mxopt.master_weights`, in that order.
     """
     v.check_bool("centered", centered)
     v.check_scalar("gamma2", gamma2, low=0.0, high=1.0, high_open=True)
@@ -184,9 +184,8 @@ def rmsprop_chain(learning_rate: ScalarOrSchedule = 0.001, gamma1: Scalar = 0.9,
     parts.append(transforms.clip_weights(clip_weights))
     tx = optax.chain(*parts)
     if skip_nonfinite:
-        # The count saturates at int32's maximum, so the step is never forced.
-        tx = optax.apply_if_finite(tx, max_consecutive_errors=2**31 - 1)
-    # The checks come first, so apply_if_finite sees integer leaves' zero updates.
+        tx = E.skip_nonfinite(tx)
+    # The checks come first, so the skip sees integer leaves' zero updates.
     tx = optax.chain(E.check_inputs(f"mxopt.rmsprop_chain(centered={centered})"), tx)
     return E.master_weights(tx) if multi_precision else tx
 

@@ -105,6 +105,12 @@ def check(entry, kind):
                                    planned, jax.eval_shape(tx.init, abstract))
         check_shardings(planned, shardings, "abstract init")
         types0 = jax.tree.map(jax.typeof, state)
+        # Unjitted too: an update outside jit keeps the types (a lax.cond whose
+        # branches differ in sharding would fail here).
+        eager_grads = {key: jax.device_put(v, shardings[key])
+                       for key, v in host_tree(9, dtype, nan=_skips(entry, 1)).items()}
+        _, eager_state = _apply(tx, params, state, eager_grads)
+        assert jax.tree.map(jax.typeof, eager_state) == types0, (entry.id, kind, "eager")
         step = jax.jit(lambda p, s, g: _apply(tx, p, s, g))
         for k in range(2):
             grads = {key: jax.device_put(v, shardings[key])

@@ -189,6 +189,32 @@ def test_bad_gradients_are_errors_naming_the_leaf(entry):
 
 
 @PARAMS
+def test_float32_gradients_for_bfloat16_params_need_master_weights(entry):
+    # Gradients have the params' dtypes, as MXNet's kernels require; master
+    # weights, which update float32 copies, also take float32 gradients.
+    tx = entry.build()
+    params = _params(jnp.bfloat16)
+    if not (entry.multi_precision or entry.low_precision_state):
+        with pytest.raises(TypeError, match="multi_precision=True"):
+            tx.init(params)  # float32-only state: no bfloat16 params at all
+        return
+    state = tx.init(params)
+    grads = _grads(0, _params(jnp.float32))
+    if entry.multi_precision:
+        updates, new = tx.update(grads, state, params)
+        _, rounded = tx.update(jax.tree.map(lambda g: g.astype(jnp.bfloat16), grads), state,
+                               params)
+        assert updates["w"].dtype == jnp.float32
+        # The float32 gradient reaches the float32 master and state as it is,
+        # not rounded to bfloat16 first.
+        assert any(not np.array_equal(np.asarray(a), np.asarray(b))
+                   for a, b in zip(jax.tree.leaves(new), jax.tree.leaves(rounded)))
+    else:
+        with pytest.raises(TypeError, match="with multi_precision=True, float32 gradients"):
+            tx.update(grads, state, params)
+
+
+@PARAMS
 def test_state_for_other_params_is_an_error_saying_so(entry):
     tx = entry.build()
     params = _params(_dtype(entry))
