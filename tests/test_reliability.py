@@ -10,6 +10,7 @@ import pytest
 
 import mxopt
 from mxopt import reference
+from mxopt._mxnumbers import received_float
 
 
 def _step(tx, params, grads, state=None, jit=True):
@@ -320,7 +321,8 @@ def test_invariants_over_random_trees(spec, hp, seed):
         if p.dtype == jnp.int32:
             chex.assert_trees_all_equal(p, q)
         elif bound:
-            b = np.float32(jnp.asarray(np.float32(bound)).astype(p.dtype))
+            # The bound as MXNet's kernel parses str(bound) (dmlc::stof).
+            b = np.float32(jnp.asarray(received_float(bound)).astype(p.dtype))
             assert not np.any(np.abs(np.asarray(q, np.float32)) > b)
     inner = state.inner_state if hp["multi_precision"] else state
     floats = [p for p in jax.tree.leaves(params) if p.dtype != jnp.int32]
