@@ -546,10 +546,13 @@ class Carry(NamedTuple):
         leaf's ``hp``. ``carry`` is a Python float when the count is concrete
         (outside ``jax.jit``: host float64, as MXNet's Python side computes),
         a traced scalar otherwise.
+      per_leaf: False advances it once per step instead, at the first
+        floating leaf, every leaf of the step getting the same additions.
     """
     field: str
     init: float
     advance: Callable[[Any, dict], Any]
+    per_leaf: bool = True
 
 
 class Optimizer(NamedTuple):
@@ -642,6 +645,7 @@ def fused(opt: Optimizer, *, learning_rate: ScalarOrSchedule, wd: Any, lr_mult: 
             stored = _check_carry(getattr(state, carry.field), carry.field, who)
             # Host float64 when the count is concrete, as MXNet's Python side.
             value = float(stored) if isinstance(t, int) and not v.is_traced(stored) else stored
+            additions = {}
         outs = []
         for i, (g, w) in enumerate(zip(treedef.flatten_up_to(updates), flat_params)):
             if is_float(w):
@@ -649,7 +653,8 @@ def fused(opt: Optimizer, *, learning_rate: ScalarOrSchedule, wd: Any, lr_mult: 
                 if opt.fold is not None:
                     hp = opt.fold(hp)
                 if carry is not None:
-                    additions, value = carry.advance(value, hp)
+                    if carry.per_leaf or not additions:
+                        additions, value = carry.advance(value, hp)
                     hp.update(additions)
                 outs.append(leaf(g, w, tuple(c[i] for c in columns), hp, finite))
             else:  # integer and bool leaves pass through with no state

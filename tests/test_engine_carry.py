@@ -23,8 +23,8 @@ def _doubling_kernel(grad, weight, seen, hp, finite):
     return jnp.full_like(grad, value), K.keep_if(finite, jnp.full_like(seen, value), seen)
 
 
-def _doubling(**kwargs):
-    carry = E.Carry("scale", 1.0, lambda c, hp: (dict(scale=2 * c), 2 * c))
+def _doubling(per_leaf=True, **kwargs):
+    carry = E.Carry("scale", 1.0, lambda c, hp: (dict(scale=2 * c), 2 * c), per_leaf=per_leaf)
     opt = E.Optimizer("doubling", _doubling_kernel, DoublingState, {}, carry=carry)
     return E.fused(opt, learning_rate=0.1, wd=0.0, lr_mult=None, wd_mult=None,
                    begin_num_update=0, **kwargs)
@@ -88,3 +88,15 @@ def test_carry_survives_master_weights():
     updates, state = jax.jit(tx.update)(grads, state, params)
     assert float(updates["a"][0]) == 2.0 and float(updates["b"][0]) == 4.0
     assert float(state.inner_state.scale) == 4.0
+
+
+def test_a_per_step_carry_advances_once_per_step():
+    params = _params()
+    tx = _doubling(per_leaf=False)
+    state = tx.init(params)
+    seen = []
+    for _ in range(2):
+        updates, state = jax.jit(tx.update)(_grads(params), state, params)
+        seen.append({k: float(updates[k][0]) for k in ("a", "b", "c")})
+    assert seen == [{"a": 2.0, "b": 2.0, "c": 2.0}, {"a": 4.0, "b": 4.0, "c": 4.0}]
+    assert float(state.scale) == 4.0
