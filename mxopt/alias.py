@@ -250,7 +250,8 @@ def nadam(learning_rate: ScalarOrSchedule = 0.001, beta1: Scalar = 0.9, beta2: S
           rescale_grad: Scalar = 1.0, clip_gradient: Optional[Scalar] = None,
           lr_mult: multipliers.MultiplierSpec = None, wd_mult: multipliers.MultiplierSpec = None,
           begin_num_update: int = 0, multi_precision: bool = False,
-          skip_nonfinite: bool = False) -> optax.GradientTransformationExtraArgs:
+          skip_nonfinite: bool = False,
+          per_step_schedule: bool = False) -> optax.GradientTransformationExtraArgs:
     """MXNet 1.9.1's Nadam (``mx.optimizer.Nadam``, NDArray operators in Python).
 
     With ``t`` the update count (``begin_num_update`` included)::
@@ -270,7 +271,8 @@ def nadam(learning_rate: ScalarOrSchedule = 0.001, beta1: Scalar = 0.9, beta2: S
     parameter in call order sees an extra ``mu_t**k``. Leaves are visited in
     the params' flatten order (sorted keys for dicts): a Gluon Trainer's
     order when the leaves are named as MXNet's parameters (it numbers them by
-    sorted name). ``clip_gradient=0`` clips every gradient (decay included)
+    sorted name). ``per_step_schedule=True`` gives the textbook schedule
+    instead. ``clip_gradient=0`` clips every gradient (decay included)
     to 0, so the weights stop changing (MXNet's Python side tests ``is not
     None``); None is off. The scalars are NDArray operands (C++
     doubles, then cast); outside ``jax.jit`` they are MXNet's float64 host
@@ -283,6 +285,10 @@ def nadam(learning_rate: ScalarOrSchedule = 0.001, beta1: Scalar = 0.9, beta2: S
       beta1, beta2: decay of the moments, in [0, 1).
       epsilon: added to the root, >= 0.
       schedule_decay: decay of the momentum schedule, >= 0.
+      per_step_schedule: False (default) reproduces MXNet's shared schedule.
+        True is the textbook Nadam (Dozat 2016): ``m_schedule`` advances once
+        per step, every leaf seeing ``mu_1 * ... * mu_t`` (the product over
+        this run's updates, from ``begin_num_update + 1``); not MXNet's result.
 
     Example:
       >>> import jax, jax.numpy as jnp, optax, mxopt
@@ -298,12 +304,13 @@ def nadam(learning_rate: ScalarOrSchedule = 0.001, beta1: Scalar = 0.9, beta2: S
     _check_betas(beta1=beta1, beta2=beta2)
     v.check_scalar("epsilon", epsilon, low=0.0)
     v.check_scalar("schedule_decay", schedule_decay, low=0.0)
+    v.check_bool("per_step_schedule", per_step_schedule)
     v.check_base_options(wd=wd, rescale_grad=rescale_grad, clip_gradient=clip_gradient,
                          begin_num_update=begin_num_update, multi_precision=multi_precision,
                          skip_nonfinite=skip_nonfinite)
     opt = E.Optimizer(
         who="mxopt.nadam", kernel=K.nadam_update, state_cls=NadamState,
-        carry=E.Carry("m_schedule", 1.0, K.nadam_advance),
+        carry=E.Carry("m_schedule", 1.0, K.nadam_advance, per_leaf=not per_step_schedule),
         hyper=dict(rescale_grad=rescale_grad, clip_gradient=clip_gradient, beta1=beta1,
                    beta2=beta2, epsilon=epsilon, schedule_decay=schedule_decay))
     return E.fused(opt, learning_rate=learning_rate, wd=wd, lr_mult=lr_mult, wd_mult=wd_mult,

@@ -235,3 +235,19 @@ def test_class_form_matches_mxnet(opt, c):
     # Bit for bit: the host arithmetic is MXNet's, and Ftrl's and FTML's weight
     # is rebuilt from the new state as MXNet writes it.
     check(opt, c, run_class(opt, c), exact=True)
+
+
+def test_nadam_per_step_schedule_is_the_textbook_product():
+    # Each leaf sees mu_1 * ... * mu_t, whatever its position in the tree.
+    params = {"a": jnp.zeros(2, jnp.float32), "b": jnp.zeros(2, jnp.float32)}
+    grads = {"a": jnp.ones(2, jnp.float32), "b": jnp.ones(2, jnp.float32)}
+    shared, textbook = mxopt.nadam(0.01), mxopt.nadam(0.01, per_step_schedule=True)
+    s1, s2 = shared.init(params), textbook.init(params)
+    mu = [0.9 * (1. - 0.5 * 0.96 ** (t * 0.004)) for t in (1, 2)]
+    for _ in range(2):
+        u1, s1 = shared.update(grads, s1, params)
+        u2, s2 = jax.jit(textbook.update)(grads, s2, params)
+    np.testing.assert_array_equal(u2["a"], u2["b"])
+    assert not np.array_equal(u1["a"], u1["b"])  # MXNet's: b sees one more factor
+    assert float(s2.m_schedule) == pytest.approx(mu[0] * mu[1], rel=1e-15)
+    assert float(s1.m_schedule) == pytest.approx((mu[0] * mu[1]) ** 2, rel=1e-15)
