@@ -132,12 +132,13 @@ def divide(x: jax.Array, scalar: jax.Array) -> jax.Array:
 
     XLA rewrites a division by a broadcast scalar as a multiplication by its
     reciprocal, which differs from MXNet's division by an ulp in some
-    elements. A divisor that is 1 where ``x`` is NaN (where the quotient is
-    NaN either way) and ``scalar`` elsewhere is no broadcast, so the division
-    stays; the select fuses into the same loop.
+    elements. ``min(|x|, 0)`` is +0 for every ``x`` but NaN (where the quotient
+    is NaN either way), so ``scalar + min(|x|, 0)`` is ``scalar`` yet no
+    broadcast: the division stays, fused in the same loop, and the divisor is
+    sharded like ``x`` (a select against a broadcast constant would not be, on
+    a mesh with explicit axes).
     """
-    one = jnp.ones(x.shape, x.dtype)
-    return x / jax.lax.select(x != x, one, jnp.broadcast_to(scalar, x.shape).astype(x.dtype))
+    return x / (scalar + jnp.minimum(jnp.abs(x), jnp.zeros((), x.dtype)))
 
 
 def is_static(value: Any, target: float) -> bool:
