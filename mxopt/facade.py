@@ -536,10 +536,15 @@ class _KernelOptimizer(Optimizer):
         self._check_state(index, weight, state)
         self._dropped.note(self, index, given,
                            "weight, state = optimizer.update(index, weight, grad, state)")
+        counts = (dict(self._index_update_count), self.num_update)
         self._update_count(index)
         lr = self._get_lr(index)
         wd = self._get_wd(index)
         if self._rate_divides and lr == 0:
+            # Refused before anything changed: the count is put back.
+            self._index_update_count.clear()
+            self._index_update_count.update(counts[0])
+            self.num_update = counts[1]
             raise ValueError(f"index {index!r}: the learning rate is 0 (after lr_mult), which "
                              f"{type(self).__name__} divides by: MXNet makes the weight NaN. "
                              f"Use a rate > 0, or leave the parameter out of the update")

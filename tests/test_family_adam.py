@@ -251,3 +251,53 @@ def test_nadam_per_step_schedule_is_the_textbook_product():
     assert not np.array_equal(u1["a"], u1["b"])  # MXNet's: b sees one more factor
     assert float(s2.m_schedule) == pytest.approx(mu[0] * mu[1], rel=1e-15)
     assert float(s1.m_schedule) == pytest.approx((mu[0] * mu[1]) ** 2, rel=1e-15)
+
+
+def test_mxnet_nan_cases_are_refused_with_the_fix():
+    with pytest.raises(ValueError, match="clip_gradient=0 makes every Adamax weight NaN.*None"):
+        mxopt.Adamax(clip_gradient=0)
+    for make, name in ((mxopt.ftrl, "Ftrl"), (mxopt.ftml, "FTML")):
+        with pytest.raises(ValueError, match=f"learning_rate must be > 0 for {name}"):
+            make(0.0)
+    with pytest.raises(ValueError, match="learning_rate must be > 0 for FTML"):
+        mxopt.FTML(learning_rate=0.0)
+    opt = mxopt.Ftrl(learning_rate=0.1)
+    opt.set_lr_mult({0: 0.0})
+    w = jnp.ones(3, jnp.float32)
+    with pytest.raises(ValueError, match="index 0: the learning rate is 0"):
+        opt.update(0, w, w, opt.create_state(0, w))
+    assert opt.num_update == 0  # nothing was counted
+
+
+def test_ftrl_refuses_float16_without_multi_precision_and_keeps_a_schedulers_base_lr():
+    w16 = jnp.ones(3, jnp.float16)
+    opt = mxopt.Ftrl()
+    with pytest.raises(TypeError, match="index 0: Ftrl keeps its state in float32 only.*"
+                                        "multi_precision=True"):
+        opt.update(0, w16, w16, opt.create_state(0, w16))
+    with pytest.raises(TypeError, match="'w' is float16.*multi_precision=True"):
+        mxopt.ftrl(0.1).init({"w": w16})
+    mp = mxopt.get_updater(mxopt.Ftrl(multi_precision=True))
+    assert mp(0, w16, w16).dtype == jnp.float16
+    sched = mxopt.lr_scheduler.FactorScheduler(step=10, base_lr=0.3)
+    mxopt.Ftrl(learning_rate=0.1, lr_scheduler=sched)
+    assert sched.base_lr == 0.3  # Ftrl never passes its rate to the base class
+    with pytest.warns(UserWarning, match="overwritten"):
+        mxopt.Adam(lr_scheduler=sched)  # Adam's signature rate does overwrite it
+    assert sched.base_lr == 0.001
+
+
+def test_pickled_updater_resumes_bit_for_bit():
+    # get_states(dump_optimizer=True) keeps Nadam's m_schedule and the counts.
+    data, meta, cfg, w0, grads = _inputs("nadam", 0)
+    one = mxopt.get_updater(_class_optimizer("nadam", cfg, meta))
+    ws = [jnp.asarray(w) for w in w0]
+    for k in range(2):
+        ws = [one(i, jnp.asarray(grads[i][k]), ws[i]) for i in range(3)]
+    two = mxopt.get_updater(mxopt.Nadam())
+    two.set_states(one.get_states(dump_optimizer=True))
+    assert two.optimizer.m_schedule == one.optimizer.m_schedule
+    a = [one(i, jnp.asarray(grads[i][2]), ws[i]) for i in range(3)]
+    b = [two(i, jnp.asarray(grads[i][2]), ws[i]) for i in range(3)]
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)
