@@ -638,9 +638,12 @@ def fused(opt: Optimizer, *, learning_rate: ScalarOrSchedule, wd: Any, lr_mult: 
         flat_params = treedef.flatten_up_to(params)
         columns = [_check_buffer(getattr(state, b), b, names, flat_params, treedef, who)
                    for b in buffers]
-        lrs = treedef.flatten_up_to(learning_rates(learning_rate, state.count, lr_mult, params))
+        # A concrete count is a Python int, so that MXNet's schedulers (and the
+        # fold) compute on the host in float64, as MXNet does.
+        count = state.count if v.is_traced(state.count) else int(state.count)
+        lrs = treedef.flatten_up_to(learning_rates(learning_rate, count, lr_mult, params))
         wds = treedef.flatten_up_to(scale_by_multipliers(wd, wd_mult, params, "wd_mult"))
-        t = state.count + 1 if v.is_traced(state.count) else int(state.count) + 1
+        t = count + 1
         if carry is not None:
             stored = _check_carry(getattr(state, carry.field), carry.field, who)
             # Host float64 when the count is concrete, as MXNet's Python side.
