@@ -301,3 +301,26 @@ def test_pickled_updater_resumes_bit_for_bit():
     b = [two(i, jnp.asarray(grads[i][2]), ws[i]) for i in range(3)]
     for x, y in zip(a, b):
         np.testing.assert_array_equal(x, y)
+
+
+EAGER = [p for opt in ("adam", "adamax", "nadam") for p in _configs(opt)
+         if golden(opt)[1]["configs"][p.values[1]]["dtype"] == "float32"
+         and not _refused(opt, golden(opt)[1]["configs"][p.values[1]])]
+
+
+@pytest.mark.parametrize("opt, c", EAGER)
+def test_functional_form_outside_jit_is_mxnet_bit_for_bit(opt, c):
+    # Outside jax.jit the count is concrete: schedules, bias corrections and
+    # Nadam's schedule are MXNet's host float64, parsed as MXNet parses them.
+    data, meta, cfg, w0, grads = _inputs(opt, c)
+    traced, static = _options(opt, cfg, meta)
+    tx = _build(opt, traced, static)  # Python numbers: nothing traced
+    params = {_leaf(meta, i): jnp.asarray(w) for i, w in enumerate(w0)}
+    state = tx.init(params)
+    for k in range(4):
+        g = {_leaf(meta, i): jnp.asarray(x[k]) for i, x in enumerate(grads)}
+        updates, state = tx.update(g, state, params)
+        params = optax.apply_updates(params, updates)
+        for i in range(len(w0)):
+            want = data[f"c{c}_p{i}_weight"][k]
+            assert ulps(np.asarray(params[_leaf(meta, i)]), want) == 0, (cfg["name"], k, i)
