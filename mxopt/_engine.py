@@ -282,6 +282,10 @@ def learning_rates(learning_rate: ScalarOrSchedule, count: jax.Array, lr_mult: A
     ``schedule(count)``.
     """
     if isinstance(learning_rate, lr_scheduler.LRScheduler):
+        if not v.is_traced(count):
+            # A Python int: the scheduler computes in float64 on the host, as
+            # MXNet's does, rather than reading its float32 table.
+            count = int(count)
         mults = multipliers.resolve(lr_mult, tree, "lr_mult")
         if mults is None:
             return jax.tree.map(lambda _: learning_rate(count + 1), tree)
@@ -638,12 +642,9 @@ def fused(opt: Optimizer, *, learning_rate: ScalarOrSchedule, wd: Any, lr_mult: 
         flat_params = treedef.flatten_up_to(params)
         columns = [_check_buffer(getattr(state, b), b, names, flat_params, treedef, who)
                    for b in buffers]
-        # A concrete count is a Python int, so that MXNet's schedulers (and the
-        # fold) compute on the host in float64, as MXNet does.
-        count = state.count if v.is_traced(state.count) else int(state.count)
-        lrs = treedef.flatten_up_to(learning_rates(learning_rate, count, lr_mult, params))
+        lrs = treedef.flatten_up_to(learning_rates(learning_rate, state.count, lr_mult, params))
         wds = treedef.flatten_up_to(scale_by_multipliers(wd, wd_mult, params, "wd_mult"))
-        t = count + 1
+        t = state.count + 1 if v.is_traced(state.count) else int(state.count) + 1
         if carry is not None:
             stored = _check_carry(getattr(state, carry.field), carry.field, who)
             # Host float64 when the count is concrete, as MXNet's Python side.
