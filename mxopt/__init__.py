@@ -49,6 +49,22 @@ from mxopt.transforms import (
     scale_by_rms,
 )
 
+# isort: split
+# Adam, Adamax, Nadam, Ftrl, FTML
+from mxopt.alias import (
+    AdamaxState,
+    AdamState,
+    FTMLState,
+    FtrlState,
+    NadamState,
+    adam,
+    adamax,
+    ftml,
+    ftrl,
+    nadam,
+)
+from mxopt.facade import FTML, Adam, Adamax, Ftrl, Nadam
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -102,4 +118,20 @@ __all__ = [
     "nag",
     "sgd",
     "signum",
+    # Adam, Adamax, Nadam, Ftrl, FTML
+    "Adam",
+    "AdamState",
+    "Adamax",
+    "AdamaxState",
+    "FTML",
+    "FTMLState",
+    "Ftrl",
+    "FtrlState",
+    "Nadam",
+    "NadamState",
+    "adam",
+    "adamax",
+    "ftml",
+    "ftrl",
+    "nadam",
 ]

@@ -37,7 +37,7 @@ from mxopt import _validation as v
 from mxopt import lr_scheduler, multipliers
 
 __all__ = [
-    "ScalarOrSchedule", "LOW_PRECISION_DTYPES", "MasterWeightsState", "Optimizer",
+    "ScalarOrSchedule", "LOW_PRECISION_DTYPES", "MasterWeightsState", "Carry", "Optimizer",
     "needs_params", "leaf_kind", "is_float", "zeros_like_sharded", "zeros_for_float_leaves",
     "warn_low_precision", "refuse_low_precision",
     "check_params", "check_grads_match_params", "check_state",
@@ -234,6 +234,19 @@ def _field(field: str) -> str:
     return f"state.{field}" if field else "the state"
 
 
+def _carry_dtype():
+    # MXNet's carried scalars are Python floats (float64); float32 without x64.
+    return jax.dtypes.canonicalize_dtype(jnp.float64)
+
+
+def _check_carry(value: Any, field: str, who: str) -> jax.Array:
+    if jnp.shape(value) != () or not jnp.issubdtype(_dtype(value), jnp.floating):
+        raise ValueError(f"{who}: the optimizer state does not match: state.{field} must be "
+                         f"a float scalar, got {_dtype(value)}{list(jnp.shape(value))}. Build "
+                         f"the state with tx.init(params)")
+    return jnp.asarray(value)
+
+
 def _check_count(count: Any, who: str) -> None:
     if jnp.shape(count) != () or not jnp.issubdtype(_dtype(count), jnp.integer):
         raise ValueError(f"{who}: the optimizer state does not match: its count must be an "
@@ -273,6 +286,10 @@ def learning_rates(learning_rate: ScalarOrSchedule, count: jax.Array, lr_mult: A
     ``schedule(count)``.
     """
     if isinstance(learning_rate, lr_scheduler.LRScheduler):
+        if not v.is_traced(count):
+            # A Python int: the scheduler computes in float64 on the host, as
+            # MXNet's does, rather than reading its float32 table.
+            count = int(count)
         mults = multipliers.resolve(lr_mult, tree, "lr_mult")
         if mults is None:
             return jax.tree.map(lambda _: learning_rate(count + 1), tree)
@@ -549,6 +566,32 @@ def master_weights(inner: optax.GradientTransformation) -> optax.GradientTransfo
 # The driver
 # ----------------------------------------------------------------------------------
 
+class Carry(NamedTuple):
+    """A scalar an optimizer carries from leaf to leaf within one step, and from
+    step to step in its state (Nadam's ``m_schedule``, which MXNet keeps on the
+    optimizer object and advances on every update call of every parameter).
+
+    Leaves are visited in the params' flatten order (``jax.tree`` order: sorted
+    keys for dicts), once per step each; integer and bool leaves are skipped.
+
+    Attributes:
+      field: the state field holding it (a float64 scalar where
+        ``jax_enable_x64`` is on, else float32).
+      init: its value in a fresh state.
+      advance: ``advance(carry, hp) -> (hp_additions, new_carry)``, run per
+        floating leaf after ``fold``; ``hp_additions`` are merged into the
+        leaf's ``hp``. ``carry`` is a Python float when the count is concrete
+        (outside ``jax.jit``: host float64, as MXNet's Python side computes),
+        a traced scalar otherwise.
+      per_leaf: False advances it once per step instead, at the first
+        floating leaf, every leaf of the step getting the same additions.
+    """
+    field: str
+    init: float
+    advance: Callable[[Any, dict], Any]
+    per_leaf: bool = True
+
+
 class Optimizer(NamedTuple):
     """What an optimizer tells :func:`fused`.
 
@@ -569,6 +612,9 @@ class Optimizer(NamedTuple):
         float16 weights without ``multi_precision`` (AdaGrad, AdaDelta, Ftrl):
         ``init`` then refuses float16/bfloat16 params with an error naming the
         leaf and the fix, rather than accumulating in low precision.
+      carry: None, or a :class:`Carry`: a scalar advanced leaf by leaf, held in
+        the state field it names (the other fields after ``count`` are the
+        per-leaf buffers).
     """
     who: str
     kernel: Callable
@@ -576,6 +622,7 @@ class Optimizer(NamedTuple):
     hyper: dict
     fold: Optional[Callable[[dict], dict]] = None
     low_precision_state: bool = True
+    carry: Optional[Carry] = None
 
 
 def fused(opt: Optimizer, *, learning_rate: ScalarOrSchedule, wd: Any, lr_mult: Any,
@@ -594,8 +641,8 @@ def fused(opt: Optimizer, *, learning_rate: ScalarOrSchedule, wd: Any, lr_mult: 
         return master_weights(fused(opt, learning_rate=learning_rate, wd=wd, lr_mult=lr_mult,
                                     wd_mult=wd_mult, begin_num_update=begin_num_update,
                                     clip_weights=clip_weights, skip_nonfinite=skip_nonfinite))
-    who, state_cls = opt.who, opt.state_cls
-    buffers = state_cls._fields[1:]
+    who, state_cls, carry = opt.who, opt.state_cls, opt.carry
+    buffers = tuple(f for f in state_cls._fields[1:] if carry is None or f != carry.field)
     _STATE_MAKERS.setdefault(state_cls, who)
     clips_weights = not K.clip_is_static_off(clip_weights)
 
@@ -616,8 +663,10 @@ def fused(opt: Optimizer, *, learning_rate: ScalarOrSchedule, wd: Any, lr_mult: 
         # Resolving the multipliers here reports a bad name before training starts.
         multipliers.resolve(lr_mult, params, "lr_mult")
         multipliers.resolve(wd_mult, params, "wd_mult")
-        state = state_cls(initial_count(begin_num_update),
-                          *(zeros_for_float_leaves(params) for _ in buffers))
+        fields = {b: zeros_for_float_leaves(params) for b in buffers}
+        if carry is not None:
+            fields[carry.field] = jnp.asarray(carry.init, _carry_dtype())
+        state = state_cls(count=initial_count(begin_num_update), **fields)
         return _fresh_skip_state(state) if skip_nonfinite else state
 
     def step(updates, state, params, names, treedef, finite):
@@ -629,18 +678,30 @@ def fused(opt: Optimizer, *, learning_rate: ScalarOrSchedule, wd: Any, lr_mult: 
         lrs = treedef.flatten_up_to(learning_rates(learning_rate, state.count, lr_mult, params))
         wds = treedef.flatten_up_to(scale_by_multipliers(wd, wd_mult, params, "wd_mult"))
         t = state.count + 1 if v.is_traced(state.count) else int(state.count) + 1
+        if carry is not None:
+            stored = _check_carry(getattr(state, carry.field), carry.field, who)
+            # Host float64 when the count is concrete, as MXNet's Python side.
+            value = float(stored) if isinstance(t, int) and not v.is_traced(stored) else stored
+            additions = {}
         outs = []
         for i, (g, w) in enumerate(zip(treedef.flatten_up_to(updates), flat_params)):
             if is_float(w):
                 hp = dict(opt.hyper, lr=lrs[i], wd=wds[i], t=t)
                 if opt.fold is not None:
                     hp = opt.fold(hp)
+                if carry is not None:
+                    if carry.per_leaf or not additions:
+                        additions, value = carry.advance(value, hp)
+                    hp.update(additions)
                 outs.append(leaf(g, w, tuple(c[i] for c in columns), hp, finite))
             else:  # integer and bool leaves pass through with no state
                 outs.append((jnp.zeros_like(w),) + (optax.MaskedNode(),) * len(buffers))
-        new = [treedef.unflatten([o[k] for o in outs]) for k in range(1 + len(buffers))]
+        new = dict(zip(buffers, (treedef.unflatten([o[k] for o in outs])
+                                 for k in range(1, 1 + len(buffers)))))
+        if carry is not None:
+            new[carry.field] = K.keep_if(finite, jnp.asarray(value, stored.dtype), stored)
         count = K.keep_if(finite, optax.safe_increment(state.count), state.count)
-        return new[0], state_cls(count, *new[1:])
+        return treedef.unflatten([o[0] for o in outs]), state_cls(count=count, **new)
 
     def update_fn(updates, state, params=None, grads_finite=None, **extra_args):
         del extra_args  # other transformations' (optax.chain passes them to all)

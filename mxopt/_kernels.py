@@ -23,10 +23,13 @@ Nothing here knows about trees, masking, schedules or state layout: that is
 """
 from __future__ import annotations
 
+import functools
+import math
 from typing import Any, Mapping, Optional, Union
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from mxopt import _mxnumbers as N
 from mxopt import _validation as v
@@ -36,9 +39,12 @@ Hyper = Mapping[str, Any]
 
 __all__ = [
     "Scalar", "Hyper", "hyper", "tuple_hyper", "operand", "one_minus", "rounded", "root",
-    "clip", "clip_is_static_off",
+    "clip", "clip_is_static_off", "divide",
     "is_static", "rescale", "decay", "prepared_gradient", "mean_square", "mean",
     "centered_root", "keep_if", "update_if", "clipped_weight_update",
+    "adam_fold", "adamax_fold", "ftml_fold", "nadam_advance", "python_clip",
+    "python_prepared_gradient", "adam_update", "adamax_update", "nadam_update", "ftrl_update",
+    "ftrl_weight", "ftml_update", "ftml_weight",
     "rmsprop_update", "rmspropalex_update",
 ]
 
@@ -119,6 +125,20 @@ def root(x: jax.Array) -> jax.Array:
     info = jnp.finfo(x.dtype)
     return jax.lax.reduce_precision(jnp.sqrt(x), exponent_bits=info.nexp,
                                     mantissa_bits=info.nmant)
+
+
+def divide(x: jax.Array, scalar: jax.Array) -> jax.Array:
+    """``x / scalar`` that XLA keeps as a division.
+
+    XLA rewrites a division by a broadcast scalar as a multiplication by its
+    reciprocal, which differs from MXNet's division by an ulp in some
+    elements. ``min(|x|, 0)`` is +0 for every ``x`` but NaN (where the quotient
+    is NaN either way), so ``scalar + min(|x|, 0)`` is ``scalar`` yet no
+    broadcast: the division stays, fused in the same loop, and the divisor is
+    sharded like ``x`` (a select against a broadcast constant would not be, on
+    a mesh with explicit axes).
+    """
+    return x / (scalar + jnp.minimum(jnp.abs(x), jnp.zeros((), x.dtype)))
 
 
 def is_static(value: Any, target: float) -> bool:
@@ -260,6 +280,293 @@ def clipped_weight_update(w: jax.Array, u: jax.Array, bound: Scalar) -> jax.Arra
 # The kernels
 # ----------------------------------------------------------------------------------
 
+# ----------------------------------------------------------------------------------
+# Adam, Adamax, Nadam, Ftrl, FTML
+# ----------------------------------------------------------------------------------
+#
+# MXNet computes some scalars on the host from the update count ``t`` before
+# calling its kernel (Adam's and Adamax's bias corrections, Nadam's momentum
+# schedule) or inside the kernel (FTML's powers). The engine hands ``hp["t"]``
+# over as a Python int outside ``jax.jit`` and as a traced int32 under it: the
+# host values below are then MXNet's own float64 arithmetic (and, through
+# ``hyper``/``operand``, MXNet's parsing of them); the device values are the same
+# formulas in float64 where ``jax_enable_x64`` is on (float32 otherwise), rounded
+# to float32 correctly instead of by dmlc's parser, so a jitted step can differ
+# from MXNet by an ulp of such a scalar (README, "Numerics").
+
+def _host_scalars(*values) -> bool:
+    """Whether every value is known on the host (no tracer): then MXNet's
+    Python-side float64 arithmetic can be done exactly, in Python."""
+    return not any(v.is_traced(x) for x in values)
+
+
+def _as_host(x: Any) -> Any:
+    # A concrete JAX/NumPy scalar as a Python number; Python numbers unchanged.
+    return x if _is_python_number(x) else float(np.asarray(x))
+
+
+def _device_float():
+    # float64 where x64 is on (as MXNet's Python floats), else float32.
+    return jax.dtypes.canonicalize_dtype(jnp.float64)
+
+
+def adam_fold(hp: Hyper) -> dict:
+    """``lr * (sqrt(1 - beta2**t) / (1 - beta1**t))``, MXNet's Adam bias
+    correction folded into the rate (Python float64 on the host), before the
+    kernel parses it. Epsilon is not corrected."""
+    t, lr, b1, b2 = hp["t"], hp["lr"], hp["beta1"], hp["beta2"]
+    if _host_scalars(t, lr, b1, b2):
+        lr, b1, b2 = _as_host(lr), _as_host(b1), _as_host(b2)
+        return dict(hp, lr=lr * (math.sqrt(1. - b2 ** t) / (1. - b1 ** t)))
+    f = _device_float()
+    tf, b1, b2 = jnp.asarray(t, f), jnp.asarray(b1, f), jnp.asarray(b2, f)
+    return dict(hp, lr=jnp.asarray(lr, f) * (jnp.sqrt(1. - b2 ** tf) / (1. - b1 ** tf)))
+
+
+def adamax_fold(hp: Hyper) -> dict:
+    """``lr / (1 - beta1**t)``, MXNet's Adamax bias correction, and the operand
+    ``1 - beta1`` (both Python float64 on the host)."""
+    t, lr, b1 = hp["t"], hp["lr"], hp["beta1"]
+    if _host_scalars(t, lr, b1):
+        b1 = _as_host(b1)
+        return dict(hp, lr=_as_host(lr) / (1. - b1 ** t), one_minus_beta1=1. - b1)
+    f = _device_float()
+    b1 = jnp.asarray(b1, f)
+    return dict(hp, lr=jnp.asarray(lr, f) / (1. - b1 ** jnp.asarray(t, f)),
+                one_minus_beta1=1. - b1)
+
+
+def ftml_fold(hp: Hyper) -> dict:
+    """FTML's ``beta1**t`` and ``beta2**t`` (``beta1_t``, ``beta2_t``): C's float32
+    ``powf`` of the parsed betas, as ``ftml_update`` computes them. On the host
+    they are libm's ``powf``; on device a float64 power rounded to float32 (a
+    float32 ``jnp.power`` without x64), which can differ from ``powf`` in the last
+    bit. MXNet computes them in the weight's dtype; here they are float32 for
+    every leaf dtype."""
+    t, b1, b2 = hp["t"], hp["beta1"], hp["beta2"]
+    if _host_scalars(t, b1, b2):
+        parsed = [N.received_float(b) if _is_python_number(b) else np.float32(b)
+                  for b in (b1, b2)]
+        return dict(hp, beta1_t=N.powf(parsed[0], np.float32(t)),
+                    beta2_t=N.powf(parsed[1], np.float32(t)))
+    f = _device_float()
+
+    def power(b):
+        b = jnp.asarray(N.received_float(b) if _is_python_number(b) else b, jnp.float32)
+        return (b.astype(f) ** jnp.asarray(t, jnp.float32).astype(f)).astype(jnp.float32)
+
+    return dict(hp, beta1_t=power(b1), beta2_t=power(b2))
+
+
+def nadam_advance(m_schedule: Any, hp: Hyper):
+    """One Nadam update call's schedule scalars and the new ``m_schedule``
+    (MXNet's optimizer-wide Python float, multiplied on every update call of
+    every parameter)::
+
+        momentum_t   = beta1 * (1 - 0.5 * 0.96**(t * schedule_decay))
+        momentum_t_1 = beta1 * (1 - 0.5 * 0.96**((t + 1) * schedule_decay))
+        m_schedule   = m_schedule * momentum_t
+        m_schedule_next = m_schedule * momentum_t_1
+
+    Returns ``(hp_additions, m_schedule)``; the additions are the kernel's
+    scalar operands ``1 - momentum_t``, ``momentum_t_1``, ``1 - m_schedule``,
+    ``1 - m_schedule_next``, ``1 - beta2**t``, ``1 - beta1`` and ``1 - beta2``,
+    in Python float64 on the host.
+    """
+    t, b1, b2, sd = hp["t"], hp["beta1"], hp["beta2"], hp["schedule_decay"]
+    if _host_scalars(t, b1, b2, sd, m_schedule):
+        b1, b2, sd, m_schedule = (_as_host(x) for x in (b1, b2, sd, m_schedule))
+        power, one = pow, 1.
+    else:
+        f = _device_float()
+        b1, b2, sd, m_schedule = (jnp.asarray(x, f) for x in (b1, b2, sd, m_schedule))
+        t, power, one = jnp.asarray(t, f), jnp.power, jnp.ones((), f)
+    momentum_t = b1 * (one - 0.5 * (power(0.96, t * sd)))
+    momentum_t_1 = b1 * (one - 0.5 * (power(0.96, (t + 1) * sd)))
+    m_schedule = m_schedule * momentum_t
+    m_schedule_next = m_schedule * momentum_t_1
+    return dict(one_minus_momentum_t=one - momentum_t, momentum_t_1=momentum_t_1,
+                one_minus_schedule=one - m_schedule,
+                one_minus_schedule_next=one - m_schedule_next,
+                one_minus_beta2_t=one - power(b2, t), one_minus_beta1=one - b1,
+                one_minus_beta2=one - b2), m_schedule
+
+
+def python_clip(x: jax.Array, bound: Optional[Scalar]) -> jax.Array:
+    """The NDArray ``clip(x, -bound, bound)`` of MXNet's Python-side optimizers,
+    applied whenever ``bound is not None`` (so 0 clips to +-0: negative values
+    become -0.0, as ``str(-0.0)`` parses). NaN passes through."""
+    if bound is None:
+        return x
+    if _is_python_number(bound):
+        lo, hi = hyper(-bound, x), hyper(bound, x)
+    else:
+        hi = hyper(bound, x)
+        lo = -hi
+    return jnp.where(x > hi, hi, jnp.where(x < lo, lo, x))
+
+
+def python_rescale(grad: jax.Array, rescale_grad: Scalar) -> jax.Array:
+    """``grad * rescale_grad`` as an NDArray scalar operator (the scalar an
+    :func:`operand`); a static 1.0 is exact and skipped."""
+    if is_static(rescale_grad, 1.0):
+        return grad
+    return rounded(grad * operand(rescale_grad, grad))
+
+
+def python_prepared_gradient(grad: jax.Array, weight: jax.Array, hp: Hyper) -> jax.Array:
+    """``clip(grad * rescale_grad + wd * weight)`` as NDArray operators (each
+    scalar an :func:`operand`, each operation rounded), the prologue of MXNet's
+    Python-side Adamax and Nadam."""
+    g = python_rescale(grad, hp["rescale_grad"])
+    if not is_static(hp["wd"], 0.0):
+        g = g + rounded(operand(hp["wd"], g) * weight)
+    return python_clip(g, hp["clip_gradient"])
+
+
+def adam_update(grad: jax.Array, weight: jax.Array, mean: jax.Array, var: jax.Array,
+                hp: Hyper, finite: Optional[jax.Array] = None):
+    """``adam_update``, with ``hp["lr"]`` already bias-corrected (:func:`adam_fold`)::
+
+        g = clip(rescale_grad * grad + wd * weight, clip_gradient)   # decay, then clip
+        mean = beta1 * mean + (1 - beta1) * g
+        var = beta2 * var + ((1 - beta2) * g) * g
+        update = -((lr * mean) / (sqrt(var) + epsilon))
+
+    Returns ``(update, mean, var)``.
+    """
+    g = prepared_gradient(grad, weight, hp)
+    mean = keep_if(finite, _ema(g, mean, hp["beta1"]), mean)
+    var = keep_if(finite, mean_square(g, var, hp["beta2"], centered=True), var)
+    # -(x) added to w is exactly MXNet's w - x.
+    return -(hyper(hp["lr"], g) * mean / (root(var) + hyper(hp["epsilon"], g))), mean, var
+
+
+def _ema(g: jax.Array, m: jax.Array, beta: Scalar) -> jax.Array:
+    # beta * m + (1 - beta) * g, the kernels' order.
+    return rounded(hyper(beta, g) * m) + rounded(one_minus(beta, g) * g)
+
+
+def adamax_update(grad: jax.Array, weight: jax.Array, m: jax.Array, u: jax.Array, hp: Hyper,
+                  finite: Optional[jax.Array] = None):
+    """``mx.optimizer.Adamax.update`` (NDArray operators), with ``hp["lr"]``
+    already divided by ``1 - beta1**t`` and ``1 - beta1`` taken in float64
+    (:func:`adamax_fold`)::
+
+        g = clip(grad * rescale_grad + wd * weight, -clip_gradient, clip_gradient)
+        m = m * beta1 + (1 - beta1) * g
+        u = maximum(beta2 * u, |g|)
+        update = -((lr * m) / u)
+
+    Returns ``(update, m, u)``. ``0 / 0 = NaN`` where ``u`` is still 0.
+    """
+    g = python_prepared_gradient(grad, weight, hp)
+    m = keep_if(finite, rounded(m * operand(hp["beta1"], g))
+                + rounded(operand(hp["one_minus_beta1"], g) * g), m)
+    u = keep_if(finite, jnp.maximum(u * operand(hp["beta2"], g), jnp.abs(g)), u)
+    return -(operand(hp["lr"], g) * m / u), m, u
+
+
+def nadam_update(grad: jax.Array, weight: jax.Array, m: jax.Array, v: jax.Array, hp: Hyper,
+                 finite: Optional[jax.Array] = None):
+    """``mx.optimizer.Nadam.update`` (NDArray operators), with the schedule
+    scalars of :func:`nadam_advance` in ``hp``::
+
+        g = clip(grad * rescale_grad + wd * weight, -clip_gradient, clip_gradient)
+        m = m * beta1 + (1 - beta1) * g
+        v = v * beta2 + ((1 - beta2) * g) * g
+        m_bar = (1 - momentum_t) * (g / (1 - m_schedule))
+                + momentum_t_1 * (m / (1 - m_schedule_next))
+        update = -((lr * m_bar) / (sqrt(v / (1 - beta2**t)) + epsilon))
+
+    Returns ``(update, m, v)``.
+    """
+    g = python_prepared_gradient(grad, weight, hp)
+    s = functools.partial(operand, like=g)
+    m = keep_if(finite, rounded(m * s(hp["beta1"])) + rounded(s(hp["one_minus_beta1"]) * g), m)
+    v = keep_if(finite, rounded(v * s(hp["beta2"]))
+                + rounded(s(hp["one_minus_beta2"]) * g * g), v)
+    g_prime = divide(g, s(hp["one_minus_schedule"]))
+    m_prime = divide(m, s(hp["one_minus_schedule_next"]))
+    v_prime = divide(v, s(hp["one_minus_beta2_t"]))
+    m_bar = (rounded(s(hp["one_minus_momentum_t"]) * g_prime)
+             + rounded(s(hp["momentum_t_1"]) * m_prime))
+    return -(s(hp["lr"]) * m_bar / (root(v_prime) + s(hp["epsilon"]))), m, v
+
+
+def _sign(x: jax.Array) -> jax.Array:
+    # (x > 0) - (x < 0): 0 for NaN, unlike jnp.sign.
+    return (x > 0).astype(x.dtype) - (x < 0).astype(x.dtype)
+
+
+def ftrl_update(grad: jax.Array, weight: jax.Array, z: jax.Array, n: jax.Array, hp: Hyper,
+                finite: Optional[jax.Array] = None):
+    """``ftrl_update``::
+
+        g = clip(rescale_grad * grad, clip_gradient)        # no decay here
+        z = z + (g - ((sqrt(n + g * g) - sqrt(n)) * weight) / lr)
+        n = n + g * g
+        w = ((sign(z) * lamda1 - z) / ((beta + sqrt(n)) / lr + wd)) * (|z| > lamda1)
+        update = w - weight
+
+    Returns ``(update, z, n)``. The new weight is built from ``z`` alone, so the
+    update is ``w - weight``, and ``weight + update`` lands on ``w`` exactly
+    when the difference is exact (Sterbenz: ``w`` within a factor 2 of
+    ``weight``, or either zero); otherwise within half an ulp of
+    ``max(|w|, |weight|)``.
+    """
+    g = clip(rescale(grad, hp["rescale_grad"]), hp["clip_gradient"])
+    lr = hyper(hp["lr"], g)
+    gg = rounded(g * g)
+    z = keep_if(finite, z + (g - divide(rounded((root(n + gg) - root(n)) * weight), lr)), z)
+    n = keep_if(finite, n + gg, n)
+    return ftrl_weight(z, n, hp) - weight, z, n
+
+
+def ftrl_weight(z: jax.Array, n: jax.Array, hp: Hyper) -> jax.Array:
+    """Ftrl's new weight from its new state::
+
+        w = ((sign(z) * lamda1 - z) / ((beta + sqrt(n)) / lr + wd)) * (|z| > lamda1)
+
+    (what MXNet writes; MXNet's class API keeps it as is, so mxopt's does too)."""
+    lr, l1 = hyper(hp["lr"], z), hyper(hp["lamda1"], z)
+    return ((rounded(_sign(z) * l1) - z) / (divide(hyper(hp["beta"], z) + root(n), lr)
+                                            + hyper(hp["wd"], z))
+            * (jnp.abs(z) > l1).astype(z.dtype))
+
+
+def ftml_update(grad: jax.Array, weight: jax.Array, d: jax.Array, v: jax.Array, z: jax.Array,
+                hp: Hyper, finite: Optional[jax.Array] = None):
+    """``ftml_update``, with ``beta1**t``, ``beta2**t`` from :func:`ftml_fold`::
+
+        g = clip(rescale_grad * grad + wd * weight, clip_gradient)
+        v = beta2 * v + (1 - beta2) * (g * g)
+        d_t = ((1 - beta1**t) / lr) * (sqrt(v / (1 - beta2**t)) + epsilon)
+        z = (beta1 * z + (1 - beta1) * g) - (d_t - beta1 * d) * weight
+        d = d_t;  w = -z / d_t;  update = w - weight
+
+    Returns ``(update, d, v, z)``. ``epsilon`` is a C++ double field (parsed as
+    :func:`operand`). The weight is rebuilt from ``z``, so the update is
+    ``w - weight``: exact when ``w`` is within a factor 2 of ``weight``,
+    otherwise within half an ulp of ``max(|w|, |weight|)``.
+    """
+    g = prepared_gradient(grad, weight, hp)
+    one = jnp.ones((), g.dtype)
+    b1 = hyper(hp["beta1"], g)
+    v = keep_if(finite, mean_square(g, v, hp["beta2"], centered=False), v)
+    d_t = rounded((one - hyper(hp["beta1_t"], g)) / hyper(hp["lr"], g)
+                  * (root(divide(v, one - hyper(hp["beta2_t"], g))) + operand(hp["epsilon"], g)))
+    z = keep_if(finite, (rounded(b1 * z) + rounded(one_minus(hp["beta1"], g) * g))
+                - rounded((d_t - rounded(b1 * d)) * weight), z)
+    d = keep_if(finite, d_t, d)
+    return ftml_weight(d, z) - weight, d, v, z
+
+
+def ftml_weight(d: jax.Array, z: jax.Array) -> jax.Array:
+    """FTML's new weight from its new state: ``w = -z / d``."""
+    return -z / d
+
+
 def rmsprop_update(grad: jax.Array, weight: jax.Array, n: jax.Array, hp: Hyper,
                    finite: Optional[jax.Array] = None):
     """``rmsprop_update`` (Tieleman & Hinton)::
@@ -305,7 +612,7 @@ def rmspropalex_update(grad: jax.Array, weight: jax.Array, n: jax.Array, g_avg: 
 
 __all__ += [
     "sgd_mom_update", "multi_sgd_update", "sgd_update", "nag_mom_update", "signsgd_update",
-    "signum_update", "momentum_choice", "python_clip", "adagrad_update", "adadelta_update",
+    "signum_update", "momentum_choice", "python_rescale", "adagrad_update", "adadelta_update",
 ]
 
 
@@ -515,28 +822,6 @@ def momentum_choice(with_momentum, without_momentum):
     return kernel
 
 
-def python_clip(x: jax.Array, bound: Optional[Scalar]) -> jax.Array:
-    """The NDArray ``clip(x, -bound, bound)`` of MXNet's Python-side optimizers,
-    applied whenever ``bound is not None``: 0 clips every element to 0 (-0.0
-    for negative ones, as ``str(-0.0)`` reaches the operator). Written as the
-    operator's two comparisons, so NaN passes and zeros keep their sign."""
-    if bound is None:
-        return x
-    if v.is_traced(bound) or not _is_python_number(bound):
-        high = hyper(bound, x)
-        low = -high
-    else:
-        high, low = hyper(bound, x), hyper(-bound, x)
-    return jnp.where(x > high, high, jnp.where(x < low, low, x))
-
-
-def _python_rescale(grad: jax.Array, rescale_grad: Scalar) -> jax.Array:
-    # grad * rescale_grad as an NDArray scalar operator; * 1.0 is exact.
-    if is_static(rescale_grad, 1.0):
-        return grad
-    return rounded(grad * operand(rescale_grad, grad))
-
-
 def adagrad_update(grad: jax.Array, weight: jax.Array, history: jax.Array, hp: Hyper,
                    finite: Optional[jax.Array] = None):
     """``mx.optimizer.AdaGrad.update`` (Python NDArray operators; each scalar an
@@ -550,7 +835,7 @@ def adagrad_update(grad: jax.Array, weight: jax.Array, history: jax.Array, hp: H
     ``lr``; ``eps`` is inside the root. ``w + update`` is MXNet's
     ``weight[:] += ...`` exactly. Returns ``(update, history)``.
     """
-    g = python_clip(_python_rescale(grad, hp["rescale_grad"]), hp["clip_gradient"])
+    g = python_clip(python_rescale(grad, hp["rescale_grad"]), hp["clip_gradient"])
     history = keep_if(finite, history + rounded(g * g), history)
     div = g / root(history + operand(hp["eps"], g))
     if not is_static(hp["wd"], 0.0):
@@ -575,7 +860,7 @@ def adadelta_update(grad: jax.Array, weight: jax.Array, acc_g: jax.Array,
     decay scaled by one. Returns ``(update, acc_g, acc_delta)``.
     """
     rho, eps = hp["rho"], hp["epsilon"]
-    g = python_clip(_python_rescale(grad, hp["rescale_grad"]), hp["clip_gradient"])
+    g = python_clip(python_rescale(grad, hp["rescale_grad"]), hp["clip_gradient"])
     r = operand(rho, g)
     one_minus_rho = (operand(1.0 - rho, g) if _is_python_number(rho)
                      else (jnp.ones((), g.dtype) - r))

@@ -38,15 +38,16 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from mxopt import _kernels as K
 from mxopt import _mxformat as _fmt
 from mxopt import _validation as v
 from mxopt import alias, lr_scheduler, multipliers
 from mxopt._mxnumbers import received_float, scalar_operand, tuple_float
 from mxopt.precision import LOW_PRECISION_DTYPES
 
-__all__ = ["Optimizer", "RMSProp", "SGD", "NAG", "Signum", "AdaGrad", "AdaDelta", "Updater",
-           "create", "register", "get_updater", "optimizer_from_mxnet",
-           "updater_states_from_mxnet"]
+__all__ = ["Optimizer", "RMSProp", "SGD", "NAG", "Signum", "AdaGrad", "AdaDelta", "Adam",
+           "Adamax", "Nadam", "Ftrl", "FTML", "Updater", "create", "register", "get_updater",
+           "optimizer_from_mxnet", "updater_states_from_mxnet"]
 
 # The attributes Optimizer.__init__ sets, all of which its pickles hold.
 _OPTIMIZER_FIELDS = frozenset({
@@ -455,6 +456,304 @@ def _as_array(name, x):
     if isinstance(x, (jax.Array, np.ndarray)):
         return jnp.asarray(x)
     raise TypeError(f"{name} must be a JAX or NumPy array, got {type(x).__name__}")
+
+
+@functools.partial(jax.jit, static_argnames=("kernel", "rebuild"))
+def _kernel_step(weight, grad, state, hyper, *, kernel, rebuild=None):
+    """One step of a per-leaf kernel of :mod:`mxopt._kernels` on one weight, with
+    every hyperparameter traced (already as MXNet's kernel receives it), so new
+    values reuse the compiled step; a clip bound of None is off. ``rebuild``
+    (Ftrl, FTML): ``rebuild(*state, hyper)``, the weight MXNet writes, rebuilt
+    from the new state, where ``weight + update`` could miss it by an ulp."""
+    update, *state = kernel(grad, weight, *state, hyper, None)
+    if rebuild is not None:
+        return rebuild(*state, hyper).astype(weight.dtype), tuple(state)
+    return optax.apply_updates(weight, update), tuple(state)
+
+
+class _KernelOptimizer(Optimizer):
+    """An MXNet optimizer whose ``update`` is one kernel of :mod:`mxopt._kernels`
+    run by :func:`_kernel_step`. The Python side (counts, rates, bias
+    corrections, ``m_schedule``) runs here on the host in float64, as MXNet's
+    does; each scalar then reaches the kernel as MXNet's operator receives it:
+    a C++ ``float`` field parsed by ``dmlc::stof``, or, for the names in
+    ``_operands``, an NDArray scalar operand (a double cast to the weight's
+    dtype)."""
+
+    _kernel = None
+    _state_names = ()
+    _own_fields = ()
+    _operands = frozenset()
+    _python_clip = False       # clip_gradient=0 clips to 0 (Python side) rather than off
+    _float32_state = False     # MXNet keeps the state in float32 whatever the weight
+    _rate_divides = False      # lr 0 gives NaN in MXNet: refused
+    _rebuild = None            # the new weight from the new state (Ftrl, FTML)
+
+    def _check_own(self):
+        """The rules of the subclass's own arguments."""
+
+    def _host_hyper(self, index, lr, wd, t):
+        """The kernel's hyperparameters as MXNet's Python side computes them."""
+        raise NotImplementedError
+
+    def _repr_fields(self):
+        return ([("learning_rate", self.lr)] + [(f, getattr(self, f)) for f in self._own_fields]
+                + super()._repr_fields()[1:])
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        missing = set(self._own_fields) - set(state)
+        if missing:
+            raise ValueError(f"the pickled {type(self).__name__} lacks the attributes "
+                             f"{sorted(missing)}")
+        self._check_own()
+
+    def create_state(self, index, weight):
+        weight = _as_array("weight", weight)
+        dtype = jnp.float32 if self._float32_state else weight.dtype
+        return tuple(jnp.zeros(weight.shape, dtype) for _ in self._state_names)
+
+    def update(self, index, weight, grad, state):
+        given = weight
+        weight, grad = _as_array("weight", weight), _as_array("grad", grad)
+        if grad.shape != weight.shape or grad.dtype != weight.dtype:
+            raise ValueError(f"index {index!r}: grad {grad.shape} {grad.dtype} does not match "
+                             f"weight {weight.shape} {weight.dtype}")
+        if self._float32_state and weight.dtype != jnp.float32:
+            raise TypeError(f"index {index!r}: {type(self).__name__} keeps its state in "
+                            f"float32 only, as MXNet does (which refuses a {weight.dtype} "
+                            f"weight): pass multi_precision=True for float32 master weights, "
+                            f"or train the weight in float32")
+        self._check_state(index, weight, state)
+        self._dropped.note(self, index, given,
+                           "weight, state = optimizer.update(index, weight, grad, state)")
+        counts = (dict(self._index_update_count), self.num_update)
+        self._update_count(index)
+        lr = self._get_lr(index)
+        wd = self._get_wd(index)
+        if self._rate_divides and lr == 0:
+            # Refused before anything changed: the count is put back.
+            self._index_update_count.clear()
+            self._index_update_count.update(counts[0])
+            self.num_update = counts[1]
+            raise ValueError(f"index {index!r}: the learning rate is 0 (after lr_mult), which "
+                             f"{type(self).__name__} divides by: MXNet makes the weight NaN. "
+                             f"Use a rate > 0, or leave the parameter out of the update")
+        t = self._index_update_count[index]
+        hyper = dict(self._host_hyper(index, lr, wd, t), rescale_grad=self.rescale_grad)
+        clip = self.clip_gradient if (self._python_clip or self.clip_gradient) else 0.0
+        # None switches the clip off (static); a kernel optimizer's 0 also means off.
+        hyper["clip_gradient"] = clip
+        parsed = {name: self._received(name, value, weight.dtype)
+                  for name, value in hyper.items() if value is not None}
+        parsed["clip_gradient"] = parsed.get("clip_gradient")
+        state = tuple(jnp.asarray(s) for s in state)
+        return _kernel_step(weight, grad, state, parsed, kernel=self._kernel,
+                            rebuild=self._rebuild)
+
+    def _received(self, name, value, dtype):
+        if isinstance(value, np.floating):  # computed as the kernel does (FTML's powf)
+            return jnp.asarray(value)
+        if name in self._operands:
+            return jnp.asarray(scalar_operand(value, dtype))
+        return jnp.asarray(received_float(value))
+
+    def _check_state(self, index, weight, state):
+        names = self._state_names
+        dtype = jnp.dtype(jnp.float32) if self._float32_state else weight.dtype
+        made_by = (f"create_state(index, weight) of {type(self).__name__} makes "
+                   f"({', '.join(names)},), each {dtype}{list(weight.shape)}")
+        if not isinstance(state, (tuple, list)) or len(state) != len(names) or not all(
+                isinstance(s, (jax.Array, np.ndarray)) for s in state):
+            raise ValueError(f"index {index!r}: the optimizer state does not match: got "
+                             f"{_describe_state(state)}; {made_by}")
+        for name, s in zip(names, state):
+            if s.shape != weight.shape or s.dtype != dtype:
+                raise ValueError(f"index {index!r}: the optimizer state does not match: "
+                                 f"state {name} is {s.dtype}{list(s.shape)}; {made_by}")
+
+
+def _check_betas(**betas):
+    for name, value in betas.items():
+        v.check_scalar(name, value, low=0.0, high=1.0, high_open=True)
+
+
+@register
+class Adam(_KernelOptimizer):
+    """MXNet 1.9.1's ``mxnet.optimizer.Adam`` on JAX arrays; state ``(mean, var)``.
+    See :func:`mxopt.adam` for the update rule; the bias correction is folded
+    into the rate on the host in float64, as MXNet does (bit for bit).
+    ``lazy_update`` matters only for MXNet's row_sparse arrays; it is kept.
+
+    Args:
+      learning_rate, beta1, beta2, epsilon, lazy_update: as in MXNet.
+      **kwargs: the :class:`Optimizer` arguments.
+    """
+
+    _kernel = staticmethod(K.adam_update)
+    _state_names = ("mean", "var")
+    _own_fields = ("beta1", "beta2", "epsilon", "lazy_update")
+
+    def __init__(self, learning_rate=0.001, beta1=0.9, beta2=0.999, epsilon=1e-8,
+                 lazy_update=True, **kwargs):
+        super().__init__(learning_rate=learning_rate, **kwargs)
+        self.beta1, self.beta2, self.epsilon = beta1, beta2, epsilon
+        self.lazy_update = lazy_update
+        self._check_own()
+
+    def _check_own(self):
+        _check_betas(beta1=self.beta1, beta2=self.beta2)
+        v.check_scalar("epsilon", self.epsilon, low=0.0)
+        v.check_bool("lazy_update", self.lazy_update)
+
+    def _host_hyper(self, index, lr, wd, t):
+        hp = K.adam_fold(dict(lr=lr, t=t, beta1=self.beta1, beta2=self.beta2))
+        return dict(lr=hp["lr"], wd=wd, beta1=self.beta1, beta2=self.beta2,
+                    epsilon=self.epsilon)
+
+
+@register
+class Adamax(_KernelOptimizer):
+    """MXNet 1.9.1's ``mxnet.optimizer.Adamax`` on JAX arrays; state ``(m, u)``.
+    See :func:`mxopt.adamax`: ``clip_gradient=0`` (NaN weights in MXNet) is
+    refused; ``clip_gradient`` None is off.
+
+    Args:
+      learning_rate, beta1, beta2: as in MXNet.
+      **kwargs: the :class:`Optimizer` arguments.
+    """
+
+    _kernel = staticmethod(K.adamax_update)
+    _state_names = ("m", "u")
+    _own_fields = ("beta1", "beta2")
+    _operands = frozenset({"lr", "wd", "rescale_grad", "beta1", "beta2", "one_minus_beta1"})
+    _python_clip = True
+
+    def __init__(self, learning_rate=0.002, beta1=0.9, beta2=0.999, **kwargs):
+        super().__init__(learning_rate=learning_rate, **kwargs)
+        self.beta1, self.beta2 = beta1, beta2
+        self._check_own()
+
+    def _check_own(self):
+        _check_betas(beta1=self.beta1, beta2=self.beta2)
+        alias.check_python_side_clip(self.clip_gradient, "Adamax")
+
+    def _host_hyper(self, index, lr, wd, t):
+        hp = K.adamax_fold(dict(lr=lr, t=t, beta1=self.beta1))
+        return dict(lr=hp["lr"], wd=wd, beta1=self.beta1, beta2=self.beta2,
+                    one_minus_beta1=hp["one_minus_beta1"])
+
+
+@register
+class Nadam(_KernelOptimizer):
+    """MXNet 1.9.1's ``mxnet.optimizer.Nadam`` on JAX arrays; state ``(m, v)``,
+    and ``m_schedule``, one float on the optimizer multiplied on every update
+    call of every index (MXNet's quirk; see :func:`mxopt.nadam`).
+    ``clip_gradient=0`` clips every gradient to 0, None is off.
+
+    Args:
+      learning_rate, beta1, beta2, epsilon, schedule_decay: as in MXNet.
+      **kwargs: the :class:`Optimizer` arguments.
+    """
+
+    _kernel = staticmethod(K.nadam_update)
+    _state_names = ("m", "v")
+    _own_fields = ("beta1", "beta2", "epsilon", "schedule_decay", "m_schedule")
+    _operands = frozenset({"lr", "wd", "rescale_grad", "beta1", "beta2", "epsilon",
+                           "one_minus_momentum_t", "momentum_t_1", "one_minus_schedule",
+                           "one_minus_schedule_next", "one_minus_beta2_t", "one_minus_beta1",
+                           "one_minus_beta2"})
+    _python_clip = True
+
+    def __init__(self, learning_rate=0.001, beta1=0.9, beta2=0.999, epsilon=1e-8,
+                 schedule_decay=0.004, **kwargs):
+        super().__init__(learning_rate=learning_rate, **kwargs)
+        self.beta1, self.beta2, self.epsilon = beta1, beta2, epsilon
+        self.schedule_decay = schedule_decay
+        self.m_schedule = 1.
+        self._check_own()
+
+    def _check_own(self):
+        _check_betas(beta1=self.beta1, beta2=self.beta2)
+        v.check_scalar("epsilon", self.epsilon, low=0.0)
+        v.check_scalar("schedule_decay", self.schedule_decay, low=0.0)
+        v.check_scalar("m_schedule", self.m_schedule)
+
+    def _host_hyper(self, index, lr, wd, t):
+        hp = dict(lr=lr, wd=wd, t=t, beta1=self.beta1, beta2=self.beta2,
+                  epsilon=self.epsilon, schedule_decay=self.schedule_decay)
+        additions, self.m_schedule = K.nadam_advance(self.m_schedule, hp)
+        del hp["t"], hp["schedule_decay"]
+        return dict(hp, **additions)
+
+
+@register
+class Ftrl(_KernelOptimizer):
+    """MXNet 1.9.1's ``mxnet.optimizer.Ftrl`` on JAX arrays; state ``(z, n)``,
+    float32 (float16 weights need ``multi_precision``, as in MXNet). As in
+    MXNet, ``learning_rate`` is not passed to the base class, so it never
+    overwrites a scheduler's ``base_lr``. A rate of 0 is refused (NaN in MXNet).
+
+    Args:
+      lamda1, learning_rate, beta: as in MXNet (in MXNet's order).
+      **kwargs: the :class:`Optimizer` arguments.
+    """
+
+    _kernel = staticmethod(K.ftrl_update)
+    _rebuild = staticmethod(K.ftrl_weight)
+    _state_names = ("z", "n")
+    _own_fields = ("lamda1", "beta")
+    _float32_state = True
+    _rate_divides = True
+
+    def __init__(self, lamda1=0.01, learning_rate=0.1, beta=1, **kwargs):
+        super().__init__(**kwargs)
+        self.lamda1, self.beta = lamda1, beta
+        alias.check_rate_divides(learning_rate, "Ftrl")
+        self.lr = learning_rate
+        self._check_own()
+
+    def _check_own(self):
+        v.check_scalar("lamda1", self.lamda1, low=0.0)
+        v.check_scalar("beta", self.beta, low=0.0)
+
+    def _host_hyper(self, index, lr, wd, t):
+        return dict(lr=lr, wd=wd, lamda1=self.lamda1, beta=self.beta)
+
+
+@register
+class FTML(_KernelOptimizer):
+    """MXNet 1.9.1's ``mxnet.optimizer.FTML`` on JAX arrays; state ``(d, v, z)``.
+    See :func:`mxopt.ftml`; the powers are libm's ``powf`` on the host, as in
+    MXNet's kernel. A rate of 0 is refused (NaN in MXNet).
+
+    Args:
+      beta1, beta2, epsilon: as in MXNet (the rate is the base class's).
+      **kwargs: the :class:`Optimizer` arguments.
+    """
+
+    _kernel = staticmethod(K.ftml_update)
+    _rebuild = staticmethod(lambda d, v, z, hyper: K.ftml_weight(d, z))
+    _state_names = ("d", "v", "z")
+    _own_fields = ("beta1", "beta2", "epsilon")
+    _operands = frozenset({"epsilon"})  # a C++ double field: parsed as a double, then cast
+    _rate_divides = True
+
+    def __init__(self, beta1=0.6, beta2=0.999, epsilon=1e-8, **kwargs):
+        super().__init__(**kwargs)
+        if self.lr is not None:
+            alias.check_rate_divides(self.lr, "FTML")
+        self.beta1, self.beta2, self.epsilon = beta1, beta2, epsilon
+        self._check_own()
+
+    def _check_own(self):
+        _check_betas(beta1=self.beta1, beta2=self.beta2)
+        v.check_scalar("epsilon", self.epsilon, low=0.0)
+
+    def _host_hyper(self, index, lr, wd, t):
+        hp = K.ftml_fold(dict(t=t, beta1=self.beta1, beta2=self.beta2))
+        return dict(lr=lr, wd=wd, beta1=self.beta1, beta2=self.beta2, epsilon=self.epsilon,
+                    beta1_t=hp["beta1_t"], beta2_t=hp["beta2_t"])
 
 
 @functools.partial(jax.jit, static_argnames=("alias_name", "static"))

@@ -12,12 +12,12 @@ The one stated exception: with ``multi_precision`` the updates of
 float16/bfloat16 leaves are float32, so that each param lands exactly on its
 float32 master's cast (``mxopt.master_weights``).
 """
+import contextlib
 import functools
 import os
 import subprocess
 import sys
 import warnings
-from contextlib import nullcontext
 
 import jax
 import jax.numpy as jnp
@@ -241,9 +241,10 @@ def test_state_of_another_optimizer_is_an_error_naming_both(entry):
     params = _params(_dtype(entry))
     tx = entry.build()
     mine = _layers(tx.init(params))
-    with warnings.catch_warnings():  # another optimizer's notice about bfloat16 state
+    with warnings.catch_warnings():  # other optimizers' low-precision warnings
         warnings.simplefilter("ignore", UserWarning)
-        state = next(s for s in (e.build().init(params) for e in FUSED) if _layers(s) != mine)
+        state = next(s for s in (e.build().init(params) for e in FUSED)
+                     if _layers(s) != mine)
     with pytest.raises(ValueError, match="state does not match") as info:
         tx.update(_grads(0, params), state, params)
     assert "this optimizer keeps" in str(info.value)
@@ -309,8 +310,11 @@ def test_inject_hyperparams_matches_and_does_not_recompile(entry):
         u, t = plain.update(grads, t, q)
         q = optax.apply_updates(q, u)
         for key in ("w", "b"):
-            np.testing.assert_array_equal(np.asarray(p[key], np.float64),
-                                          np.asarray(q[key], np.float64), err_msg=key)
+            x, y = np.asarray(p[key], np.float64), np.asarray(q[key], np.float64)
+            if entry.jit_exact:
+                np.testing.assert_array_equal(x, y, err_msg=key)
+            else:  # count-derived scalars: host float64 eagerly, device under jit
+                np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7, err_msg=key)
     # A new value of the same type between steps reuses the compiled step.
     s.hyperparams["rescale_grad"] = jnp.asarray(0.25, s.hyperparams["rescale_grad"].dtype)
     p2, _ = step(p, s, _grads(9, params))
@@ -344,7 +348,7 @@ def test_converges(entry, problem, dtype):
     loss, start, optimum, steps, lr, overrides = PROBLEMS[problem]
     overrides = {k: v for k, v in overrides.items() if k in entry.kwargs}
     if entry.learning_rate_arg and isinstance(entry.kwargs.get(entry.learning_rate_arg), float):
-        overrides[entry.learning_rate_arg] = lr
+        overrides[entry.learning_rate_arg] = lr * entry.problem_lr_scale
     # The entry's own scale for the problem ("-low": bfloat16 without masters,
     # whose steps must exceed half an ulp).
     low = dtype == "bfloat16" and not entry.multi_precision
@@ -355,8 +359,8 @@ def test_converges(entry, problem, dtype):
     shapes = {"w": (3, 4), "b": (4,)} if problem == "parabola" else {"w": (2,), "b": (2,)}
     params = {k: jnp.full(shapes[k], start[k], dtype) for k in shapes}
     if low and not entry.low_precision_state:
-        with pytest.raises(TypeError, match="bfloat16.*multi_precision=True"):
-            tx.init(params)  # MXNet keeps this state in float32 only
+        with pytest.raises(TypeError, match="is bfloat16.*multi_precision=True"):
+            tx.init(params)  # MXNet's state is float32 only: a clear refusal
         return
 
     def body(_, carry):
@@ -364,14 +368,18 @@ def test_converges(entry, problem, dtype):
         updates, s = tx.update(jax.grad(loss)(p), s, p)
         return optax.apply_updates(p, updates), s
 
-    # init warns that bfloat16 state accumulates in bfloat16 (documented).
-    with pytest.warns(UserWarning, match="float16/bfloat16") if low else nullcontext():
+    # Low-precision state is allowed, with MXNet's warning.
+    with pytest.warns(UserWarning, match="multi_precision=True") if low else (
+            contextlib.nullcontext()):
         final = jax.jit(lambda p: jax.lax.fori_loop(0, steps, body, (p, tx.init(p)))[0])(params)
-    # bfloat16 without master weights stalls once a step is below half an ulp.
+    if low and entry.low_precision_bound is None:  # trains, finitely, without converging
+        assert all(np.isfinite(np.asarray(final[k], np.float32)).all() for k in shapes)
+        assert float(loss(final)) < float(loss(params))
+        return
     for k in shapes:
         assert final[k].dtype == jnp.dtype(dtype)
         err = np.max(np.abs(np.asarray(final[k], np.float64) - optimum[k]))
-        assert err < (0.4 if low else 0.1), (k, err)
+        assert err < (entry.low_precision_bound if low else 0.1), (k, err)
     assert float(loss(final)) < (0.1 if low else 0.02) * float(loss(params))
 
 
