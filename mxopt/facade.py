@@ -183,13 +183,23 @@ class Optimizer:
     def create_state(self, index, weight):
         """Create the auxiliary state of one weight."""
 
+    # Where the state of a float16 (or bfloat16) weight keeps its float32 master
+    # under multi_precision: first, ``(master, inner state)``, as MXNet's base
+    # class does, or last, ``(inner state, master)``, as MXNet's fused
+    # mixed-precision kernels (SGD, NAG) do.
+    _master_at = 0
+
+    def _mp_state(self, master, inner):
+        return (master, inner) if self._master_at == 0 else (inner, master)
+
     def create_state_multi_precision(self, index, weight):
-        """Create the state, with a float32 master copy first for a float16 (or
-        bfloat16) weight when ``multi_precision`` is on."""
+        """Create the state, with a float32 master copy (first, or last where
+        MXNet's kernel keeps it there) for a float16 (or bfloat16) weight when
+        ``multi_precision`` is on."""
         weight = _as_array("weight", weight)
         if self.multi_precision and weight.dtype in LOW_PRECISION_DTYPES:
-            weight_master_copy = weight.astype(jnp.float32)
-            return (weight_master_copy,) + (self.create_state(index, weight_master_copy),)
+            master = weight.astype(jnp.float32)
+            return self._mp_state(master, self.create_state(index, master))
         if weight.dtype in LOW_PRECISION_DTYPES and not self.multi_precision:
             warnings.warn("Accumulating with float16 in optimizer can lead to "
                           "poor accuracy or slow convergence. "
@@ -212,22 +222,22 @@ class Optimizer:
 
     def _update_multi_precision(self, index, weight, grad, state):
         weight = _as_array("weight", weight)
-        if self.multi_precision and weight.dtype in LOW_PRECISION_DTYPES:
-            if not (isinstance(state, (tuple, list)) and len(state) == 2
-                    and isinstance(state[0], (jax.Array, np.ndarray))
-                    and state[0].dtype == jnp.float32 and state[0].shape == weight.shape):
-                raise ValueError(
-                    f"index {index!r}: the optimizer state does not match: multi_precision "
-                    f"with a {weight.dtype} weight of shape {weight.shape} expects "
-                    f"(float32 master copy of that shape, inner state), got "
-                    f"{_describe_state(state)}; create it with "
-                    f"create_state_multi_precision(index, weight)")
-            weight_master_copy, original_state = state
-            grad32 = _as_array("grad", grad).astype(jnp.float32)
-            master, original_state = self.update(index, weight_master_copy, grad32,
-                                                 original_state)
-            return master.astype(weight.dtype), (master, original_state)
-        return self.update(index, weight, grad, state)
+        if not (self.multi_precision and weight.dtype in LOW_PRECISION_DTYPES):
+            return self.update(index, weight, grad, state)
+        at = self._master_at
+        if not (isinstance(state, (tuple, list)) and len(state) == 2
+                and isinstance(state[at], (jax.Array, np.ndarray))
+                and state[at].dtype == jnp.float32 and state[at].shape == weight.shape):
+            layout = self._mp_state("float32 master copy of that shape", "inner state")
+            raise ValueError(
+                f"index {index!r}: the optimizer state does not match: multi_precision with "
+                f"a {weight.dtype} weight of shape {weight.shape} expects ({', '.join(layout)}), "
+                f"MXNet's layout for {type(self).__name__}, got {_describe_state(state)}; "
+                f"create it with create_state_multi_precision(index, weight)")
+        master, inner = state[at], state[1 - at]
+        master, inner = self.update(index, master, _as_array("grad", grad).astype(jnp.float32),
+                                    inner)
+        return master.astype(weight.dtype), self._mp_state(master, inner)
 
     def set_learning_rate(self, lr):
         """Set the learning rate; a UserWarning is raised when a scheduler is set."""
@@ -1005,30 +1015,7 @@ class _FusedMultiPrecision(_AliasOptimizer):
     ``(master, inner state)``. The arithmetic is the float32 step on the master
     with the gradient cast to float32, which is what those kernels compute."""
 
-    def create_state_multi_precision(self, index, weight):
-        weight = _as_array("weight", weight)
-        if self.multi_precision and weight.dtype in LOW_PRECISION_DTYPES:
-            master = weight.astype(jnp.float32)
-            return (self.create_state(index, master), master)
-        return super().create_state_multi_precision(index, weight)
-
-    def _update_multi_precision(self, index, weight, grad, state):
-        weight = _as_array("weight", weight)
-        if not (self.multi_precision and weight.dtype in LOW_PRECISION_DTYPES):
-            return self.update(index, weight, grad, state)
-        if not (isinstance(state, (tuple, list)) and len(state) == 2
-                and isinstance(state[1], (jax.Array, np.ndarray))
-                and state[1].dtype == jnp.float32 and state[1].shape == weight.shape):
-            raise ValueError(
-                f"index {index!r}: the optimizer state does not match: multi_precision with "
-                f"a {weight.dtype} weight of shape {weight.shape} expects (inner state, "
-                f"float32 master copy of that shape), MXNet's layout for "
-                f"{type(self).__name__}, got {_describe_state(state)}; create it with "
-                f"create_state_multi_precision(index, weight)")
-        inner, master = state
-        master, inner = self.update(index, master, _as_array("grad", grad).astype(jnp.float32),
-                                    inner)
-        return master.astype(weight.dtype), (inner, master)
+    _master_at = 1
 
 
 @register
