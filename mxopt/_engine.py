@@ -650,6 +650,9 @@ def fused(opt: Optimizer, *, learning_rate: ScalarOrSchedule, wd: Any, lr_mult: 
         u, *new = opt.kernel(g, w, *bufs, hp, finite)
         if clips_weights:
             u = K.clipped_weight_update(w, u, clip_weights)
+        # K.stored_weight writes w + this update with the same expression, so
+        # that a kernel reading the new weight reads the step's output (and its
+        # loop is ordered after the weight's): keep the two in step.
         return (K.update_if(finite, u), *new)
 
     leaf = per_leaf(leaf)

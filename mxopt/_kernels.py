@@ -41,7 +41,8 @@ __all__ = [
     "Scalar", "Hyper", "hyper", "tuple_hyper", "operand", "one_minus", "rounded", "root",
     "clip", "clip_is_static_off", "divide",
     "is_static", "rescale", "decay", "prepared_gradient", "mean_square", "mean",
-    "centered_root", "keep_if", "update_if", "clipped_weight_update",
+    "centered_root", "keep_if", "update_if", "clipped_weight_update", "apart", "after",
+    "stored_weight",
     "adam_fold", "adamax_fold", "ftml_fold", "nadam_advance", "python_clip",
     "python_prepared_gradient", "adam_update", "adamax_update", "nadam_update", "ftrl_update",
     "ftrl_weight", "ftml_update", "ftml_weight",
@@ -277,6 +278,67 @@ def clipped_weight_update(w: jax.Array, u: jax.Array, bound: Scalar) -> jax.Arra
 
 
 # ----------------------------------------------------------------------------------
+# Loop structure: no parameter-sized temporaries in a jitted, donated step
+# ----------------------------------------------------------------------------------
+#
+# XLA:CPU writes each output of a step (the new weight, each new state buffer)
+# with its own loop, and orders those loops only by data dependence. A donated
+# buffer is overwritten in place by the loop writing its new value, so a
+# kernel must be written such that
+#
+# * every other loop that reads the *old* value of a buffer comes first, by
+#   data dependence: the loop writing the new value reads one of that loop's
+#   outputs (``after``, or a value MXNet itself computes from it). Otherwise XLA
+#   copies the old buffer first (a parameter-sized temporary, two passes);
+# * a value that is expensive to compute (a division, a square root) and needed
+#   by two loops is computed by each from its inputs rather than shared
+#   (``apart``): XLA does not duplicate expensive operations into two loops, so
+#   a shared one is written to a parameter-sized temporary and read back.
+#
+# Neither changes a value. tests/test_step_structure.py checks the result.
+
+
+def apart(*arrays: jax.Array):
+    """``arrays``, unchanged, as values XLA cannot identify with ``arrays``.
+
+    An expression computed once from ``arrays`` and once from ``apart(arrays)``
+    is two expressions to XLA's common-subexpression elimination, so each of
+    two loops computes its own copy instead of sharing one through memory. An
+    optimization barrier on arrays that are already in memory (state buffers,
+    new state values that are outputs anyway) moves nothing. Never pass it a
+    value computed in the step that is not an output (the gradient cast to
+    float32 under master weights, a clipped gradient): a barrier's operands are
+    materialized.
+    """
+    return jax.lax.optimization_barrier(arrays)
+
+
+def after(x: jax.Array, y: jax.Array) -> jax.Array:
+    """``x``, computed in a loop that reads ``y`` (so after the loop writing ``y``).
+
+    ``y > inf`` is false for every ``y``, NaN included, so this is ``x``; XLA
+    cannot see that, so the loop writing ``x`` reads ``y`` (one pass over ``y``)
+    and runs after the loop that writes ``y``. Used where the loop writing a new
+    state buffer would otherwise be unordered with another loop that still
+    reads the buffer's old value: that costs XLA:CPU a copy of the old buffer
+    (one read and one write, and a parameter-sized temporary) instead.
+    """
+    return jax.lax.select(y > jnp.asarray(jnp.inf, y.dtype), y, x)
+
+
+def stored_weight(weight: jax.Array, update: jax.Array,
+                  finite: Optional[jax.Array]) -> jax.Array:
+    """The weight the step writes: ``weight + update``, the update zeroed on a
+    skipped step, which is what the engine returns and ``optax.apply_updates``
+    adds (with master weights, what ``master_weights`` adds to the master). The
+    expression is the same as theirs, so XLA computes it once, as the new
+    weight's output, and a kernel that reads it reads that output. None of the
+    optimizers that read it takes ``clip_weights``, the engine's only other
+    change to the update."""
+    return weight + update_if(finite, update)
+
+
+# ----------------------------------------------------------------------------------
 # The kernels
 # ----------------------------------------------------------------------------------
 
@@ -403,6 +465,12 @@ def python_clip(x: jax.Array, bound: Optional[Scalar]) -> jax.Array:
     else:
         hi = hyper(bound, x)
         lo = -hi
+    if not v.is_traced(bound) and v.static_value(bound) > 0:
+        # The same values (lo < 0 < hi, so no tie between zeros; NaN passes
+        # through min and max), but XLA:CPU duplicates min/max into every loop
+        # reading the clipped gradient, whereas it wrote the select chain to a
+        # parameter-sized temporary (AdaGrad's g * g reads it twice).
+        return jnp.minimum(jnp.maximum(x, lo), hi)
     return jnp.where(x > hi, hi, jnp.where(x < lo, lo, x))
 
 
@@ -518,8 +586,11 @@ def ftrl_update(grad: jax.Array, weight: jax.Array, z: jax.Array, n: jax.Array, 
     g = clip(rescale(grad, hp["rescale_grad"]), hp["clip_gradient"])
     lr = hyper(hp["lr"], g)
     gg = rounded(g * g)
-    z = keep_if(finite, z + (g - divide(rounded((root(n + gg) - root(n)) * weight), lr)), z)
-    n = keep_if(finite, n + gg, n)
+    (n_z,) = apart(n)
+    # z's loop reads the old n (its own n + gg, apart from the new n's) and runs
+    # before the loop overwriting n, which reads the new z (loop structure).
+    z = keep_if(finite, z + (g - divide(rounded((root(n_z + gg) - root(n_z)) * weight), lr)), z)
+    n = keep_if(finite, after(n + gg, z), n)
     return ftrl_weight(z, n, hp) - weight, z, n
 
 
@@ -554,11 +625,18 @@ def ftml_update(grad: jax.Array, weight: jax.Array, d: jax.Array, v: jax.Array, 
     one = jnp.ones((), g.dtype)
     b1 = hyper(hp["beta1"], g)
     v = keep_if(finite, mean_square(g, v, hp["beta2"], centered=False), v)
-    d_t = rounded((one - hyper(hp["beta1_t"], g)) / hyper(hp["lr"], g)
-                  * (root(divide(v, one - hyper(hp["beta2_t"], g))) + operand(hp["epsilon"], g)))
+
+    def d_t(v):
+        return rounded((one - hyper(hp["beta1_t"], g)) / hyper(hp["lr"], g)
+                       * (root(divide(v, one - hyper(hp["beta2_t"], g)))
+                          + operand(hp["epsilon"], g)))
+
+    # z's loop reads the old d and computes its own d_t (a square root and two
+    # divisions, apart from the new d's); the loop overwriting d reads the new z,
+    # so it runs after z's (loop structure).
     z = keep_if(finite, (rounded(b1 * z) + rounded(one_minus(hp["beta1"], g) * g))
-                - rounded((d_t - rounded(b1 * d)) * weight), z)
-    d = keep_if(finite, d_t, d)
+                - rounded((d_t(*apart(v)) - rounded(b1 * d)) * weight), z)
+    d = keep_if(finite, after(d_t(v), z), d)
     return ftml_weight(d, z) - weight, d, v, z
 
 
@@ -744,8 +822,11 @@ def nag_mom_update(grad: jax.Array, weight: jax.Array, mom: jax.Array, hp: Hyper
         update = w_new - weight
 
     ``w_new - weight`` is exact, so ``w + update == w_new``, whenever ``w_new``
-    is within a factor 2 of ``weight`` (Sterbenz); the buffer is computed from
-    ``w_new`` itself. Returns ``(update, mom)``.
+    is within a factor 2 of ``weight`` (Sterbenz). The buffer reads the weight
+    as written, ``weight + update`` (:func:`stored_weight`), as MXNet's kernel
+    reads ``weight_data`` after writing it; the two differ only where
+    ``w + update`` is not ``w_new``. ``wd * w_new`` is computed with ``wd == 0``
+    too, as the kernel computes it. Returns ``(update, mom)``.
     """
     lr, mu = hyper(hp["lr"], weight), hyper(hp["momentum"], weight)
     g = clip(rescale(grad, hp["rescale_grad"]), hp["clip_gradient"])
@@ -753,8 +834,12 @@ def nag_mom_update(grad: jax.Array, weight: jax.Array, mom: jax.Array, hp: Hyper
     one = jnp.ones((), weight.dtype)
     new_w = (weight - m0) + rounded(
         (mu + one) * (m0 - rounded(lr * decay(g, weight, hp["wd"]))))
-    m = keep_if(finite, m0 - rounded(lr * decay(g, new_w, hp["wd"])), mom)
-    return new_w - weight, m
+    update = new_w - weight
+    # The buffer's loop reads the new weight's output, so it runs after the
+    # weight's loop, which reads the old buffer: no copy of it (loop structure).
+    stored = stored_weight(weight, update, finite)
+    m = keep_if(finite, m0 - rounded(lr * (g + rounded(hyper(hp["wd"], g) * stored))), mom)
+    return update, m
 
 
 def signsgd_update(grad: jax.Array, weight: jax.Array, hp: Hyper,
@@ -866,9 +951,19 @@ def adadelta_update(grad: jax.Array, weight: jax.Array, acc_g: jax.Array,
                      else (jnp.ones((), g.dtype) - r))
     acc_g = keep_if(finite, rounded(acc_g * r) + rounded(rounded(one_minus_rho * g) * g), acc_g)
     e = operand(eps, g)
-    delta = rounded((root(acc_delta + e) / root(acc_g + e)) * g)
-    new_acc_delta = rounded(acc_delta * r) + rounded(rounded(one_minus_rho * delta) * delta)
-    acc_delta = keep_if(finite, new_acc_delta, acc_delta)
+
+    def current_delta(acc_delta, acc_g):
+        return rounded((root(acc_delta + e) / root(acc_g + e)) * g)
+
+    delta = current_delta(acc_delta, acc_g)
     if not is_static(hp["wd"], 0.0):
         delta = delta + rounded(weight * operand(hp["wd"], g))
-    return -delta, acc_g, acc_delta
+    update = -delta
+    # The weight's loop and acc_delta's both need the old acc_delta: acc_delta's
+    # computes its own delta (apart) and reads the new weight, so it runs last
+    # (loop structure).
+    stored = stored_weight(weight, update, finite)
+    delta = current_delta(*apart(acc_delta, acc_g))
+    new_acc_delta = rounded(acc_delta * r) + rounded(rounded(one_minus_rho * delta) * delta)
+    acc_delta = keep_if(finite, after(new_acc_delta, stored), acc_delta)
+    return update, acc_g, acc_delta
