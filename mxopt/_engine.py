@@ -650,6 +650,8 @@ def fused(opt: Optimizer, *, learning_rate: ScalarOrSchedule, wd: Any, lr_mult: 
         u, *new = opt.kernel(g, w, *bufs, hp, finite)
         if clips_weights:
             u = K.clipped_weight_update(w, u, clip_weights)
+        if any(u is b for b in new):  # the new weight's loop would be a lone add
+            u = K.own_loop(u)
         # K.stored_weight writes w + this update with the same expression, so
         # that a kernel reading the new weight reads the step's output (and its
         # loop is ordered after the weight's): keep the two in step.

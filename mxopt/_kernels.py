@@ -42,7 +42,7 @@ __all__ = [
     "clip", "clip_is_static_off", "divide",
     "is_static", "rescale", "decay", "prepared_gradient", "mean_square", "mean",
     "centered_root", "keep_if", "update_if", "clipped_weight_update", "apart", "after",
-    "stored_weight",
+    "own_loop", "stored_weight",
     "adam_fold", "adamax_fold", "ftml_fold", "nadam_advance", "python_clip",
     "python_prepared_gradient", "adam_update", "adamax_update", "nadam_update", "ftrl_update",
     "ftrl_weight", "ftml_update", "ftml_weight",
@@ -324,6 +324,20 @@ def after(x: jax.Array, y: jax.Array) -> jax.Array:
     (one read and one write, and a parameter-sized temporary) instead.
     """
     return jax.lax.select(y > jnp.asarray(jnp.inf, y.dtype), y, x)
+
+
+def own_loop(x: jax.Array) -> jax.Array:
+    """``x``, as an expression of more than one operation.
+
+    Where the update is a new state buffer itself (SGD's momentum, centered
+    RMSProp's ``delta``), the new weight's loop is a lone ``w + u``, and XLA:CPU
+    emits a loop of a single elementwise operation with another emitter than
+    its fusions: serial and not unrolled, about 1.35x the time of the same add
+    in a fusion on a 25M-element leaf (measured). ``x > inf`` is false for every
+    ``x``, NaN included, so ``select(x > inf, -x, x)`` is ``x``, and the loop is
+    an ordinary fusion.
+    """
+    return jax.lax.select(x > jnp.asarray(jnp.inf, x.dtype), -x, x)
 
 
 def stored_weight(weight: jax.Array, update: jax.Array,

@@ -12,9 +12,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from optimizer_list import FUSED
 
 import mxopt
-from optimizer_list import FUSED
 
 pytestmark = pytest.mark.skipif(jax.default_backend() != "cpu",
                                 reason="pins down what XLA:CPU makes of the step")
