@@ -198,7 +198,10 @@ def test_gradient_dtype_or_shape_errors_name_the_leaf():
     want = tx.update({"layer": {"w": jnp.full(3, 0.3, jnp.float32)}}, state, params)
     got = tx.update({"layer": {"w": jnp.full(3, 0.3, jnp.bfloat16).astype(jnp.float32)}},
                     state, params)
-    assert not np.array_equal(want[0]["layer"]["w"], got[0]["layer"]["w"])
+    # The float32 gradient reaches the state unrounded (the update, normalised
+    # by RMSProp, may round alike).
+    assert any(not np.array_equal(a, b)
+               for a, b in zip(jax.tree.leaves(want[1]), jax.tree.leaves(got[1])))
     chex.assert_trees_all_equal(
         got, tx.update({"layer": {"w": jnp.full(3, 0.3, jnp.bfloat16)}}, state, params))
     with pytest.raises(TypeError, match="layer/w.*int32.*floating gradient"):
