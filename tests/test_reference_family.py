@@ -37,8 +37,14 @@ DEFAULTS = {
 SIGNATURE_LR = {"adam": 0.001, "adamax": 0.002, "nadam": 0.001, "signum": 0.01}
 
 
+# A held-out run (tools/make_golden_family.py --heldout SEED --out DIR) replaces
+# the committed trajectories with DIR's.
+HELDOUT = os.environ.get("MXOPT_FAMILY_GOLDEN")
+
+
 def _load(opt):
-    data = np.load(os.path.join(FAMILY, f"{opt}.npz"))
+    root = os.path.join(HELDOUT, "family") if HELDOUT else FAMILY
+    data = np.load(os.path.join(root, f"{opt}.npz"))
     return data, json.loads(str(data["meta"]))
 
 
