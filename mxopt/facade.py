@@ -1192,9 +1192,9 @@ class Updater:
 
     def set_states(self, states):
         """Restore from :meth:`get_states` bytes, or from MXNet 1.9.1's own
-        (``Updater.get_states`` / ``Trainer.save_states`` files; a pickled MXNet
-        RMSProp becomes an :class:`RMSProp` with its counts, multipliers and
-        scheduler). The bytes are read with :mod:`mxopt.interop`'s restricted
+        (``Updater.get_states`` / ``Trainer.save_states`` files of any optimizer
+        mxopt has; a pickled MXNet ``Adam`` becomes an :class:`Adam` with its
+        counts, multipliers and scheduler: :func:`optimizer_from_mxnet`). The bytes are read with :mod:`mxopt.interop`'s restricted
         unpickler, which runs nothing: only arrays, plain containers, registered
         optimizers, :mod:`mxopt.lr_scheduler` schedulers and MXNet's optimizers and
         schedulers are rebuilt, and the rebuilt optimizer is checked with the
@@ -1273,40 +1273,48 @@ def _rebuild(value, classes, memo):
 
 
 def optimizer_from_mxnet(record):
-    """An :class:`mxopt.RMSProp` (the class API) carrying a pickled MXNet RMSProp's
-    hyperparameters, multipliers, names, update counts and LR scheduler (a record
-    of :func:`mxopt.interop.load_states`)."""
-    _fmt.check_rmsprop(record)
+    """The mxopt class (:class:`Adam`, :class:`SGD`, ..., the one registered under
+    MXNet's name) carrying a pickled MXNet optimizer's hyperparameters,
+    multipliers, names, update counts, LR scheduler and optimizer-wide scalars
+    (Nadam's ``m_schedule``).
+
+    Args:
+      record: the optimizer of :func:`mxopt.interop.load_states`, any MXNet
+        optimizer mxopt has.
+
+    Returns:
+      The optimizer, restored as unpickling restores one (its attributes checked
+      by the constructor's rules).
+    """
+    fmt = _fmt.optimizer_format(record)
+    klass = Optimizer.opt_registry.get(record.name.lower())
+    if klass is None or not issubclass(klass, Optimizer):
+        raise ValueError(f"no optimizer is registered under {record.name.lower()!r} to "
+                         f"restore a {record.cls} into")
+    fields = {k: (x.item() if isinstance(x, np.generic) else x) for k, x in record.fields.items()}
     sched = record.get("lr_scheduler")
-    opt = RMSProp(
-        learning_rate=record.get("lr"), gamma1=_fmt.real_field(record, "gamma1"),
-        gamma2=_fmt.real_field(record, "gamma2"), epsilon=_fmt.real_field(record, "epsilon"),
-        centered=bool(record.get("centered")),
-        clip_weights=_fmt.clip_bound(record, "clip_weights"),
-        rescale_grad=_fmt.real_field(record, "rescale_grad"), wd=_fmt.real_field(record, "wd"),
-        clip_gradient=_fmt.clip_bound(record, "clip_gradient"),
-        multi_precision=bool(record.get("multi_precision")),
-        param_idx2name=_field_dict(record, "idx2name"),
-        begin_num_update=record.get("begin_num_update") or 0,
-        lr_scheduler=None if sched is None else lr_scheduler.from_mxnet(sched, record.get("lr")))
-    # MXNet's names (idx2name, sym) were set when it was built: no typo warnings here.
-    opt.lr_mult = _field_dict(record, "lr_mult")
-    opt.wd_mult = _field_dict(record, "wd_mult")
-    _check_mult_dict("lr_mult", opt.lr_mult)
-    _check_mult_dict("wd_mult", opt.wd_mult)
-    opt.num_update = record.get("num_update") or 0
-    _check_count("num_update", opt.num_update)
+    fields["lr_scheduler"] = None if sched is None else lr_scheduler.from_mxnet(
+        sched, record.get("lr") if fmt.scheduler_takes_lr else None)
+    # MXNet passes a kernel's clip bound only when truthy (and the kernel clips only
+    # when it is >= 0); the Python-side optimizers clip whenever it is not None.
+    fields["clip_gradient"] = (_fmt.real_field(record, "clip_gradient", allow_none=True)
+                               if fmt.python_clip else _fmt.clip_bound(record, "clip_gradient"))
+    for field in fmt.clip_bounds:
+        fields[field] = _fmt.clip_bound(record, field)
+    for field in ("lr_mult", "wd_mult", "idx2name"):
+        fields[field] = _field_dict(record, field)
+    fields["begin_num_update"] = record.get("begin_num_update") or 0
+    fields["num_update"] = record.get("num_update") or 0
     counts = record.get("_all_index_update_counts") or {0: _field_dict(
         record, "_index_update_count")}
     if not isinstance(counts, dict):
         raise ValueError(f"the optimizer's _all_index_update_counts is {type(counts).__name__}, "
                          f"not a dict")
-    opt._all_index_update_counts = {int(d): _field_dict(record, f"update counts of device {d}",
-                                                        c) for d, c in counts.items()}
-    opt._index_update_count = opt._all_index_update_counts.setdefault(0, {})
-    for device in opt._all_index_update_counts.values():
-        for index, count in device.items():
-            _check_count(f"the update count of index {index!r}", count)
+    fields["_all_index_update_counts"] = {
+        int(d): _field_dict(record, f"update counts of device {d}", c) for d, c in counts.items()}
+    fields["_index_update_count"] = fields["_all_index_update_counts"].setdefault(0, {})
+    opt = klass.__new__(klass)
+    opt.__setstate__(fields)
     return opt
 
 
