@@ -748,6 +748,15 @@ def state_from_mxnet(states: MXNetStates, params, index_to_leaf: Mapping[Index, 
             columns[b].append(jnp.asarray(arr))
         masters.append(master)
 
+    if fmt.carry and used != _sort_indices(used):
+        # Gluon's Trainer (and Module) update in index order; mxopt visits leaves in
+        # the params' flatten order.
+        order = ", ".join(f"{n!r} (index {i!r})" for n, i in zip(names, used))
+        raise ValueError(f"MXNet's {record.name} advances {', '.join(a for _, a in fmt.carry)} "
+                         f"on every parameter's update, in the Trainer's index order, and mxopt "
+                         f"in the params' flatten order, which differs here: {order}. Key the "
+                         f"params so that they flatten in index order, e.g. by the Trainer's "
+                         f"full names (trainer_index_map(full_names) without structural_names)")
     used_set = set(used)
     unused = [i for i in states.states if i not in used_set]
     if unused and not allow_unused:
