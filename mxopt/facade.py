@@ -1194,9 +1194,10 @@ class Updater:
         """Restore from :meth:`get_states` bytes, or from MXNet 1.9.1's own
         (``Updater.get_states`` / ``Trainer.save_states`` files of any optimizer
         mxopt has; a pickled MXNet ``Adam`` becomes an :class:`Adam` with its
-        counts, multipliers and scheduler: :func:`optimizer_from_mxnet`). The bytes are read with :mod:`mxopt.interop`'s restricted
-        unpickler, which runs nothing: only arrays, plain containers, registered
-        optimizers, :mod:`mxopt.lr_scheduler` schedulers and MXNet's optimizers and
+        counts, multipliers and scheduler: :func:`optimizer_from_mxnet`). The
+        bytes are read with :mod:`mxopt.interop`'s restricted unpickler, which
+        runs nothing: only arrays, plain containers, registered optimizers,
+        :mod:`mxopt.lr_scheduler` schedulers and MXNet's optimizers and
         schedulers are rebuilt, and the rebuilt optimizer is checked with the
         constructor's rules. Anything else, and any corrupted input, raises a
         ``ValueError`` (:class:`mxopt.interop.MXNetFormatError`) saying what is wrong;

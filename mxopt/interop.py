@@ -12,24 +12,30 @@ for the byte layouts):
   rebuilds only MXNet's NDArray, optimizer and LR-scheduler classes, as inert
   records, and refuses anything else (``os.system``, ``eval``, ...) before it runs.
 
-Continuing a Gluon run with :func:`mxopt.rmsprop`::
+Continuing a Gluon run of any MXNet optimizer mxopt has (SGD, NAG, Signum,
+AdaGrad, AdaDelta, Adam, Adamax, Nadam, Ftrl, FTML, RMSProp; the table is
+``mxopt._mxformat.OPTIMIZER_FORMATS``)::
 
     params = mxopt.interop.load_params("net.params")          # save_parameters: "0.weight", ...
     ckpt = mxopt.interop.load_states("net.states")             # Trainer.save_states
     # Gluon's Trainer numbers parameters by the sorted *full* names
     # (sorted(net.collect_params().keys())); save_parameters uses *structural*
-    # names in collect order. trainer_index_map links the two:
+    # names in collect order. trainer_index_map links the two; keying the params by
+    # the full names keeps the Trainer's update order (Nadam needs it).
     full = [...]  # net.collect_params().keys(), in collect order (or
                   # export_param_names(load_params("net-0000.params")))
-    index_to_leaf = mxopt.interop.trainer_index_map(full, structural_names=list(params))
-    trainable = {k: v for k, v in params.items() if "running_" not in k}
-    resumed = mxopt.interop.resume_rmsprop(ckpt, trainable, index_to_leaf)
-    tx = mxopt.rmsprop(**resumed.kwargs)
+    by_full = dict(zip(full, params.values()))
+    index_to_leaf = mxopt.interop.trainer_index_map(full)
+    trainable = {k: v for k, v in by_full.items() if "running_" not in k}
+    resumed = mxopt.interop.resume(ckpt, trainable, index_to_leaf)
+    tx = resumed.transformation()               # mxopt.<resumed.alias>(**resumed.kwargs)
     params, state = resumed.params, resumed.state
     # ... updates, state = tx.update(grads, state, params) as usual.
 
-and back to MXNet: ``save_states(path, rmsprop_state_to_mxnet(state, params,
-index_to_leaf, ckpt.optimizer))`` writes a file ``Trainer.load_states`` accepts.
+and back to MXNet: ``save_states(path, state_to_mxnet(state, params, index_to_leaf,
+ckpt.optimizer))`` writes a file ``Trainer.load_states`` accepts.
+:func:`resume_rmsprop` and the other ``rmsprop_*`` functions are RMSProp-only
+forms of the same code.
 
 Leaves of a param tree are named by their key path joined with ``/`` (``{"a":
 {"b": x}}`` has the leaf ``"a/b"``; a flat dict's leaves are its keys): see

@@ -36,12 +36,10 @@ MXNet) only have to show that mxopt's JAX side produces the same things:
 Deterministic: fixed seeds; rerunning rewrites tests/golden/interop_family/
 identically (the JAX handoff files up to XLA's rounding, which the tests allow).
 """
-import copy
 import json
 import os
 import subprocess
 import sys
-import tempfile
 
 import numpy as np
 
@@ -229,6 +227,16 @@ def jax_handoff(name, cfg, meta, data, want):
     return True
 
 
+def state_arrays(state, label):
+    """``{label/0/1: array}`` for a state entry's nested tuples (None left out)."""
+    if isinstance(state, (tuple, list)):
+        out = {}
+        for j, x in enumerate(state):
+            out.update(state_arrays(x, f"{label}/{j}"))
+        return out
+    return {} if state is None else {label: state.asnumpy()}
+
+
 def make_run(name, cfg):
     mx.random.seed(42)
     np.random.seed(42)
@@ -263,17 +271,7 @@ def make_run(name, cfg):
     for k, v in final.items():
         arrays[f"final/{k}"] = v
     for idx, state in final_states.items():
-        flat = []
-
-        def walk(x, label):
-            if isinstance(x, (tuple, list)):
-                for j, y in enumerate(x):
-                    walk(y, f"{label}/{j}")
-            elif x is not None:
-                arrays[f"final_state/{idx}{label}"] = x.asnumpy()
-                flat.append(label)
-
-        walk(state, "")
+        arrays.update(state_arrays(state, f"final_state/{idx}"))
     opt = trainer._optimizer
     meta = dict(config=cfg, steps_before=STEPS_BEFORE, steps_after=STEPS_AFTER, batch=BATCH,
                 handoff_steps=HANDOFF_STEPS, full_names=full_names, structural_names=structural,
