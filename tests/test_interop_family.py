@@ -14,6 +14,7 @@ import optax
 import pytest
 
 import mxopt
+from mxopt import _mxformat
 from mxopt import interop as I
 from tests.conftest import GOLDEN_DIR
 
@@ -348,3 +349,64 @@ def test_export_refuses_a_mismatched_optimizer():
     with pytest.raises(ValueError, match="master_leaves need an optimizer with multi_precision"):
         I.state_to_mxnet(converted.state, fp16.trainable, fp16.index_map,
                          fp16.ckpt.optimizer.replace(multi_precision=False))
+
+
+# --------------------------------------------------------------------------------------
+# The restricted unpickler: exactly MXNet's classes, and nothing runs
+# --------------------------------------------------------------------------------------
+
+# MXNet 1.9.1's opt_registry (tools/make_golden_interop_family.py checks this list
+# against MXNet's), plus the base class.
+REGISTRY = {
+    "sgd": "SGD", "signum": "Signum", "ftml": "FTML", "lars": "LARS", "lbsgd": "LBSGD",
+    "lamb": "LAMB", "dcasgd": "DCASGD", "nag": "NAG", "sgld": "SGLD", "ccsgd": "ccSGD",
+    "adam": "Adam", "adagrad": "AdaGrad", "rmsprop": "RMSProp", "adadelta": "AdaDelta",
+    "ftrl": "Ftrl", "adamax": "Adamax", "nadam": "Nadam", "test": "Test",
+    "groupadagrad": "contrib.GroupAdaGrad"}
+
+
+def _object_pickle(qualname, fields=b"X\x02\x00\x00\x00lrG?\xb9\x99\x99\x99\x99\x99\x9a"):
+    module, name = qualname.rsplit(".", 1)
+    return (b"\x80\x03c" + module.encode() + b"\n" + name.encode() + b"\n)\x81}(" + fields
+            + b"ub.")
+
+
+def test_the_allowed_classes_are_exactly_mxnets():
+    want = {"mxnet.optimizer." + (c if c.startswith("contrib.") else f"optimizer.{c}")
+            for c in REGISTRY.values()} | {"mxnet.optimizer.optimizer.Optimizer"}
+    assert len(REGISTRY) == 19
+    assert _mxformat.OPTIMIZER_CLASSES == want
+    assert _mxformat.SCHEDULER_CLASSES == {f"mxnet.lr_scheduler.{c}" for c in (
+        "LRScheduler", "FactorScheduler", "MultiFactorScheduler", "PolyScheduler",
+        "CosineScheduler")}
+    for qualname in sorted(_mxformat.OPTIMIZER_CLASSES | _mxformat.SCHEDULER_CLASSES):
+        record = I.restricted_loads(_object_pickle(qualname), qualname)
+        assert isinstance(record, I.MXNetObject) and record.cls == qualname
+        assert dict(record.fields) == {"lr": 0.1}
+
+
+@pytest.mark.parametrize("qualname", [
+    "mxnet.optimizer.optimizer.Updater", "mxnet.optimizer.optimizer.get_updater",
+    "mxnet.optimizer.Adam",                 # a re-export: pickles name the defining module
+    "mxnet.optimizer.contrib.Optimizer", "mxnet.lr_scheduler.logging",
+    "mxnet.optimizer.optimizer.NDArray", "mxnet.gluon.Trainer", "mxopt.facade.Adam"])
+def test_near_misses_are_refused(qualname):
+    with pytest.raises(I.UnsafePickleError, match=f"refusing to load {qualname}"):
+        I.restricted_loads(_object_pickle(qualname), "x.states")
+
+
+@pytest.mark.parametrize("name", ["adam", "nadam_fp16", "sgd"])
+def test_hostile_payload_in_a_family_checkpoint_runs_nothing(tmp_path, name):
+    marker = tmp_path / "pwned"
+    payload = (b"cbuiltins\nexec\nX" + len(f"open({str(marker)!r}, 'w').close()").to_bytes(
+        4, "little") + f"open({str(marker)!r}, 'w').close()".encode() + b"\x85R")
+    genuine = read(f"{name}.mxopt.states")  # the checkpoint as mxopt writes it: protocol 3
+    assert genuine[:2] == b"\x80\x03"  # no frames to patch
+    data = genuine[:2] + b"(" + payload + genuine[2:-1] + b"t."
+    with pytest.raises(I.UnsafePickleError, match="refusing to load builtins.exec"):
+        I.loads_states(data, name)
+    updater = mxopt.get_updater(mxopt.Adam())
+    with pytest.raises(I.UnsafePickleError, match="refusing to load builtins.exec"):
+        updater.set_states(data)
+    assert updater.states == {} and type(updater.optimizer) is mxopt.Adam
+    assert not marker.exists()

@@ -284,8 +284,23 @@ def make_run(name, cfg):
     return handed
 
 
+def check_allowed_classes():
+    """The restricted unpickler allows exactly MXNet's registered optimizers (plus
+    the base class), as tests/test_interop_family.py's REGISTRY lists them."""
+    registry = {name: f"{k.__module__}.{k.__name__}"
+                for name, k in mx.optimizer.Optimizer.opt_registry.items()}
+    assert len(registry) == 19, sorted(registry)
+    assert set(registry.values()) | {"mxnet.optimizer.optimizer.Optimizer"} == \
+        F.OPTIMIZER_CLASSES, sorted(registry.values())
+    schedulers = {f"mxnet.lr_scheduler.{n}" for n in dir(mx.lr_scheduler)
+                  if isinstance(getattr(mx.lr_scheduler, n), type)
+                  and issubclass(getattr(mx.lr_scheduler, n), mx.lr_scheduler.LRScheduler)}
+    assert schedulers == F.SCHEDULER_CLASSES, sorted(schedulers)
+
+
 def main():
     os.makedirs(OUT, exist_ok=True)
+    check_allowed_classes()
     only = sys.argv[1:]
     handed = [make_run(name, cfg) for name, cfg in CONFIGS.items() if not only or name in only]
     total = sum(os.path.getsize(path(f)) for f in os.listdir(OUT))
