@@ -64,7 +64,8 @@ __all__ = [
     "loads_params", "dumps_params", "decode_ndarray", "encode_ndarray",
     "restricted_loads", "loads_states", "dumps_states", "atomic_write",
     "rmsprop_optimizer", "optimizer_record", "optimizer_format", "OptimizerFormat",
-    "OPTIMIZER_FORMATS", "OPTIMIZER_CLASSES", "SCHEDULER_CLASSES", "MXNET_CLASSES",
+    "OPTIMIZER_FORMATS", "scheduler_record", "OPTIMIZER_CLASSES", "SCHEDULER_CLASSES",
+    "MXNET_CLASSES",
     "states_payload", "check_rmsprop", "real_field", "clip_bound",
 ]
 
@@ -1155,6 +1156,48 @@ def optimizer_record(name: str, *, learning_rate: Optional[float] = None, wd: fl
     if name == "Ftrl" and learning_rate is None:
         fields["lr"] = fmt.learning_rate  # Ftrl sets lr itself, scheduler or not
     return MXNetObject(f"{_OPTIMIZER_MODULE}.{name}", fields)
+
+
+_SCHEDULER_OWN = {
+    "FactorScheduler": lambda kw: dict(step=kw["step"], factor=kw.get("factor", 1),
+                                       stop_factor_lr=kw.get("stop_factor_lr", 1e-8),
+                                       count=0),
+    "MultiFactorScheduler": lambda kw: dict(step=list(kw["step"]), cur_step_ind=0,
+                                            factor=kw.get("factor", 1), count=0),
+    "PolyScheduler": lambda kw: dict(power=kw.get("pwr", 2), base_lr_orig=kw.get("base_lr", 0.01),
+                                     max_update=kw["max_update"], final_lr=kw.get("final_lr", 0),
+                                     max_steps=kw["max_update"] - kw.get("warmup_steps", 0)),
+    "CosineScheduler": lambda kw: dict(base_lr_orig=kw.get("base_lr", 0.01),
+                                       max_update=kw["max_update"],
+                                       final_lr=kw.get("final_lr", 0),
+                                       max_steps=kw["max_update"] - kw.get("warmup_steps", 0)),
+}
+
+
+def scheduler_record(name: str, **kwargs) -> MXNetObject:
+    """The ``__dict__`` of a freshly built ``mx.lr_scheduler.<name>(**kwargs)`` in
+    MXNet 1.9.1 (checked against MXNet by tools/make_golden_interop_family.py).
+
+    MXNet's schedulers mutate as they are called, but each catches up from its
+    fresh state when first called with a later update number (FactorScheduler
+    and MultiFactorScheduler loop over the steps passed; Poly and Cosine are
+    functions of the number), so a fresh record continues a run at any count.
+
+    Args:
+      name: ``"FactorScheduler"``, ``"MultiFactorScheduler"``, ``"PolyScheduler"``
+        or ``"CosineScheduler"``.
+      **kwargs: the constructor's arguments, by MXNet's names.
+    """
+    own = _SCHEDULER_OWN.get(name)
+    if own is None:
+        raise ValueError(f"unknown LR scheduler {name!r}; MXNet's are "
+                         f"{', '.join(sorted(_SCHEDULER_OWN))}")
+    base_lr = kwargs.get("base_lr", 0.01)
+    fields = dict(base_lr=base_lr, warmup_steps=kwargs.get("warmup_steps", 0),
+                  warmup_final_lr=base_lr, warmup_begin_lr=kwargs.get("warmup_begin_lr", 0),
+                  warmup_mode=kwargs.get("warmup_mode", "linear"))
+    fields.update(own(kwargs))
+    return MXNetObject(f"mxnet.lr_scheduler.{name}", fields)
 
 
 def rmsprop_optimizer(*, learning_rate: float = 0.001, gamma1: float = 0.9,

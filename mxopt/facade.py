@@ -47,7 +47,7 @@ from mxopt.precision import LOW_PRECISION_DTYPES
 
 __all__ = ["Optimizer", "RMSProp", "SGD", "NAG", "Signum", "AdaGrad", "AdaDelta", "Adam",
            "Adamax", "Nadam", "Ftrl", "FTML", "Updater", "create", "register", "get_updater",
-           "optimizer_from_mxnet", "updater_states_from_mxnet"]
+           "optimizer_from_mxnet", "optimizer_to_mxnet", "updater_states_from_mxnet"]
 
 # The attributes Optimizer.__init__ sets, all of which its pickles hold.
 _OPTIMIZER_FIELDS = frozenset({
@@ -1184,9 +1184,25 @@ class Updater:
                                      "weight = updater(index, grad, weight)")
         return new_weight
 
-    def get_states(self, dump_optimizer=False):
-        """Pickle the states (NumPy arrays), with the optimizer if asked."""
+    def get_states(self, dump_optimizer=False, *, mxnet=False):
+        """Pickle the states, with the optimizer if asked.
+
+        Args:
+          dump_optimizer: also save the optimizer (as ``Trainer.save_states`` does).
+          mxnet: False (default) pickles mxopt's objects (NumPy arrays, the mxopt
+            optimizer and scheduler), for :meth:`set_states`. True writes the file
+            MXNet 1.9.1 itself writes: NDArrays and, with ``dump_optimizer``, the
+            MXNet optimizer (:func:`optimizer_to_mxnet`), which MXNet's
+            ``Updater.set_states`` / Gluon ``Trainer.load_states`` load and continue
+            from (and :meth:`set_states` reads too).
+
+        Returns:
+          The bytes.
+        """
         states = jax.tree.map(np.asarray, self.states)
+        if mxnet:
+            record = optimizer_to_mxnet(self.optimizer) if dump_optimizer else None
+            return _fmt.dumps_states(_fmt.MXNetStates(states, record))
         return pickle.dumps((states, self.optimizer) if dump_optimizer else states,
                             protocol=_PICKLE_PROTOCOL)
 
@@ -1317,6 +1333,59 @@ def optimizer_from_mxnet(record):
     opt = klass.__new__(klass)
     opt.__setstate__(fields)
     return opt
+
+
+def optimizer_to_mxnet(optimizer):
+    """The record MXNet 1.9.1 pickles for ``optimizer`` (an mxopt class MXNet has:
+    :class:`SGD`, :class:`Adam`, ..., :class:`RMSProp`): its ``__dict__``, with
+    this optimizer's hyperparameters, multipliers, names, update counts, carried
+    scalars and scheduler (as a freshly built MXNet scheduler, which catches up
+    with the count when MXNet first calls it). The reverse of
+    :func:`optimizer_from_mxnet`.
+
+    Args:
+      optimizer: the mxopt optimizer.
+
+    Returns:
+      An :class:`mxopt.interop.MXNetObject` for :func:`mxopt.interop.dumps_states`.
+    """
+    name = type(optimizer).__name__
+    fmt = _fmt.OPTIMIZER_FORMATS.get(name)
+    if fmt is None or Optimizer.opt_registry.get(name.lower()) is not type(optimizer):
+        raise ValueError(f"{name} has no MXNet counterpart to write; mxopt writes MXNet's "
+                         f"{', '.join(sorted(_fmt.OPTIMIZER_FORMATS))}")
+    own = {("eps" if field == "float_stable_eps" else field): getattr(optimizer, field)
+           for _, field, _ in fmt.own if field != "m_schedule"}
+    record = _fmt.optimizer_record(
+        name, learning_rate=optimizer.lr, wd=optimizer.wd, rescale_grad=optimizer.rescale_grad,
+        clip_gradient=optimizer.clip_gradient, multi_precision=optimizer.multi_precision,
+        lr_scheduler=_scheduler_to_mxnet(optimizer.lr_scheduler),
+        begin_num_update=optimizer.begin_num_update, **own)
+    counts = {int(d): dict(c) for d, c in optimizer._all_index_update_counts.items()}
+    device = next(d for d, c in optimizer._all_index_update_counts.items()
+                  if c is optimizer._index_update_count)
+    carried = {field: getattr(optimizer, field) for _, field in fmt.carry}
+    return record.replace(
+        lr=optimizer.lr, lr_mult=dict(optimizer.lr_mult), wd_mult=dict(optimizer.wd_mult),
+        num_update=optimizer.num_update, _all_index_update_counts=counts,
+        _index_update_count=counts[device], aggregate_num=optimizer.aggregate_num,
+        idx2name=dict(optimizer.idx2name), sym_info=optimizer.sym_info, **carried)
+
+
+def _scheduler_to_mxnet(sched):
+    if sched is None:
+        return None
+    name = type(sched).__name__
+    state = sched.__getstate__() if isinstance(sched, _SCHEDULER_CLASSES[1:]) else {}
+    if "init" not in state or type(sched) not in _SCHEDULER_CLASSES[1:]:
+        raise ValueError(f"the optimizer's lr_scheduler is a {name}, which MXNet does not "
+                         f"have; MXNet's are FactorScheduler, MultiFactorScheduler, "
+                         f"PolyScheduler and CosineScheduler (mxopt.lr_scheduler)")
+    record = _fmt.scheduler_record(name, **state["init"])
+    if state["base_lr"] != record["base_lr"]:
+        # The optimizer's learning_rate overwrote base_lr, as MXNet's constructor does.
+        record = record.replace(base_lr=state["base_lr"])
+    return record
 
 
 def _field_dict(record, field, value=None):

@@ -234,6 +234,52 @@ def test_class_form_set_states_continues_mxnet(name):
         assert opt.m_schedule == pytest.approx(run.meta["final_m_schedule"], rel=1e-12)
 
 
+@pytest.mark.parametrize("name", CONFIGS)
+def test_class_form_get_states_writes_what_mxnet_continued_from(name):
+    """Updater.get_states(dump_optimizer=True, mxnet=True) after loading MXNet's
+    checkpoint writes the file the golden script proved MXNet continues from:
+    {name}.mxopt.states byte for byte, or, with a scheduler (written freshly built,
+    as mxopt keeps no MXNet scheduler state), {name}.fresh_scheduler.states'
+    contents."""
+    run = run_of(name)
+    updater = mxopt.get_updater(mxopt.SGD())
+    updater.set_states(read(f"{name}.states"))
+    data = updater.get_states(dump_optimizer=True, mxnet=True)
+    if run.cfg["scheduler"] is None:
+        assert data == read(f"{name}.mxopt.states")
+    else:
+        got, want = I.loads_states(data), I.load_states(golden(f"{name}.fresh_scheduler.states"))
+        chex.assert_trees_all_equal(dict(got.states), dict(want.states))
+        sched, want_sched = got.optimizer["lr_scheduler"], want.optimizer["lr_scheduler"]
+        assert sched.cls == want_sched.cls and dict(sched.fields) == dict(want_sched.fields)
+        assert dict(got.optimizer.replace(lr_scheduler=None).fields) == dict(
+            want.optimizer.replace(lr_scheduler=None).fields)
+    # ... and reads back into an updater that continues like the original.
+    again = mxopt.get_updater(mxopt.Adam())
+    again.set_states(data)
+    assert type(again.optimizer) is type(updater.optimizer)
+    chex.assert_trees_all_equal(again.states, updater.states)
+    states_only = I.loads_states(updater.get_states(mxnet=True))
+    assert states_only.optimizer is None and list(states_only.states) == list(updater.states)
+
+
+def test_class_form_export_refuses_what_mxnet_lacks():
+    class MySchedule(mxopt.lr_scheduler.LRScheduler):
+        def __call__(self, num_update):
+            return 0.1
+
+    updater = mxopt.get_updater(mxopt.SGD(lr_scheduler=MySchedule(base_lr=0.1)))
+    with pytest.raises(ValueError, match="lr_scheduler is a MySchedule, which MXNet does not "
+                                         "have"):
+        updater.get_states(dump_optimizer=True, mxnet=True)
+
+    class MySGD(mxopt.SGD):
+        pass
+
+    with pytest.raises(ValueError, match="MySGD has no MXNet counterpart to write"):
+        mxopt.get_updater(MySGD()).get_states(dump_optimizer=True, mxnet=True)
+
+
 # --------------------------------------------------------------------------------------
 # Fresh records, and what cannot map
 # --------------------------------------------------------------------------------------

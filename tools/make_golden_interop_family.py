@@ -22,7 +22,11 @@ MXNet) only have to show that mxopt's JAX side produces the same things:
    ``interop.state_from_mxnet`` of ``{name}.states`` serialises to exactly these
    bytes, so the JAX-side export is a file MXNet continues from.
 2. ``_mxformat.optimizer_record(<class>, ...)``, what mxopt exports for a run that
-   started in mxopt, equals the ``__dict__`` of MXNet's freshly built optimizer.
+   started in mxopt, equals the ``__dict__`` of MXNet's freshly built optimizer,
+   and ``scheduler_record`` that of its scheduler; ``{name}.fresh_scheduler.states``
+   (the checkpoint with its scheduler replaced by a fresh one, which is what the
+   class form's ``Updater.get_states(mxnet=True)`` writes) continues
+   bit-identically too, the scheduler catching up with the count.
 3. With ``MXOPT_PYTHON`` set to a Python that has JAX (e.g.
    ``MXOPT_PYTHON=../main/.venv/bin/python``; skipped with a message otherwise),
    the handoff the other way: that Python runs mxopt itself
@@ -263,6 +267,19 @@ def make_run(name, cfg):
                   data[STEPS_BEFORE:], final)
     # 2. A fresh record is MXNet's constructor's __dict__.
     check_fresh_record(cfg)
+    # 2b. A freshly built scheduler catches up with the checkpoint's count: what the
+    #     class form (Updater.get_states(mxnet=True)) writes for its scheduler.
+    if cfg["scheduler"] is not None:
+        cls, kwargs = cfg["scheduler"]
+        kwargs = dict(kwargs, base_lr=kwargs.get("base_lr", cfg["opt"].get("learning_rate")))
+        fresh_sched = F.scheduler_record(cls, **kwargs)
+        want_sched = make_scheduler(cfg).__dict__
+        assert dict(fresh_sched.fields) == want_sched, (fresh_sched, want_sched)
+        assert list(fresh_sched.fields) == list(want_sched)
+        fresh = F.MXNetStates(loaded.states, loaded.optimizer.replace(lr_scheduler=fresh_sched))
+        F.atomic_write(path(f"{name}.fresh_scheduler.states"), F.dumps_states(fresh))
+        continue_from(cfg, path(f"{name}.params"), path(f"{name}.fresh_scheduler.states"),
+                      data[STEPS_BEFORE:], final)
 
     arrays = {}
     for s, g in enumerate(grads):
