@@ -374,8 +374,15 @@ def optimizer_kwargs(optimizer: MXNetObject, leaves: Mapping[Index, str], *,
 
 
 def optimizer_alias(optimizer: MXNetObject) -> str:
-    """The name of the :mod:`mxopt` function that continues ``optimizer`` (an MXNet
-    optimizer record), e.g. ``"adam"`` for ``mxnet.optimizer.optimizer.Adam``."""
+    """The name of the :mod:`mxopt` function that continues an MXNet optimizer.
+
+    Args:
+      optimizer: an MXNet optimizer record (a ``.states`` file's, or
+        :func:`optimizer_record`'s).
+
+    Returns:
+      The function's name, e.g. ``"adam"`` for ``mxnet.optimizer.optimizer.Adam``.
+    """
     return _fmt.optimizer_format(optimizer).alias
 
 
@@ -743,10 +750,11 @@ def state_from_mxnet(states: MXNetStates, params, index_to_leaf: Mapping[Index, 
                 raise ValueError(f"{label}: the master copy is {master.dtype}"
                                  f"{list(master.shape)}, expected float32{list(shape)}")
         for b, (field, arr) in enumerate(zip(buffer_names, arrays)):
-            want = buffer_templates[b][k]
-            if arr.shape != shape:
+            want = buffer_templates[b][k]  # init's: the leaf's shape, or the optimizer's own
+            if arr.shape != want.shape:
+                own = "" if want.shape == shape else f" (mxopt.{fmt.alias} keeps {want.shape})"
                 raise ValueError(f"{label}: state {field} has shape {arr.shape} but the "
-                                 f"leaf has shape {shape}")
+                                 f"leaf has shape {shape}{own}")
             if arr.dtype != want.dtype:
                 raise ValueError(f"{label}: state {field} is {arr.dtype} but the leaf is "
                                  f"{want.dtype}" + (" (its master copy)" if master is not None

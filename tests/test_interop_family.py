@@ -456,3 +456,15 @@ def test_hostile_payload_in_a_family_checkpoint_runs_nothing(tmp_path, name):
         updater.set_states(data)
     assert updater.states == {} and type(updater.optimizer) is mxopt.Adam
     assert not marker.exists()
+
+
+def test_class_form_names_the_optimizers_it_restores():
+    run = run_of("adam")
+    lamb = I.MXNetObject("mxnet.optimizer.optimizer.LAMB", dict(run.ckpt.optimizer.fields))
+    data = I.dumps_states(I.MXNetStates(run.ckpt.states, lamb))
+    updater = mxopt.get_updater(mxopt.Adam())
+    with pytest.raises(I.MXNetFormatError, match=r"the pickled optimizer \(mxnet.optimizer."
+                                                 r"optimizer.LAMB\) cannot be restored: .*mxopt "
+                                                 r"converts the MXNet optimizers AdaDelta"):
+        updater.set_states(data)
+    assert updater.states == {} and type(updater.optimizer) is mxopt.Adam
