@@ -81,7 +81,10 @@ CONFIGS = {
                  scheduler=("FactorScheduler", dict(step=3, factor=0.7, warmup_steps=4,
                                                     warmup_begin_lr=0.001))),
     "adamax": dict(optimizer="adamax", opt=dict(learning_rate=0.01, beta1=0.85, wd=0.001,
-                                                clip_gradient=1.0)),
+                                                clip_gradient=1.0),
+                   scheduler=("PolyScheduler", dict(max_update=30, pwr=1, warmup_steps=2,
+                                                    warmup_begin_lr=0.002,
+                                                    warmup_mode="constant"))),
     "nadam": dict(optimizer="nadam", opt=dict(learning_rate=0.005, schedule_decay=0.01,
                                               wd=0.001, clip_gradient=1.0),
                   scheduler=FACTOR),
@@ -91,7 +94,8 @@ CONFIGS = {
                  scheduler=("FactorScheduler", dict(step=2, factor=0.8, base_lr=0.05))),
     "ftml": dict(optimizer="ftml", opt=dict(learning_rate=0.01, beta1=0.6, beta2=0.999,
                                             epsilon=1e-8, wd=0.001, clip_gradient=1.0,
-                                            begin_num_update=1)),
+                                            begin_num_update=1),
+                 scheduler=("MultiFactorScheduler", dict(step=[3, 6], factor=0.6))),
 }
 for _name, _cfg in list(CONFIGS.items()):
     _cfg.setdefault("scheduler", None)
