@@ -468,3 +468,30 @@ def test_class_form_names_the_optimizers_it_restores():
                                                  r"converts the MXNet optimizers AdaDelta"):
         updater.set_states(data)
     assert updater.states == {} and type(updater.optimizer) is mxopt.Adam
+
+
+@pytest.mark.parametrize("name", ["plain", "centered_lr_mult", "factor_scheduler",
+                                  "float16_multi_precision"])
+def test_generic_resume_continues_rmsprop_checkpoints(name):
+    """RMSProp is one entry of the same table: interop.resume continues the
+    RMSProp checkpoints of tests/golden/interop too (with per-leaf multipliers,
+    where resume_rmsprop needs one call per multiplier group)."""
+    g = os.path.join(GOLDEN_DIR, "interop")
+    z = np.load(os.path.join(g, f"{name}.npz"))
+    meta = json.loads(str(z["meta"]))
+    params = I.load_params(os.path.join(g, f"{name}.params"))
+    ckpt = I.load_states(os.path.join(g, f"{name}.states"))
+    index_map = I.trainer_index_map(meta["full_names"], structural_names=list(params))
+    index_of = {v: k for k, v in index_map.items()}
+    trainable = {k: v for k, v in params.items() if "running_" not in k}
+    resumed = I.resume(ckpt, trainable, index_map, param_lr_mult={
+        index_of[k]: v for k, v in meta["config"]["lr_mult"].items()})
+    assert resumed.alias == "rmsprop"
+    tx = resumed.transformation()
+    step = jax.jit(lambda p, s, g: (lambda u, s: (optax.apply_updates(p, u), s))(
+        *tx.update(g, s, p)))
+    p, state = resumed.params, resumed.state
+    for t in range(meta["steps_after"]):
+        p, state = step(p, state, {k: z[f"grad/{t}/{k}"] for k in trainable})
+    for k in trainable:
+        assert_weight(p[k], z[f"final/{k}"], k)
