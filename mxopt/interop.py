@@ -1058,6 +1058,7 @@ def rmsprop_state_to_mxnet(state: Union[RMSPropState, CenteredRMSPropState], par
 
 
 # The scheduler's conversion (mxopt.lr_scheduler), under the name interop has always
-# given it. The class API's (optimizer_from_mxnet, updater_states_from_mxnet) live in
-# mxopt.facade, which sits above interop.
+# given it. The class API's (optimizer_from_mxnet, optimizer_to_mxnet,
+# updater_states_from_mxnet, Updater.get_states(mxnet=True)) live in mxopt.facade; it
+# and interop share the table in mxopt._mxformat and neither imports the other.
 lr_scheduler_from_mxnet = lr_scheduler.from_mxnet
