@@ -495,3 +495,24 @@ def test_generic_resume_continues_rmsprop_checkpoints(name):
         p, state = step(p, state, {k: z[f"grad/{t}/{k}"] for k in trainable})
     for k in trainable:
         assert_weight(p[k], z[f"final/{k}"], k)
+
+
+def test_the_format_table_covers_every_mxnet_optimizer_mxopt_has():
+    """Adding an MXNet optimizer to mxopt (issue 18's eight) means adding its entry to
+    _mxformat.OPTIMIZER_FORMATS; this fails until it is there."""
+    mxnet_names = {c.rsplit(".", 1)[1] for c in _mxformat.OPTIMIZER_CLASSES} - {"Optimizer"}
+    mxopt_classes = {k.__name__ for k in mxopt.Optimizer.opt_registry.values()
+                     if k.__module__ == "mxopt.facade"}
+    assert mxopt_classes & mxnet_names == set(_mxformat.OPTIMIZER_FORMATS)
+    for name, fmt in _mxformat.OPTIMIZER_FORMATS.items():
+        assert callable(getattr(mxopt.alias, fmt.alias)), name
+        for state in fmt.states:
+            fields = getattr(mxopt.alias, state)._fields
+            assert fields[0] == "count", (name, state)
+            assert {f for f, _ in fmt.carry} <= set(fields), (name, state)
+        record = I.optimizer_record(name)
+        assert I.optimizer_alias(record) == fmt.alias
+        opt = mxopt.facade.optimizer_from_mxnet(record)
+        assert type(opt).__name__ == name
+        # ... and the class form writes the record back.
+        assert dict(mxopt.facade.optimizer_to_mxnet(opt).fields) == dict(record.fields)
