@@ -305,6 +305,18 @@ def test_fresh_records_export_runs_started_in_mxopt():
         back = I.resume(I.loads_states(I.dumps_states(exported)), params1, index_map)
         chex.assert_trees_all_equal(back.state, state)
         assert back.alias == name.lower()
+    # Through the skip_nonfinite and multi_precision wrappers, in MXNet's layout.
+    half = {"w": jnp.ones((2, 3), jnp.float16)}
+    tx = mxopt.adam(0.01, multi_precision=True, skip_nonfinite=True)
+    state = tx.init(half)
+    _, state = tx.update({"w": jnp.full((2, 3), 0.5, jnp.float16)}, state, half)
+    exported = I.state_to_mxnet(state, half, {0: "w"},
+                                I.optimizer_record("Adam", multi_precision=True))
+    master, (mean, var) = exported.states[0]
+    assert master.dtype == mean.dtype == np.float32 and master.shape == (2, 3)
+    np.testing.assert_array_equal(master, state.master["w"])
+    back = I.resume(I.loads_states(I.dumps_states(exported)), half, {0: "w"})
+    chex.assert_trees_all_equal(back.state.inner_state.mean, state.inner_state.inner_state.mean)
     assert I.optimizer_record("Ftrl")["lr"] == 0.1
     assert I.optimizer_record("SGD")["aggregate_num"] == 4
     with pytest.raises(TypeError, match="mx.optimizer.Adam has no argument 'momentum'"):
