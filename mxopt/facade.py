@@ -47,7 +47,7 @@ from mxopt.precision import LOW_PRECISION_DTYPES
 
 __all__ = ["Optimizer", "RMSProp", "SGD", "NAG", "Signum", "AdaGrad", "AdaDelta", "Adam",
            "Adamax", "Nadam", "Ftrl", "FTML", "Updater", "create", "register", "get_updater",
-           "optimizer_from_mxnet", "updater_states_from_mxnet"]
+           "optimizer_from_mxnet", "optimizer_to_mxnet", "updater_states_from_mxnet"]
 
 # The attributes Optimizer.__init__ sets, all of which its pickles hold.
 _OPTIMIZER_FIELDS = frozenset({
@@ -1054,19 +1054,36 @@ class Updater:
                                      "weight = updater(index, grad, weight)")
         return new_weight
 
-    def get_states(self, dump_optimizer=False):
-        """Pickle the states (NumPy arrays), with the optimizer if asked."""
+    def get_states(self, dump_optimizer=False, *, mxnet=False):
+        """Pickle the states, with the optimizer if asked.
+
+        Args:
+          dump_optimizer: also save the optimizer (as ``Trainer.save_states`` does).
+          mxnet: False (default) pickles mxopt's objects (NumPy arrays, the mxopt
+            optimizer and scheduler), for :meth:`set_states`. True writes the file
+            MXNet 1.9.1 itself writes: NDArrays and, with ``dump_optimizer``, the
+            MXNet optimizer (:func:`optimizer_to_mxnet`), which MXNet's
+            ``Updater.set_states`` / Gluon ``Trainer.load_states`` load and continue
+            from (and :meth:`set_states` reads too).
+
+        Returns:
+          The bytes.
+        """
         states = jax.tree.map(np.asarray, self.states)
+        if mxnet:
+            record = optimizer_to_mxnet(self.optimizer) if dump_optimizer else None
+            return _fmt.dumps_states(_fmt.MXNetStates(states, record))
         return pickle.dumps((states, self.optimizer) if dump_optimizer else states,
                             protocol=_PICKLE_PROTOCOL)
 
     def set_states(self, states):
         """Restore from :meth:`get_states` bytes, or from MXNet 1.9.1's own
-        (``Updater.get_states`` / ``Trainer.save_states`` files; a pickled MXNet
-        RMSProp becomes an :class:`RMSProp` with its counts, multipliers and
-        scheduler). The bytes are read with :mod:`mxopt.interop`'s restricted
-        unpickler, which runs nothing: only arrays, plain containers, registered
-        optimizers, :mod:`mxopt.lr_scheduler` schedulers and MXNet's optimizers and
+        (``Updater.get_states`` / ``Trainer.save_states`` files of any optimizer
+        mxopt has; a pickled MXNet ``Adam`` becomes an :class:`Adam` with its
+        counts, multipliers and scheduler: :func:`optimizer_from_mxnet`). The
+        bytes are read with :mod:`mxopt.interop`'s restricted unpickler, which
+        runs nothing: only arrays, plain containers, registered optimizers,
+        :mod:`mxopt.lr_scheduler` schedulers and MXNet's optimizers and
         schedulers are rebuilt, and the rebuilt optimizer is checked with the
         constructor's rules. Anything else, and any corrupted input, raises a
         ``ValueError`` (:class:`mxopt.interop.MXNetFormatError`) saying what is wrong;
@@ -1143,41 +1160,102 @@ def _rebuild(value, classes, memo):
 
 
 def optimizer_from_mxnet(record):
-    """An :class:`mxopt.RMSProp` (the class API) carrying a pickled MXNet RMSProp's
-    hyperparameters, multipliers, names, update counts and LR scheduler (a record
-    of :func:`mxopt.interop.load_states`)."""
-    _fmt.check_rmsprop(record)
+    """The mxopt class (:class:`Adam`, :class:`SGD`, ..., the one registered under
+    MXNet's name) carrying a pickled MXNet optimizer's hyperparameters,
+    multipliers, names, update counts, LR scheduler and optimizer-wide scalars
+    (Nadam's ``m_schedule``).
+
+    Args:
+      record: the optimizer of :func:`mxopt.interop.load_states`, any MXNet
+        optimizer mxopt has.
+
+    Returns:
+      The optimizer, restored as unpickling restores one (its attributes checked
+      by the constructor's rules).
+    """
+    fmt = _fmt.optimizer_format(record)
+    klass = Optimizer.opt_registry.get(record.name.lower())
+    if klass is None or not issubclass(klass, Optimizer):
+        raise ValueError(f"no optimizer is registered under {record.name.lower()!r} to "
+                         f"restore a {record.cls} into")
+    fields = {k: (x.item() if isinstance(x, np.generic) else x) for k, x in record.fields.items()}
     sched = record.get("lr_scheduler")
-    opt = RMSProp(
-        learning_rate=record.get("lr"), gamma1=_fmt.real_field(record, "gamma1"),
-        gamma2=_fmt.real_field(record, "gamma2"), epsilon=_fmt.real_field(record, "epsilon"),
-        centered=bool(record.get("centered")),
-        clip_weights=_fmt.clip_bound(record, "clip_weights"),
-        rescale_grad=_fmt.real_field(record, "rescale_grad"), wd=_fmt.real_field(record, "wd"),
-        clip_gradient=_fmt.clip_bound(record, "clip_gradient"),
-        multi_precision=bool(record.get("multi_precision")),
-        param_idx2name=_field_dict(record, "idx2name"),
-        begin_num_update=record.get("begin_num_update") or 0,
-        lr_scheduler=None if sched is None else lr_scheduler.from_mxnet(sched, record.get("lr")))
-    # MXNet's names (idx2name, sym) were set when it was built: no typo warnings here.
-    opt.lr_mult = _field_dict(record, "lr_mult")
-    opt.wd_mult = _field_dict(record, "wd_mult")
-    _check_mult_dict("lr_mult", opt.lr_mult)
-    _check_mult_dict("wd_mult", opt.wd_mult)
-    opt.num_update = record.get("num_update") or 0
-    _check_count("num_update", opt.num_update)
+    fields["lr_scheduler"] = None if sched is None else lr_scheduler.from_mxnet(
+        sched, record.get("lr") if fmt.scheduler_takes_lr else None)
+    # MXNet passes a kernel's clip bound only when truthy (and the kernel clips only
+    # when it is >= 0); the Python-side optimizers clip whenever it is not None.
+    fields["clip_gradient"] = (_fmt.real_field(record, "clip_gradient", allow_none=True)
+                               if fmt.python_clip else _fmt.clip_bound(record, "clip_gradient"))
+    for field in fmt.clip_bounds:
+        fields[field] = _fmt.clip_bound(record, field)
+    for field in ("lr_mult", "wd_mult", "idx2name"):
+        fields[field] = _field_dict(record, field)
+    fields["begin_num_update"] = record.get("begin_num_update") or 0
+    fields["num_update"] = record.get("num_update") or 0
     counts = record.get("_all_index_update_counts") or {0: _field_dict(
         record, "_index_update_count")}
     if not isinstance(counts, dict):
         raise ValueError(f"the optimizer's _all_index_update_counts is {type(counts).__name__}, "
                          f"not a dict")
-    opt._all_index_update_counts = {int(d): _field_dict(record, f"update counts of device {d}",
-                                                        c) for d, c in counts.items()}
-    opt._index_update_count = opt._all_index_update_counts.setdefault(0, {})
-    for device in opt._all_index_update_counts.values():
-        for index, count in device.items():
-            _check_count(f"the update count of index {index!r}", count)
+    fields["_all_index_update_counts"] = {
+        int(d): _field_dict(record, f"update counts of device {d}", c) for d, c in counts.items()}
+    fields["_index_update_count"] = fields["_all_index_update_counts"].setdefault(0, {})
+    opt = klass.__new__(klass)
+    opt.__setstate__(fields)
     return opt
+
+
+def optimizer_to_mxnet(optimizer):
+    """The record MXNet 1.9.1 pickles for ``optimizer`` (an mxopt class MXNet has:
+    :class:`SGD`, :class:`Adam`, ..., :class:`RMSProp`): its ``__dict__``, with
+    this optimizer's hyperparameters, multipliers, names, update counts, carried
+    scalars and scheduler (as a freshly built MXNet scheduler, which catches up
+    with the count when MXNet first calls it). The reverse of
+    :func:`optimizer_from_mxnet`.
+
+    Args:
+      optimizer: the mxopt optimizer.
+
+    Returns:
+      An :class:`mxopt.interop.MXNetObject` for :func:`mxopt.interop.dumps_states`.
+    """
+    name = type(optimizer).__name__
+    fmt = _fmt.OPTIMIZER_FORMATS.get(name)
+    if fmt is None or Optimizer.opt_registry.get(name.lower()) is not type(optimizer):
+        raise ValueError(f"{name} has no MXNet counterpart to write; mxopt writes MXNet's "
+                         f"{', '.join(sorted(_fmt.OPTIMIZER_FORMATS))}")
+    own = {("eps" if field == "float_stable_eps" else field): getattr(optimizer, field)
+           for _, field, _ in fmt.own if field != "m_schedule"}
+    record = _fmt.optimizer_record(
+        name, learning_rate=optimizer.lr, wd=optimizer.wd, rescale_grad=optimizer.rescale_grad,
+        clip_gradient=optimizer.clip_gradient, multi_precision=optimizer.multi_precision,
+        lr_scheduler=_scheduler_to_mxnet(optimizer.lr_scheduler),
+        begin_num_update=optimizer.begin_num_update, **own)
+    counts = {int(d): dict(c) for d, c in optimizer._all_index_update_counts.items()}
+    device = next(d for d, c in optimizer._all_index_update_counts.items()
+                  if c is optimizer._index_update_count)
+    carried = {field: getattr(optimizer, field) for _, field in fmt.carry}
+    return record.replace(
+        lr=optimizer.lr, lr_mult=dict(optimizer.lr_mult), wd_mult=dict(optimizer.wd_mult),
+        num_update=optimizer.num_update, _all_index_update_counts=counts,
+        _index_update_count=counts[device], aggregate_num=optimizer.aggregate_num,
+        idx2name=dict(optimizer.idx2name), sym_info=optimizer.sym_info, **carried)
+
+
+def _scheduler_to_mxnet(sched):
+    if sched is None:
+        return None
+    name = type(sched).__name__
+    state = sched.__getstate__() if isinstance(sched, _SCHEDULER_CLASSES[1:]) else {}
+    if "init" not in state or type(sched) not in _SCHEDULER_CLASSES[1:]:
+        raise ValueError(f"the optimizer's lr_scheduler is a {name}, which MXNet does not "
+                         f"have; MXNet's are FactorScheduler, MultiFactorScheduler, "
+                         f"PolyScheduler and CosineScheduler (mxopt.lr_scheduler)")
+    record = _fmt.scheduler_record(name, **state["init"])
+    if state["base_lr"] != record["base_lr"]:
+        # The optimizer's learning_rate overwrote base_lr, as MXNet's constructor does.
+        record = record.replace(base_lr=state["base_lr"])
+    return record
 
 
 def _field_dict(record, field, value=None):
