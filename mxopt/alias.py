@@ -580,7 +580,7 @@ def rmsprop_chain(learning_rate: ScalarOrSchedule = 0.001, gamma1: Scalar = 0.9,
     if skip_nonfinite:
         tx = E.skip_nonfinite(tx)
     # The checks come first, so the skip sees integer leaves' zero updates.
-    tx = optax.chain(E.check_inputs(f"mxopt.rmsprop_chain(centered={centered})"), tx)
+    tx = E.checked_chain(f"mxopt.rmsprop_chain(centered={centered})", tx)
     return E.master_weights(tx) if multi_precision else tx
 
 
