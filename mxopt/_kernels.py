@@ -915,7 +915,14 @@ def momentum_choice(with_momentum, without_momentum):
         u_mom, new_mom = with_momentum(grad, weight, mom, hp, finite)
         (u_plain,) = without_momentum(grad, weight, hp, finite)
         on = hyper(hp["momentum"], weight) > 0  # scalar: keeps the operands' sharding
-        return jax.lax.select(on, u_mom, u_plain), jax.lax.select(on, new_mom, mom)
+        chosen = jax.lax.select(on, new_mom, mom)
+        if u_mom is new_mom:
+            # SGD's update is its new buffer: the chosen buffer is that value where
+            # the update is taken, and reading it keeps the weight's loop from
+            # recomputing it from the old buffer, which the buffer's loop
+            # overwrites (XLA would copy it first: loop structure).
+            u_mom = chosen
+        return jax.lax.select(on, u_mom, u_plain), chosen
 
     kernel.__name__ = f"{with_momentum.__name__}_or_{without_momentum.__name__}"
     return kernel

@@ -167,10 +167,11 @@ FAMILY_SHAPES = {"w": (64, 32, 3, 3), "b": (64,)}  # the names the option sets u
 # every entry of the list. With hyperparameters traced (optax.inject_hyperparams)
 # some are left, measured: a traced momentum chooses between two kernels
 # elementwise, so the weight's loop recomputes the buffer's value from the old
-# buffer (SGD, NAG, Signum); a traced clip bound of MXNet's Python-side clip is a
-# select chain, which XLA:CPU writes to memory once for the loops that read the
-# clipped gradient (AdaGrad, AdaDelta). See BENCHMARKS.md, issue 17.
-TRACED_TEMP_BOUND = {"sgd": 1.0, "nag": 1.0, "signum": 1.0, "adagrad": 1.0, "adadelta": 1.0}
+# buffer (NAG, Signum; SGD's update is the chosen buffer itself); a traced clip
+# bound of MXNet's Python-side clip is a select chain, which XLA:CPU writes to
+# memory once for the loops that read the clipped gradient (AdaGrad, AdaDelta).
+# See BENCHMARKS.md, issue 17.
+TRACED_TEMP_BOUND = {"nag": 1.0, "signum": 1.0, "adagrad": 1.0, "adadelta": 1.0}
 TRACED = [pytest.param(name, id=name) for name in
           ("sgd", "nag", "signum", "adam", "adagrad", "adadelta", "adamax", "nadam", "ftrl",
            "ftml")]
