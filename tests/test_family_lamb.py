@@ -1,0 +1,209 @@
+"""LARS and LAMB against real MXNet 1.9.1 (issue 18, item 1).
+
+The golden runs (tests/golden/family/lars.npz, lamb.npz, written by
+tools/make_golden_family2.py) drive MXNet's optimizers through
+``get_updater`` for 30 steps over six named parameters, one list call
+``updater([0, ..., 5], grads, weights)`` per step as Gluon's Trainer makes it
+(one configuration per index instead). Here:
+
+* the NumPy twins (:mod:`mxopt.reference`) under a small loop that plays
+  MXNet's Python side are held to the bit;
+* the functional form (``mxopt.lars``, ``mxopt.lamb``) runs the same steps under
+  ``jax.jit`` on the whole tree, one compiled step per structure, the
+  hyperparameters traced;
+* the class form (``mxopt.create`` + ``mxopt.get_updater``) replays MXNet's calls.
+
+The functional and class forms are held to rtol 1e-5 / atol 1e-6 (float32) and
+one float16 ulp (multi_precision): their norms are ``jnp.sum``'s, not MXNet's
+sequential float32 sums.
+"""
+import dataclasses
+import functools
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from test_family_adam import ulps
+from test_reference_family import FactorScheduler, golden
+
+import mxopt
+from mxopt import reference as R
+
+OPTS = ("lars", "lamb")
+PREFIX = "abcdef"
+NO_TRUST = ("gamma", "beta", "bias")
+
+
+def _configs(opt):
+    _, meta = golden(opt)
+    return [pytest.param(opt, c, id=f"{opt}-{cfg['name']}")
+            for c, cfg in enumerate(meta["configs"])]
+
+
+ALL = [p for opt in OPTS for p in _configs(opt)]
+
+
+def _inputs(opt, c):
+    data, meta = golden(opt)
+    cfg = meta["configs"][c]
+    dtype = cfg["dtype"]
+    n = len(meta["shapes"])
+    w0 = [data[f"{dtype}_p{i}_w0"] for i in range(n)]
+    grads = [data[f"{dtype}_p{i}_grads"] for i in range(n)]
+    return data, meta, cfg, w0, grads
+
+
+def check(opt, c, results, *, exact):
+    data, meta, cfg, _, _ = _inputs(opt, c)
+    assert results, "nothing was compared"
+    for (i, name), got in results.items():
+        want = data[f"c{c}_p{i}_{name}"]
+        where = f"{opt} {cfg['name']} p{i} {name}"
+        if exact:
+            assert ulps(got, want) == 0, where
+        elif cfg["dtype"] == "float16" and name == "weight":
+            assert ulps(got, want) <= 1, where
+        else:
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6, err_msg=where)
+
+
+# ----------------------------------------------------------------------------------
+# The NumPy twins, bit for bit
+# ----------------------------------------------------------------------------------
+
+class PythonSide:
+    """What MXNet's LARS and LAMB do in Python around their operators, for one
+    ``update_multi_precision(indices, weights, grads, states)`` call."""
+
+    def __init__(self, opt, cfg, names):
+        kw = cfg["kwargs"]
+        self.opt, self.kw = opt, kw
+        self.wd = kw.get("wd", 0.0)
+        self.begin = kw.get("begin_num_update", 0)
+        self.num_update = self.begin
+        self.counts = {}
+        self.scheduler = FactorScheduler(**cfg["scheduler"]) if cfg["scheduler"] else None
+        # LAMB passes its signature rate up (overwriting base_lr); LARS passes none.
+        passed = kw.get("learning_rate", 0.001 if opt == "lamb" else None)
+        self.lr = 0.01 if (self.scheduler is None and passed is None) else passed
+        if self.scheduler is not None and passed is not None \
+                and self.scheduler.base_lr != passed:
+            self.scheduler.base_lr = passed
+        self.idx2name = dict(enumerate(names)) if cfg["idx2name"] else {}
+        self.lr_mult = dict(cfg["lr_mult"])
+        suffixes = ("_weight",) if opt == "lars" else ("_weight", "_gamma")
+        self.wd_mult = {n: 0.0 for n in self.idx2name.values() if not n.endswith(suffixes)}
+        self.wd_mult.update(dict(cfg["wd_mult"]))
+        self.cur_lr = self.last_lr = None
+
+    def _mult(self, value, index, mults):
+        if index in mults:
+            return value * mults[index]
+        if index in self.idx2name:
+            return value * mults.get(self.idx2name[index], 1.0)
+        return value
+
+    def _base_lr(self):
+        return self.scheduler(self.num_update) if self.scheduler is not None else self.lr
+
+    def call(self, indices, weights, grads, states):
+        for i in indices:
+            self.counts[i] = self.counts.get(i, self.begin) + 1
+            self.num_update = max(self.num_update, self.counts[i])
+        lr = self._base_lr()
+        if self.opt == "lars":  # LARS._get_lrs shifts cur_lr/last_lr on every call
+            if self.cur_lr is not None:
+                self.last_lr = self.cur_lr
+            if self.cur_lr is None:
+                self.last_lr = lr
+            self.cur_lr = lr
+        out = []
+        for i, w, g, s in zip(indices, weights, grads, states):
+            args = (self._mult(lr, i, self.lr_mult), self._mult(self.wd, i, self.wd_mult))
+            out.append(getattr(self, self.opt)(i, w, g, s, *args))
+        return out
+
+    def lars(self, i, w, g, state, lr, wd):
+        kw = self.kw
+        momentum = kw.get("momentum", 0.0)
+        if momentum > 0 and kw.get("momentum_correction", True) and self.last_lr != 0:
+            momentum = momentum * (self.cur_lr / self.last_lr)
+        name = self.idx2name.get(i, str(i))
+        if not name.endswith(NO_TRUST):
+            lr = R.multi_lars(lr, R.multi_sum_sq(w), R.multi_sum_sq(g), wd,
+                              eta=kw.get("eta", 0.001), eps=kw.get("eps", 0),
+                              rescale_grad=kw.get("rescale_grad", 1.0))
+        common = dict(lr=lr, wd=wd, rescale_grad=kw.get("rescale_grad", 1.0),
+                      clip_gradient=kw.get("clip_gradient"))
+        mp = w.dtype == np.float16
+        mom, master = state if mp else (state, None)
+        x, g = (master, g.astype(np.float32)) if mp else (w, g)
+        if mom is not None:
+            x, mom = R.preloaded_multi_sgd_mom_update(x, g, mom, momentum=momentum, **common)
+        else:
+            (x,) = R.preloaded_multi_sgd_update(x, g, **common)
+        return (x.astype(np.float16), (mom, x)) if mp else (x, mom)
+
+    def lamb(self, i, w, g, state, lr, wd):
+        kw = self.kw
+        own = {k: kw[k] for k in ("beta1", "beta2", "epsilon", "lower_bound", "upper_bound",
+                                  "bias_correction", "rescale_grad", "clip_gradient")
+               if k in kw}
+        if w.dtype == np.float16:
+            master, (mean, var) = state
+            w, mean, var, master = R.multi_lamb_update(w, g, mean, var, lr=lr, t=self.counts[i],
+                                                       wd=wd, weight32=master, **own)
+            return w, (master, (mean, var))
+        w, mean, var = R.multi_lamb_update(w, g, *state, lr=lr, t=self.counts[i], wd=wd, **own)
+        return w, (mean, var)
+
+
+def _fresh_state(opt, cfg, w):
+    z = np.zeros(w.shape, np.float32 if w.dtype == np.float16 else w.dtype)
+    inner = (z, z) if opt == "lamb" else (z if cfg["kwargs"].get("momentum", 0.0) > 0 else None)
+    if w.dtype != np.float16:
+        return inner
+    master = w.astype(np.float32)
+    return (inner, master) if opt == "lars" else (master, inner)
+
+
+def _state_arrays(opt, cfg, state, mp):
+    if mp:
+        inner, master = state if opt == "lars" else state[::-1]
+    else:
+        inner, master = state, None
+    inner = () if inner is None else inner if isinstance(inner, tuple) else (inner,)
+    named = list(zip(cfg["state_names"], inner))
+    return named + ([("master", master)] if master is not None else [])
+
+
+def run_twin(opt, c):
+    data, meta, cfg, w0, grads = _inputs(opt, c)
+    side = PythonSide(opt, cfg, meta["names"])
+    weights = list(w0)
+    states = [_fresh_state(opt, cfg, w) for w in w0]
+    indices = list(range(len(w0)))
+    chunk = 4 if opt == "lars" else 45  # MXNet's aggregate_num
+    out = {}
+    for k in range(meta["steps"]):
+        g = [x[k] for x in grads]
+        calls = ([indices[s:s + chunk] for s in range(0, len(indices), chunk)]
+                 if cfg["call"] == "list" else [[i] for i in indices])
+        for call in calls:
+            results = side.call(call, [weights[i] for i in call], [g[i] for i in call],
+                                [states[i] for i in call])
+            for i, (w, s) in zip(call, results):
+                weights[i], states[i] = w, s
+        for i in indices:
+            out.setdefault((i, "weight"), []).append(weights[i])
+            for name, x in _state_arrays(opt, cfg, states[i], cfg["dtype"] == "float16"):
+                out.setdefault((i, name), []).append(x)
+    return {key: np.stack(v) for key, v in out.items()}
+
+
+@pytest.mark.parametrize("opt, c", ALL)
+def test_numpy_twins_are_mxnet_bit_for_bit(opt, c):
+    check(opt, c, run_twin(opt, c), exact=True)
