@@ -65,6 +65,10 @@ from mxopt.alias import (
 )
 from mxopt.facade import FTML, Adam, Adamax, Ftrl, Nadam
 
+# isort: split
+# LARS, LAMB
+from mxopt.alias import LAMBState, LARSNoMomentumState, LARSState, lamb, lars
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -134,4 +138,10 @@ __all__ = [
     "ftml",
     "ftrl",
     "nadam",
+    # LARS, LAMB
+    "LAMBState",
+    "LARSNoMomentumState",
+    "LARSState",
+    "lamb",
+    "lars",
 ]

@@ -207,3 +207,115 @@ def run_twin(opt, c):
 @pytest.mark.parametrize("opt, c", ALL)
 def test_numpy_twins_are_mxnet_bit_for_bit(opt, c):
     check(opt, c, run_twin(opt, c), exact=True)
+
+
+# ----------------------------------------------------------------------------------
+# The functional form, under jax.jit
+# ----------------------------------------------------------------------------------
+
+MAKERS = {"lars": mxopt.lars, "lamb": mxopt.lamb}
+OWN = {"lars": ("momentum", "eta", "eps", "rescale_grad", "wd"),
+       "lamb": ("beta1", "beta2", "epsilon", "lower_bound", "upper_bound", "rescale_grad",
+                "wd")}
+STATIC_OWN = ("momentum_correction", "bias_correction", "lazy_update")
+
+
+def _leaf(meta, cfg, i):
+    # Without param_idx2name MXNet names parameter i "i" (LARS's name rule then
+    # keeps nothing at the plain rate); with it, the names behind a prefix that
+    # sorts them in index order (the Trainer's order, the tree's flatten order).
+    return f"{PREFIX[i]}_{meta['names'][i]}" if cfg["idx2name"] else str(i)
+
+
+@dataclasses.dataclass(frozen=True)
+class _WdRule:
+    """MXNet's ``param_idx2name`` rule for ``wd_mult`` (LARS: 0 unless the name
+    ends in ``_weight``; the others: ``_weight`` or ``_gamma``), then the
+    config's overrides by name; hashable, for a shared compiled step."""
+    suffixes: tuple
+    overrides: tuple
+
+    def __call__(self, name, leaf):
+        return dict(self.overrides).get(name, float(name.endswith(self.suffixes)))
+
+
+def _options(opt, cfg, meta):
+    """(traced hyperparameters, static options) of the functional form."""
+    kw = cfg["kwargs"]
+    names = {n: _leaf(meta, cfg, i) for i, n in enumerate(meta["names"])}
+    traced = {k: float(kw[k]) for k in OWN[opt] if k in kw}
+    static = dict(multi_precision=bool(kw.get("multi_precision", False)),
+                  begin_num_update=kw.get("begin_num_update", 0),
+                  **{k: kw[k] for k in STATIC_OWN if k in kw})
+    if opt == "lars":
+        # The momentum decides the state's structure: static.
+        static["momentum"] = traced.pop("momentum", 0.0)
+    if cfg["scheduler"]:
+        sched = mxopt.lr_scheduler.FactorScheduler(**cfg["scheduler"])
+        if opt == "lamb" and "learning_rate" not in kw:
+            sched.base_lr = 0.001  # LAMB's signature rate overwrites base_lr
+        static["learning_rate"] = sched
+    else:
+        traced["learning_rate"] = float(kw.get("learning_rate", 0.01))
+    if kw.get("clip_gradient") is not None:
+        traced["clip_gradient"] = float(kw["clip_gradient"])
+    if cfg["lr_mult"]:
+        static["lr_mult"] = tuple(
+            (_leaf(meta, cfg, k) if isinstance(k, int) else names[k], m)
+            for k, m in cfg["lr_mult"])
+    if cfg["idx2name"]:
+        suffixes = ("_weight",) if opt == "lars" else ("_weight", "_gamma")
+        static["wd_mult"] = _WdRule(suffixes, tuple((names[k], m) for k, m in cfg["wd_mult"]))
+    return traced, static
+
+
+def _build(opt, traced, static):
+    static = dict(static)
+    if "lr_mult" in static:
+        static["lr_mult"] = dict(static["lr_mult"])
+    return MAKERS[opt](**traced, **static)
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled_step(opt, static_items):
+    static = dict(static_items)
+
+    @jax.jit
+    def step(params, state, grads, traced):
+        updates, state = _build(opt, traced, static).update(grads, state, params)
+        return optax.apply_updates(params, updates), state
+
+    return step
+
+
+def run_functional(opt, c, *, jit=True, steps=None):
+    data, meta, cfg, w0, grads = _inputs(opt, c)
+    traced, static = _options(opt, cfg, meta)
+    if jit:
+        step = _compiled_step(opt, tuple(sorted(static.items(), key=lambda kv: kv[0])))
+    else:
+        tx = _build(opt, traced, static)
+
+        def step(params, state, grads, _):
+            updates, state = tx.update(grads, state, params)
+            return optax.apply_updates(params, updates), state
+    names = [_leaf(meta, cfg, i) for i in range(len(w0))]
+    params = {n: jnp.asarray(w) for n, w in zip(names, w0)}
+    state = _build(opt, traced, static).init(params)
+    out = {}
+    for k in range(steps or meta["steps"]):
+        g = {n: jnp.asarray(x[k]) for n, x in zip(names, grads)}
+        params, state = step(params, state, g, traced)
+        for i, n in enumerate(names):
+            out.setdefault((i, "weight"), []).append(np.asarray(params[n]))
+            if static["multi_precision"]:
+                out.setdefault((i, "master"), []).append(np.asarray(state.master[n]))
+    return {k: np.stack(v) for k, v in out.items()}
+
+
+LIST_CALLS = [p for p in ALL if golden(p.values[0])[1]["configs"][p.values[1]]["call"] == "list"]
+
+
+@pytest.mark.parametrize("opt, c", LIST_CALLS)
+def test_functional_form_under_jit_matches_mxnets_list_calls(opt, c):
+    check(opt, c, run_functional(opt, c), exact=False)
