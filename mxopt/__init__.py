@@ -68,6 +68,7 @@ from mxopt.facade import FTML, Adam, Adamax, Ftrl, Nadam
 # isort: split
 # LARS, LAMB
 from mxopt.alias import LAMBState, LARSNoMomentumState, LARSState, lamb, lars
+from mxopt.facade import LAMB, LARS
 
 __version__ = "0.1.0"
 
@@ -139,7 +140,9 @@ __all__ = [
     "ftrl",
     "nadam",
     # LARS, LAMB
+    "LAMB",
     "LAMBState",
+    "LARS",
     "LARSNoMomentumState",
     "LARSState",
     "lamb",
