@@ -899,7 +899,8 @@ def sum_of_squares(x: jax.Array, stored_dtype: Optional[str] = None) -> jax.Arra
     gradient and its cast is exactly the stored array) or in ``x``'s own."""
     if stored_dtype is not None and jnp.dtype(stored_dtype) != x.dtype:
         x = x.astype(stored_dtype)
-    return jnp.sum((x * x).astype(jnp.float32), dtype=jnp.float32)
+    # rounded: no FMA of the product into the sum, which would change it under jit.
+    return jnp.sum(rounded(x * x).astype(jnp.float32), dtype=jnp.float32)
 
 
 def lars_rate(grad: jax.Array, weight: jax.Array, hp: Hyper) -> jax.Array:
