@@ -1102,8 +1102,8 @@ def lars(learning_rate: ScalarOrSchedule = 0.01, momentum: Scalar = 0.0,
     >>> grads = {"fc_weight": jnp.array([0.6, 0.8]), "fc_bias": jnp.array([0.5])}
     >>> updates, state = tx.update(grads, state, params)
     >>> new = optax.apply_updates(params, updates)
-    >>> [round(x, 4) for x in new["fc_weight"].tolist()], new["fc_bias"].tolist()
-    ([2.97, 3.96], [0.949999988079071])
+    >>> [round(x, 4) for x in new["fc_weight"].tolist() + new["fc_bias"].tolist()]
+    [2.97, 3.96, 0.95]
 
     Args:
       learning_rate: float >= 0, JAX scalar, optax schedule (``schedule(count)``)

@@ -46,8 +46,9 @@ from mxopt._mxnumbers import received_float, scalar_operand, tuple_float
 from mxopt.precision import LOW_PRECISION_DTYPES
 
 __all__ = ["Optimizer", "RMSProp", "SGD", "NAG", "Signum", "AdaGrad", "AdaDelta", "Adam",
-           "Adamax", "Nadam", "Ftrl", "FTML", "LARS", "LAMB", "Updater", "create", "register", "get_updater",
+           "Adamax", "Nadam", "Ftrl", "FTML", "Updater", "create", "register", "get_updater",
            "optimizer_from_mxnet", "updater_states_from_mxnet"]
+__all__ += ["LARS", "LAMB"]
 
 # The attributes Optimizer.__init__ sets, all of which its pickles hold.
 _OPTIMIZER_FIELDS = frozenset({

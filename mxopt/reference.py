@@ -618,7 +618,8 @@ def multi_lars(lr, w_sum_sq, g_sum_sq, wd, *, eta, eps, rescale_grad=1.0) -> np.
     ``float`` fields (:func:`kernel_float`); all float32:
 
     .. math::
-        \\eta' = \\frac{\\eta\\, \\mathrm{eta}\\, \\|w\\|}{\\sqrt{s_g}\\, r + \\lambda \\|w\\| + \\epsilon}
+        \\eta' = \\frac{\\eta\\, \\mathrm{eta}\\, \\|w\\|}
+                      {\\sqrt{s_g}\\, r + \\lambda \\|w\\| + \\epsilon}
         \\quad\\text{if } \\|w\\| > 0 \\text{ and } s_g > 0, \\text{ else } \\eta
     """
     lr, wd = np.float32(lr), np.float32(wd)
