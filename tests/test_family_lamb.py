@@ -398,3 +398,50 @@ def test_norms_of_float16_params_are_taken_from_the_stored_weight():
                                       zeros, zeros, lr=0.1, t=1)[0]
     assert ulps(np.asarray(state.master["w"]), want) <= 2
     assert ulps(master_norm, want) > 50
+
+
+# ----------------------------------------------------------------------------------
+# Rules, errors and pickles
+# ----------------------------------------------------------------------------------
+
+def test_bad_hyperparameters_are_refused_naming_the_argument():
+    with pytest.raises(ValueError, match="lower_bound"):
+        mxopt.lamb(lower_bound=-1.0)  # MXNet silently ignores a negative bound
+    with pytest.raises(ValueError, match="upper_bound"):
+        mxopt.LAMB(upper_bound=-2.0)
+    with pytest.raises(ValueError, match="eta"):
+        mxopt.lars(eta=-0.1)
+    with pytest.raises(TypeError, match="momentum_correction"):
+        mxopt.LARS(momentum_correction=1)
+    with pytest.raises(ValueError, match="momentum"):
+        mxopt.lars(momentum=1.0)
+
+
+def test_lars_wd_mult_rule_zeroes_gamma_too():
+    names = dict(enumerate(["fc_weight", "bn_gamma", "fc_bias"]))
+    lars = mxopt.LARS(param_idx2name=names, wd=0.1)
+    assert lars.wd_mult == {"bn_gamma": 0.0, "fc_bias": 0.0}
+    lars.set_wd_mult({"bn_gamma": 0.5})
+    assert lars._get_wds([0, 1, 2]) == [0.1, 0.05, 0.0]
+    assert mxopt.LAMB(param_idx2name=names).wd_mult == {"fc_bias": 0.0}  # the base rule
+
+
+def test_pickled_lars_updater_resumes_bit_for_bit():
+    # get_states(dump_optimizer=True) keeps the counts and cur_lr/last_lr, which
+    # the momentum correction reads.
+    c = next(k for k, cfg in enumerate(golden("lars")[1]["configs"])
+             if cfg["name"] == "warmup_factor")
+    data, meta, cfg, w0, grads = _inputs("lars", c)
+    one = mxopt.get_updater(_class_optimizer("lars", cfg, meta))
+    ws = [jnp.asarray(w) for w in w0]
+    idx = list(range(len(w0)))
+    for k in range(3):
+        ws = one(idx, [jnp.asarray(g[k]) for g in grads], ws)
+    two = mxopt.get_updater(mxopt.LARS())
+    two.set_states(one.get_states(dump_optimizer=True))
+    assert (two.optimizer.cur_lr, two.optimizer.last_lr) == (one.optimizer.cur_lr,
+                                                              one.optimizer.last_lr)
+    a = one(idx, [jnp.asarray(g[3]) for g in grads], ws)
+    b = two(idx, [jnp.asarray(g[3]) for g in grads], ws)
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)
