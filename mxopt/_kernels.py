@@ -897,10 +897,34 @@ def sum_of_squares(x: jax.Array, stored_dtype: Optional[str] = None) -> jax.Arra
     product rounded in ``stored_dtype`` (the dtype the caller stores the leaf
     in: float16 under multi_precision, where ``x`` is the float32 master or
     gradient and its cast is exactly the stored array) or in ``x``'s own."""
-    if stored_dtype is not None and jnp.dtype(stored_dtype) != x.dtype:
-        x = x.astype(stored_dtype)
-    # rounded: no FMA of the product into the sum, which would change it under jit.
-    return jnp.sum(rounded(x * x).astype(jnp.float32), dtype=jnp.float32)
+    dtype = jnp.dtype(stored_dtype if stored_dtype is not None else x.dtype)
+    if dtype in (jnp.dtype(jnp.float16), jnp.dtype(jnp.bfloat16)):
+        return _low_sum_of_squares(x, dtype.name)
+    return _sum_of_squares(x.astype(dtype))
+
+
+@jax.jit
+def _sum_of_squares(x: jax.Array) -> jax.Array:
+    # No rounding guard on the product: XLA:CPU's reduction kernels take
+    # x * x in, but would write out any guarded expression first (a
+    # parameter-sized temporary). Jitted on its own so that a step outside
+    # jax.jit sums exactly as the same step under it does.
+    return jnp.sum((x * x).astype(jnp.float32), dtype=jnp.float32)
+
+
+@functools.partial(jax.jit, static_argnames="dtype")
+def _low_sum_of_squares(x: jax.Array, dtype: str) -> jax.Array:
+    # float16/bfloat16 values and products, each passed through its bit
+    # pattern: XLA may otherwise keep excess precision through a cast to
+    # bfloat16 and back (xla_allow_excess_precision) and sum the products of
+    # the float32 master rather than of the stored weight. (reduce_precision
+    # would flush float16 subnormals, which MXNet's products keep.)
+    def stored(v):
+        bits = jax.lax.bitcast_convert_type(v.astype(dtype), jnp.int16)
+        return jax.lax.bitcast_convert_type(bits, jnp.dtype(dtype))
+
+    x = stored(x)
+    return jnp.sum(stored(x * x).astype(jnp.float32), dtype=jnp.float32)
 
 
 def lars_rate(grad: jax.Array, weight: jax.Array, hp: Hyper) -> jax.Array:
