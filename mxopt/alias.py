@@ -1192,6 +1192,12 @@ def lamb(learning_rate: ScalarOrSchedule = 0.001, beta1: Scalar = 0.9, beta2: Sc
     Updater always runs ``multi_lamb_update``, even for one index, so the list
     call and single calls agree.
 
+    On XLA:CPU the step writes ``u`` out once per leaf (a parameter-sized
+    temporary) for ``r2``'s reduction: XLA:CPU's reductions take in the
+    parameters and their squares, not a computed ``u``. With
+    ``multi_precision``, the float16/bfloat16 copies the norms read are
+    temporaries too (for LARS as well); a float32 LARS step has none.
+
     >>> import jax.numpy as jnp, optax, mxopt
     >>> params = {"fc_weight": jnp.array([3.0, 4.0])}
     >>> tx = mxopt.lamb(0.1)

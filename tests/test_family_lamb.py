@@ -445,3 +445,32 @@ def test_pickled_lars_updater_resumes_bit_for_bit():
     b = two(idx, [jnp.asarray(g[3]) for g in grads], ws)
     for x, y in zip(a, b):
         np.testing.assert_array_equal(x, y)
+
+
+# ----------------------------------------------------------------------------------
+# The compiled step on XLA:CPU
+# ----------------------------------------------------------------------------------
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="what XLA:CPU makes of the step")
+def test_lars_step_reads_the_data_twice_and_allocates_no_parameter_sized_temporary():
+    # SGD's momentum step (w, g, mom read; mom and w written: 7 passes) plus one
+    # reduction pass over w and one over g for the norms.
+    rng = np.random.RandomState(0)
+    shapes = {"conv": (64, 64, 3, 3), "fc": (512, 1000), "fc_bias": (1000,)}
+    params = {k: jnp.asarray(rng.normal(size=s), jnp.float32) for k, s in shapes.items()}
+    grads = jax.tree.map(lambda x: x * 0.5, params)
+    tx = mxopt.lars(mxopt.lr_scheduler.CosineScheduler(max_update=100, base_lr=0.1),
+                    momentum=0.9, eta=0.01, wd=1e-4, rescale_grad=0.5, clip_gradient=1.0,
+                    lr_mult={"*bias": 2.0})
+
+    def step(params, state, grads):
+        updates, state = tx.update(grads, state, params)
+        return optax.apply_updates(params, updates), state
+
+    compiled = jax.jit(step, donate_argnums=(0, 1)).lower(
+        params, tx.init(params), grads).compile()
+    nbytes = sum(x.nbytes for x in jax.tree.leaves(params))
+    assert compiled.memory_analysis().temp_size_in_bytes <= 0.01 * nbytes
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    assert cost["bytes accessed"] / nbytes <= 9 + 0.01
