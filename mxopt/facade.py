@@ -1206,7 +1206,11 @@ class _ListOptimizer(Optimizer):
         return zeros[0] if len(zeros) == 1 else zeros
 
     def update(self, index, weight, grad, state):
-        return self._update_impl(index, weight, grad, state, multi_precision=False)
+        out = self._update_impl(index, weight, grad, state, multi_precision=False)
+        if not isinstance(index, (list, tuple)):
+            self._dropped.note(self, index, weight,
+                               "weight, state = optimizer.update(index, weight, grad, state)")
+        return out
 
     def update_multi_precision(self, index, weight, grad, state):
         first = weight[0] if isinstance(index, (list, tuple)) else weight
@@ -1367,9 +1371,6 @@ class LARS(_ListOptimizer):
                      rescale_grad=received_float(self.rescale_grad),
                      eta=received_float(self.eta), eps=received_float(self.eps))
         return hyper, dict(trust=not name.endswith(alias.LARS_KEEPS_RATE))
-
-    def create_state(self, index, weight):
-        return super().create_state(index, weight)
 
     def _inner(self, index, weight, state, mp):
         master, inner = super()._inner(index, weight, state, mp)
