@@ -474,3 +474,40 @@ def test_lars_step_reads_the_data_twice_and_allocates_no_parameter_sized_tempora
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     assert cost["bytes accessed"] / nbytes <= 9 + 0.01
+
+
+def test_mixed_dtypes_chunk_as_mxnets_updater_groups_them():
+    # MXNet's Updater groups a list call by weight dtype (in order of first
+    # appearance) before cutting chunks of four: with a float16 leaf second,
+    # the first chunk is the first four float32 leaves. The functional form
+    # and the class form's Updater must agree on it.
+    rng = np.random.RandomState(3)
+    dtypes = [np.float32, np.float16, np.float32, np.float32, np.float32, np.float32]
+    names = [f"{c}_weight" for c in "abcdef"]
+    w0 = [rng.normal(size=(5,)).astype(d) for d in dtypes]
+    grads = [[rng.normal(size=(5,)).astype(d) for d in dtypes] for _ in range(4)]
+    sched = dict(step=1, factor=0.5, base_lr=0.5)
+    tx = mxopt.lars(mxopt.lr_scheduler.FactorScheduler(**sched), momentum=0.9, eta=0.1,
+                    multi_precision=True)
+    params = dict(zip(names, map(jnp.asarray, w0)))
+    state = tx.init(params)
+    updater = mxopt.get_updater(mxopt.LARS(momentum=0.9, eta=0.1, multi_precision=True,
+                                           lr_scheduler=mxopt.lr_scheduler.FactorScheduler(
+                                               **sched)))
+    weights = list(map(jnp.asarray, w0))
+    for g in grads:
+        updates, state = tx.update(dict(zip(names, map(jnp.asarray, g))), state, params)
+        params = optax.apply_updates(params, updates)
+        weights = updater(list(range(6)), list(map(jnp.asarray, g)), weights)
+    for n, w in zip(names, weights):
+        np.testing.assert_allclose(np.asarray(params[n], np.float32), np.asarray(w, np.float32),
+                                   rtol=1e-3, atol=1e-3, err_msg=n)
+    # ...and correcting another chunk would show: the correction matters here.
+    other = mxopt.get_updater(mxopt.LARS(momentum=0.9, eta=0.1, multi_precision=True,
+                                         lr_scheduler=mxopt.lr_scheduler.FactorScheduler(
+                                             **sched)))
+    single = list(map(jnp.asarray, w0))
+    for g in grads:
+        single = [other(i, jnp.asarray(g[i]), single[i]) for i in range(6)]
+    assert not all(np.allclose(np.asarray(a, np.float32), np.asarray(b, np.float32),
+                               rtol=1e-3, atol=1e-3) for a, b in zip(single, weights))
