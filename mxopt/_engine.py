@@ -25,7 +25,7 @@ call of it.
 from __future__ import annotations
 
 import warnings
-from typing import Any, Callable, NamedTuple, Optional, Union
+from typing import Any, Callable, NamedTuple, Optional, Tuple, Union
 
 import jax
 import jax.numpy as jnp
@@ -43,7 +43,7 @@ __all__ = [
     "check_params", "check_grads_match_params", "check_state",
     "initial_count", "scale_by_multipliers", "learning_rates", "per_leaf", "map_leaves",
     "all_finite", "finiteness_flag", "skip_state", "skip_nonfinite", "master_weights", "fused",
-    "check_inputs",
+    "checked_chain",
 ]
 
 ScalarOrSchedule = Union[float, jax.Array, optax.Schedule]
@@ -120,12 +120,13 @@ def refuse_low_precision(params: Any, who: str) -> None:
                             f"master weights, or train the leaf in float32")
 
 
-def check_grads_match_params(updates: Any, params: Any, who: str, *,
-                             float32_for_low: bool = False):
+def check_grads_match_params(updates: Any, params: Any, who: str):
     """Leaf names and the params' treedef, after checking that ``updates`` has the
-    params' structure and each floating leaf its param's shape and dtype (as
-    MXNet's kernels require). With ``float32_for_low`` (master weights), float32
-    gradients are accepted for float16/bfloat16 params, which they update."""
+    params' structure and each floating leaf its param's shape and a floating
+    dtype. A gradient's dtype may differ from its param's, as optax allows:
+    the kernel computes in the param's dtype (float32 for float16/bfloat16
+    params under master weights), MXNet's only case, and the update is
+    returned in the gradient's dtype (:func:`in_param_dtype`)."""
     names, leaves, treedef = _named(params)
     try:
         grads = treedef.flatten_up_to(updates)
@@ -141,16 +142,21 @@ def check_grads_match_params(updates: Any, params: Any, who: str, *,
         if jnp.shape(g) != jnp.shape(w):
             raise ValueError(f"{who}: the gradient of {name!r} has shape {jnp.shape(g)}, "
                              f"its param has shape {jnp.shape(w)}")
-        if _dtype(g) == _dtype(w) or (float32_for_low and _is_low(w)
-                                      and _dtype(g) == jnp.dtype(jnp.float32)):
-            continue
-        fix = ("float32 gradients are accepted for float16/bfloat16 params" if float32_for_low
-               else "with multi_precision=True, float32 gradients are accepted for "
-                    "float16/bfloat16 params")
-        raise TypeError(f"{who}: the gradient of {name!r} has dtype {_dtype(g)}, its param "
-                        f"has dtype {_dtype(w)}; cast the gradients to the params' dtypes "
-                        f"({fix})")
+        if leaf_kind(g) != "float":
+            raise TypeError(f"{who}: the gradient of {name!r} has dtype {_dtype(g)}, its "
+                            f"param has dtype {_dtype(w)}; a floating param needs a floating "
+                            f"gradient (cast it to {_dtype(w)})")
     return names, treedef
+
+
+def in_param_dtype(g: Any, w: Any) -> Tuple[Any, Callable[[Any], Any]]:
+    """``g`` cast to its param's dtype, which MXNet's kernels compute in, and the
+    function that casts an update back to ``g``'s dtype (optax's rule: updates
+    keep the gradients' dtype). Both are the identity when the dtypes agree,
+    the only case MXNet has, so MXNet's numerics are untouched there."""
+    if _dtype(g) == _dtype(w):
+        return g, lambda u: u
+    return g.astype(_dtype(w)), lambda u: u.astype(_dtype(g))
 
 
 # ----------------------------------------------------------------------------------
@@ -530,8 +536,7 @@ def master_weights(inner: optax.GradientTransformation) -> optax.GradientTransfo
         if params is None:
             raise needs_params("master_weights")
         check_state(state, MasterWeightsState, "master_weights")
-        names, treedef = check_grads_match_params(updates, params, "master_weights",
-                                                  float32_for_low=True)
+        names, treedef = check_grads_match_params(updates, params, "master_weights")
         flat_params = treedef.flatten_up_to(params)
         flat_master = _check_buffer(state.master, "master", names, flat_params, treedef,
                                     "master_weights", has_entry=_is_low)
@@ -722,7 +727,9 @@ def fused(opt: Optimizer, *, learning_rate: ScalarOrSchedule, wd: Any, lr_mult: 
                     if carry.per_leaf or not additions:
                         additions, value = carry.advance(value, hp)
                     hp.update(additions)
-                outs.append(leaf(g, w, tuple(c[i] for c in columns), hp, finite))
+                g, back = in_param_dtype(g, w)
+                u, *new_bufs = leaf(g, w, tuple(c[i] for c in columns), hp, finite)
+                outs.append((back(u), *new_bufs))
             else:  # integer and bool leaves pass through with no state
                 outs.append((jnp.zeros_like(w),) + (optax.MaskedNode(),) * len(buffers))
         new = dict(zip(buffers, (treedef.unflatten([o[k] for o in outs])
@@ -750,26 +757,41 @@ def fused(opt: Optimizer, *, learning_rate: ScalarOrSchedule, wd: Any, lr_mult: 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
-def check_inputs(who: str) -> optax.GradientTransformation:
-    """The first link of a composed optimizer (``rmsprop_chain``): the checks and
-    the leaf rules of :func:`fused`, so both paths accept and refuse the same
-    inputs. ``init`` refuses complex leaves and warns about float16/bfloat16
-    state; ``update`` needs the params, checks the gradients against them, and
-    hands integer/bool leaves a zero update, which the following links pass
-    through."""
+def checked_chain(who: str, *links: optax.GradientTransformation
+                  ) -> optax.GradientTransformationExtraArgs:
+    """``optax.chain(*links)`` (a composed optimizer such as ``rmsprop_chain``)
+    behind the checks and leaf rules of :func:`fused`, so both paths accept and
+    refuse the same inputs and return the same dtypes. ``init`` refuses complex
+    leaves and warns about float16/bfloat16 state; ``update`` needs the params,
+    checks the gradients against them, runs the links on gradients in the
+    params' dtypes (:func:`in_param_dtype`), hands integer/bool leaves a zero
+    update (the links pass it through), and returns each update in its
+    gradient's dtype. The state is ``optax.chain``'s, with an empty first
+    entry for the checks."""
 
-    def init_fn(params):
+    def check_init(params):
         check_params(params, who)
         warn_low_precision(params, who)
         return optax.EmptyState()
 
-    def update_fn(updates, state, params=None):
+    def passed_update(updates, state, params=None):  # checked and cast below
+        del params
+        return updates, state
+
+    chain = optax.chain(optax.GradientTransformation(check_init, passed_update), *links)
+
+    def update_fn(updates, state, params=None, **extra_args):
         if params is None:
             raise needs_params(who)
         _, treedef = check_grads_match_params(updates, params, who)
-        flat = [g if is_float(w) else jnp.zeros_like(w)
-                for g, w in zip(treedef.flatten_up_to(updates), treedef.flatten_up_to(params))]
-        return treedef.unflatten(flat), state
+        flat, backs = [], []
+        for g, w in zip(treedef.flatten_up_to(updates), treedef.flatten_up_to(params)):
+            g, back = in_param_dtype(g, w) if is_float(w) else (jnp.zeros_like(w), None)
+            flat.append(g)
+            backs.append(back)
+        out, new_state = chain.update(treedef.unflatten(flat), state, params, **extra_args)
+        flat_out = [u if back is None else back(u)
+                    for u, back in zip(treedef.flatten_up_to(out), backs)]
+        return treedef.unflatten(flat_out), new_state
 
-    return optax.GradientTransformation(init_fn, update_fn)
-
+    return optax.GradientTransformationExtraArgs(chain.init, update_fn)

@@ -862,8 +862,12 @@ def adadelta_update(grad: jax.Array, weight: jax.Array, acc_g: jax.Array,
     rho, eps = hp["rho"], hp["epsilon"]
     g = python_clip(python_rescale(grad, hp["rescale_grad"]), hp["clip_gradient"])
     r = operand(rho, g)
-    one_minus_rho = (operand(1.0 - rho, g) if _is_python_number(rho)
-                     else (jnp.ones((), g.dtype) - r))
+    if "one_minus_rho" in hp:  # computed by the caller (the class form, as MXNet's host)
+        one_minus_rho = operand(hp["one_minus_rho"], g)
+    elif _is_python_number(rho):  # Python's float64, as MXNet's Python side
+        one_minus_rho = operand(1.0 - rho, g)
+    else:
+        one_minus_rho = jnp.ones((), g.dtype) - r
     acc_g = keep_if(finite, rounded(acc_g * r) + rounded(rounded(one_minus_rho * g) * g), acc_g)
     e = operand(eps, g)
     delta = rounded((root(acc_delta + e) / root(acc_g + e)) * g)

@@ -55,7 +55,7 @@ import reprlib
 import struct
 import types
 import uuid
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import Any, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -63,7 +63,9 @@ __all__ = [
     "MXNetFormatError", "UnsafePickleError", "MXNetObject", "MXNetStates",
     "loads_params", "dumps_params", "decode_ndarray", "encode_ndarray",
     "restricted_loads", "loads_states", "dumps_states", "atomic_write",
-    "rmsprop_optimizer", "OPTIMIZER_CLASSES", "SCHEDULER_CLASSES", "MXNET_CLASSES",
+    "rmsprop_optimizer", "optimizer_record", "optimizer_format", "OptimizerFormat",
+    "OPTIMIZER_FORMATS", "scheduler_record", "OPTIMIZER_CLASSES", "SCHEDULER_CLASSES",
+    "MXNET_CLASSES",
     "states_payload", "check_rmsprop", "real_field", "clip_bound",
 ]
 
@@ -959,8 +961,261 @@ def dumps_states(states: MXNetStates) -> bytes:
 
 
 # --------------------------------------------------------------------------------------
-# A fresh MXNet RMSProp optimizer, as plain data
+# MXNet's optimizers: how each keeps its state and hyperparameters
 # --------------------------------------------------------------------------------------
+
+class OptimizerFormat(NamedTuple):
+    """How one MXNet 1.9.1 optimizer class is laid out in a ``.states`` file, and
+    which mxopt functional form continues it. One entry of :data:`OPTIMIZER_FORMATS`
+    per class; adding an optimizer to the interop is adding its entry.
+
+    Attributes:
+      alias: the :mod:`mxopt.alias` function, e.g. ``"adam"``.
+      states: the names of that function's state NamedTuples in :mod:`mxopt.alias`
+        (``SGDState`` with momentum, ``SGDNoMomentumState`` without). Their fields
+        after ``count`` (less ``carry``) are MXNet's state arrays, in MXNet's order.
+      own: ``(alias keyword, MXNet attribute, constructor default)`` of the
+        class's own hyperparameters, in the constructor's order (a fresh record
+        has the attributes in this order after the base class's).
+      learning_rate: the constructor's default ``learning_rate``; None where the
+        class leaves it to the base class (0.01 there, None with a scheduler).
+      bare: MXNet keeps a single state array bare, not in a 1-tuple (SGD's
+        ``mom``, AdaGrad's ``history``; RMSProp keeps ``(n,)``).
+      master_last: under ``multi_precision`` a float16 weight's state is
+        ``(state, float32 master)`` (MXNet's fused SGD/NAG kernels) instead of the
+        base class's ``(float32 master, state)``.
+      python_clip: ``clip_gradient`` clips whenever it is not None, so 0 clips to
+        0 (MXNet's Python-side optimizers); else only when truthy (kernels).
+      clip_bounds: own attributes that are kernel clip bounds (truthy and >= 0
+        clips; anything else is off).
+      scheduler_takes_lr: ``Optimizer.__init__`` got ``learning_rate`` and so
+        overwrote a scheduler's ``base_lr`` with it (not Ftrl, which sets ``lr``
+        after the base class).
+      uses_count: the arithmetic reads the per-parameter update count ``t``
+        (bias corrections), so parameters with different counts cannot share
+        one mxopt count even without a scheduler.
+      carry: ``{alias state field: MXNet attribute}`` of optimizer-wide scalars
+        the state carries (Nadam's ``m_schedule``, LARS's ``cur_lr``; an
+        attribute's None is a NaN in the state).
+      aggregate_num: what the constructor sets ``aggregate_num`` to (SGD: 4,
+        ``MXNET_OPTIMIZER_AGGREGATION_SIZE``'s default).
+    """
+    alias: str
+    states: Tuple[str, ...]
+    own: Tuple[Tuple[str, str, Any], ...]
+    learning_rate: Optional[float] = None
+    bare: bool = False
+    master_last: bool = False
+    python_clip: bool = False
+    clip_bounds: Tuple[str, ...] = ()
+    scheduler_takes_lr: bool = True
+    uses_count: bool = False
+    carry: Tuple[Tuple[str, str], ...] = ()
+    aggregate_num: int = 0
+
+
+OPTIMIZER_FORMATS = types.MappingProxyType({
+    "RMSProp": OptimizerFormat(
+        "rmsprop", ("RMSPropState", "CenteredRMSPropState"),
+        (("gamma1", "gamma1", 0.9), ("gamma2", "gamma2", 0.9), ("centered", "centered", False),
+         ("epsilon", "epsilon", 1e-8), ("clip_weights", "clip_weights", None)),
+        learning_rate=0.001, clip_bounds=("clip_weights",)),
+    "SGD": OptimizerFormat(
+        "sgd", ("SGDState", "SGDNoMomentumState"),
+        (("momentum", "momentum", 0.0), ("lazy_update", "lazy_update", True)),
+        bare=True, master_last=True, aggregate_num=4),
+    "NAG": OptimizerFormat("nag", ("NAGState", "NAGNoMomentumState"),
+                           (("momentum", "momentum", 0.0),), bare=True, master_last=True),
+    "Signum": OptimizerFormat("signum", ("SignumState", "SignSGDState"),
+                              (("momentum", "momentum", 0.9), ("wd_lh", "wd_lh", 0.0)),
+                              learning_rate=0.01, bare=True),
+    "AdaGrad": OptimizerFormat("adagrad", ("AdaGradState",),
+                               (("eps", "float_stable_eps", 1e-7),), bare=True,
+                               python_clip=True),
+    "AdaDelta": OptimizerFormat("adadelta", ("AdaDeltaState",),
+                                (("rho", "rho", 0.9), ("epsilon", "epsilon", 1e-5)),
+                                python_clip=True),
+    "Adam": OptimizerFormat(
+        "adam", ("AdamState",),
+        (("beta1", "beta1", 0.9), ("beta2", "beta2", 0.999), ("epsilon", "epsilon", 1e-8),
+         (None, "lazy_update", True)),
+        learning_rate=0.001, uses_count=True),
+    "Adamax": OptimizerFormat("adamax", ("AdamaxState",),
+                              (("beta1", "beta1", 0.9), ("beta2", "beta2", 0.999)),
+                              learning_rate=0.002, python_clip=True, uses_count=True),
+    "Nadam": OptimizerFormat(
+        "nadam", ("NadamState",),
+        (("beta1", "beta1", 0.9), ("beta2", "beta2", 0.999), ("epsilon", "epsilon", 1e-8),
+         ("schedule_decay", "schedule_decay", 0.004), (None, "m_schedule", 1.0)),
+        learning_rate=0.001, python_clip=True, uses_count=True,
+        carry=(("m_schedule", "m_schedule"),)),
+    "Ftrl": OptimizerFormat("ftrl", ("FtrlState",),
+                            (("lamda1", "lamda1", 0.01), ("beta", "beta", 1)),
+                            learning_rate=0.1, scheduler_takes_lr=False),
+    "FTML": OptimizerFormat(
+        "ftml", ("FTMLState",),
+        (("beta1", "beta1", 0.6), ("beta2", "beta2", 0.999), ("epsilon", "epsilon", 1e-8)),
+        uses_count=True),
+    # LARS's cur_lr (the momentum correction's last base rate; None before the
+    # first step) is the functional state's last_lr (NaN for None).
+    "LARS": OptimizerFormat(
+        "lars", ("LARSState", "LARSNoMomentumState"),
+        (("momentum", "momentum", 0.0), ("momentum_correction", "momentum_correction", True),
+         ("lazy_update", "lazy_update", True), ("eta", "eta", 0.001), ("eps", "eps", 0),
+         (None, "skip", 0), (None, "last_lr", None), (None, "cur_lr", None)),
+        bare=True, master_last=True, aggregate_num=4, carry=(("last_lr", "cur_lr"),)),
+    "LAMB": OptimizerFormat(
+        "lamb", ("LAMBState",),
+        (("beta1", "beta1", 0.9), ("beta2", "beta2", 0.999), ("epsilon", "epsilon", 1e-6),
+         ("lower_bound", "lower_bound", None), ("upper_bound", "upper_bound", None),
+         ("bias_correction", "bias_correction", True)),
+        # Passed to the kernel only when truthy, applied only when >= 0: as clip bounds.
+        learning_rate=0.001, clip_bounds=("lower_bound", "upper_bound"), uses_count=True,
+        aggregate_num=45),
+})
+
+
+def optimizer_format(optimizer, what: str = "optimizer") -> OptimizerFormat:
+    """The :class:`OptimizerFormat` of an MXNet optimizer record; TypeError or
+    ValueError (naming ``what`` and the optimizers mxopt converts) otherwise."""
+    if not isinstance(optimizer, MXNetObject):
+        raise TypeError(f"{what} must be an MXNetObject (the optimizer of a .states file, "
+                        f"or optimizer_record(...)), got {type(optimizer).__name__}")
+    fmt = OPTIMIZER_FORMATS.get(optimizer.name)
+    if optimizer.cls not in OPTIMIZER_CLASSES or fmt is None:
+        raise ValueError(f"{what} is a {optimizer.cls}; mxopt converts the MXNet optimizers "
+                         f"{', '.join(sorted(OPTIMIZER_FORMATS))}")
+    return fmt
+
+
+def _real_or_none(name, value):
+    if value is not None and (isinstance(value, bool)
+                              or not isinstance(value, (int, float, np.floating, np.integer))):
+        raise TypeError(f"{name} must be a real number or None, got {value!r}")
+    return None if value is None else float(value)
+
+
+def optimizer_record(name: str, *, learning_rate: Optional[float] = None, wd: float = 0.0,
+                     rescale_grad: float = 1.0, clip_gradient: Optional[float] = None,
+                     multi_precision: bool = False, lr_scheduler: Optional[MXNetObject] = None,
+                     begin_num_update: int = 0, num_update: Optional[int] = None,
+                     index_update_counts: Optional[Mapping[Union[int, str], int]] = None,
+                     **own) -> MXNetObject:
+    """The ``__dict__`` that ``mx.optimizer.<name>(...)`` has in MXNet 1.9.1 (what
+    its ``__getstate__`` pickles), after ``num_update`` updates counted per index
+    in ``index_update_counts``.
+
+    Args:
+      name: the class name, a key of :data:`OPTIMIZER_FORMATS` (``"Adam"``).
+      learning_rate: None for the class's default (or, as MXNet, no rate with a
+        scheduler where the class defaults to the base class's).
+      wd, rescale_grad, clip_gradient, multi_precision, begin_num_update: the
+        base class's arguments.
+      lr_scheduler: an MXNet LR scheduler record, stored as given (a new MXNet
+        optimizer would set its ``base_lr`` to ``learning_rate``; a scheduler
+        read from a checkpoint has moved on from there, so it is left alone).
+      num_update, index_update_counts: the update counts (default: none yet).
+      **own: the class's own constructor arguments by MXNet's name
+        (``momentum``, ``beta1``, ``eps``, ...); the others take MXNet's defaults.
+    """
+    fmt = OPTIMIZER_FORMATS.get(name)
+    if fmt is None:
+        raise ValueError(f"unknown optimizer {name!r}; mxopt converts "
+                         f"{', '.join(sorted(OPTIMIZER_FORMATS))}")
+    params = {"eps" if field == "float_stable_eps" else field: default
+              for _, field, default in fmt.own if field != "m_schedule"}
+    unknown = sorted(set(own) - set(params))
+    if unknown:
+        raise TypeError(f"mx.optimizer.{name} has no argument {unknown[0]!r}; its own "
+                        f"arguments are {sorted(params)}")
+    params.update(own)
+    for key, value in params.items():
+        if not isinstance(value, bool) and key not in ("centered", "lazy_update"):
+            params[key] = _real_or_none(key, value)
+        elif not isinstance(value, (bool, np.bool_)):
+            raise TypeError(f"{key} must be a bool, got {value!r}")
+        else:
+            params[key] = bool(value)
+    for key, value in (("wd", wd), ("rescale_grad", rescale_grad)):
+        if _real_or_none(key, value) is None:
+            raise TypeError(f"{key} must be a real number, got None")
+    if lr_scheduler is not None and (not isinstance(lr_scheduler, MXNetObject)
+                                     or lr_scheduler.cls not in SCHEDULER_CLASSES):
+        raise TypeError(f"lr_scheduler must be an MXNet LR scheduler record, got {lr_scheduler!r}")
+    lr = _real_or_none("learning_rate", learning_rate if learning_rate is not None
+                       else fmt.learning_rate)
+    if lr is None and lr_scheduler is None:
+        lr = 0.01  # the base class's default
+    counts = {} if index_update_counts is None else dict(index_update_counts)
+    if num_update is None:
+        num_update = max([int(begin_num_update), *counts.values()])
+    fields = {
+        "rescale_grad": float(rescale_grad),
+        "lr_scheduler": lr_scheduler,
+        "lr": lr,
+        "wd": float(wd),
+        "lr_mult": {},
+        "wd_mult": {},
+        "begin_num_update": int(begin_num_update),
+        "num_update": int(num_update),
+        "_all_index_update_counts": {0: counts},
+        "_index_update_count": counts,
+        "clip_gradient": _real_or_none("clip_gradient", clip_gradient),
+        "multi_precision": bool(multi_precision),
+        "aggregate_num": fmt.aggregate_num,
+        "idx2name": {},
+        "sym_info": (),
+        "allow_np_array": False,
+    }
+    for _, field, default in fmt.own:
+        fields[field] = default if field == "m_schedule" else params[
+            "eps" if field == "float_stable_eps" else field]
+    if name == "Ftrl" and learning_rate is None:
+        fields["lr"] = fmt.learning_rate  # Ftrl sets lr itself, scheduler or not
+    return MXNetObject(f"{_OPTIMIZER_MODULE}.{name}", fields)
+
+
+_SCHEDULER_OWN = {
+    "FactorScheduler": lambda kw: dict(step=kw["step"], factor=kw.get("factor", 1),
+                                       stop_factor_lr=kw.get("stop_factor_lr", 1e-8),
+                                       count=0),
+    "MultiFactorScheduler": lambda kw: dict(step=list(kw["step"]), cur_step_ind=0,
+                                            factor=kw.get("factor", 1), count=0),
+    "PolyScheduler": lambda kw: dict(power=kw.get("pwr", 2), base_lr_orig=kw.get("base_lr", 0.01),
+                                     max_update=kw["max_update"], final_lr=kw.get("final_lr", 0),
+                                     max_steps=kw["max_update"] - kw.get("warmup_steps", 0)),
+    "CosineScheduler": lambda kw: dict(base_lr_orig=kw.get("base_lr", 0.01),
+                                       max_update=kw["max_update"],
+                                       final_lr=kw.get("final_lr", 0),
+                                       max_steps=kw["max_update"] - kw.get("warmup_steps", 0)),
+}
+
+
+def scheduler_record(name: str, **kwargs) -> MXNetObject:
+    """The ``__dict__`` of a freshly built ``mx.lr_scheduler.<name>(**kwargs)`` in
+    MXNet 1.9.1 (checked against MXNet by tools/make_golden_interop_family.py).
+
+    MXNet's schedulers mutate as they are called, but each catches up from its
+    fresh state when first called with a later update number (FactorScheduler
+    and MultiFactorScheduler loop over the steps passed; Poly and Cosine are
+    functions of the number), so a fresh record continues a run at any count.
+
+    Args:
+      name: ``"FactorScheduler"``, ``"MultiFactorScheduler"``, ``"PolyScheduler"``
+        or ``"CosineScheduler"``.
+      **kwargs: the constructor's arguments, by MXNet's names.
+    """
+    own = _SCHEDULER_OWN.get(name)
+    if own is None:
+        raise ValueError(f"unknown LR scheduler {name!r}; MXNet's are "
+                         f"{', '.join(sorted(_SCHEDULER_OWN))}")
+    base_lr = kwargs.get("base_lr", 0.01)
+    fields = dict(base_lr=base_lr, warmup_steps=kwargs.get("warmup_steps", 0),
+                  warmup_final_lr=base_lr, warmup_begin_lr=kwargs.get("warmup_begin_lr", 0),
+                  warmup_mode=kwargs.get("warmup_mode", "linear"))
+    fields.update(own(kwargs))
+    return MXNetObject(f"mxnet.lr_scheduler.{name}", fields)
+
 
 def rmsprop_optimizer(*, learning_rate: float = 0.001, gamma1: float = 0.9,
                       gamma2: float = 0.9, epsilon: float = 1e-8, centered: bool = False,
@@ -971,51 +1226,18 @@ def rmsprop_optimizer(*, learning_rate: float = 0.001, gamma1: float = 0.9,
                       begin_num_update: int = 0, num_update: Optional[int] = None,
                       index_update_counts: Optional[Mapping[Union[int, str], int]] = None
                       ) -> MXNetObject:
-    """The ``__dict__`` that ``mx.optimizer.RMSProp(...)`` has in MXNet 1.9.1 (what
-    its ``__getstate__`` pickles), after ``num_update`` updates counted per index in
-    ``index_update_counts``. ``lr_scheduler`` is stored as given: MXNet then takes
-    the learning rate from it (a new MXNet optimizer would also set the scheduler's
-    ``base_lr`` to ``learning_rate``; a scheduler read from a checkpoint has moved on
-    from there, so it is left alone)."""
+    """:func:`optimizer_record` of ``"RMSProp"`` (its arguments are all numbers)."""
     for name, value in (("learning_rate", learning_rate), ("gamma1", gamma1),
                         ("gamma2", gamma2), ("epsilon", epsilon), ("wd", wd),
                         ("rescale_grad", rescale_grad)):
         if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
             raise TypeError(f"{name} must be a real number, got {value!r}")
-    for name, value in (("clip_weights", clip_weights), ("clip_gradient", clip_gradient)):
-        if value is not None and (isinstance(value, bool)
-                                  or not isinstance(value, (int, float, np.floating, np.integer))):
-            raise TypeError(f"{name} must be a real number or None, got {value!r}")
-    if lr_scheduler is not None and (not isinstance(lr_scheduler, MXNetObject)
-                                     or lr_scheduler.cls not in SCHEDULER_CLASSES):
-        raise TypeError(f"lr_scheduler must be an MXNet LR scheduler record, got {lr_scheduler!r}")
-    counts = {} if index_update_counts is None else dict(index_update_counts)
-    if num_update is None:
-        num_update = max([int(begin_num_update), *counts.values()])
-    fields = {
-        "rescale_grad": float(rescale_grad),
-        "lr_scheduler": lr_scheduler,
-        "lr": float(learning_rate),
-        "wd": float(wd),
-        "lr_mult": {},
-        "wd_mult": {},
-        "begin_num_update": int(begin_num_update),
-        "num_update": int(num_update),
-        "_all_index_update_counts": {0: counts},
-        "_index_update_count": counts,
-        "clip_gradient": None if clip_gradient is None else float(clip_gradient),
-        "multi_precision": bool(multi_precision),
-        "aggregate_num": 0,
-        "idx2name": {},
-        "sym_info": (),
-        "allow_np_array": False,
-        "gamma1": float(gamma1),
-        "gamma2": float(gamma2),
-        "centered": bool(centered),
-        "epsilon": float(epsilon),
-        "clip_weights": None if clip_weights is None else float(clip_weights),
-    }
-    return MXNetObject(RMSPROP_CLASS, fields)
+    return optimizer_record(
+        "RMSProp", learning_rate=learning_rate, gamma1=gamma1, gamma2=gamma2, epsilon=epsilon,
+        centered=centered, clip_weights=clip_weights, wd=wd, rescale_grad=rescale_grad,
+        clip_gradient=clip_gradient, multi_precision=multi_precision, lr_scheduler=lr_scheduler,
+        begin_num_update=begin_num_update, num_update=num_update,
+        index_update_counts=index_update_counts)
 
 
 # --------------------------------------------------------------------------------------
@@ -1028,7 +1250,8 @@ def check_rmsprop(optimizer, what: str = "optimizer") -> None:
         raise TypeError(f"{what} must be an MXNetObject (the optimizer of a .states file, "
                         f"or rmsprop_optimizer(...)), got {type(optimizer).__name__}")
     if optimizer.cls != RMSPROP_CLASS:
-        raise ValueError(f"{what} is a {optimizer.cls}; mxopt converts {RMSPROP_CLASS} only")
+        raise ValueError(f"{what} is a {optimizer.cls}; mxopt converts {RMSPROP_CLASS} only "
+                         f"here (mxopt.interop.resume converts every optimizer)")
 
 
 def real_field(optimizer: MXNetObject, field: str, value: Any = None, *,

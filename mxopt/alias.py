@@ -581,7 +581,7 @@ def rmsprop_chain(learning_rate: ScalarOrSchedule = 0.001, gamma1: Scalar = 0.9,
     if skip_nonfinite:
         tx = E.skip_nonfinite(tx)
     # The checks come first, so the skip sees integer leaves' zero updates.
-    tx = optax.chain(E.check_inputs(f"mxopt.rmsprop_chain(centered={centered})"), tx)
+    tx = E.checked_chain(f"mxopt.rmsprop_chain(centered={centered})", tx)
     return E.master_weights(tx) if multi_precision else tx
 
 
@@ -1008,8 +1008,10 @@ class LARSState(NamedTuple):
 
 
 class LARSNoMomentumState(NamedTuple):
-    """State of :func:`lars` with ``momentum=0`` (MXNet: None): the count only."""
+    """State of :func:`lars` with ``momentum=0`` (MXNet: None): the count and,
+    as MXNet's LARS tracks it whatever the momentum, the previous base rate."""
     count: jax.Array
+    last_lr: jax.Array
 
 
 class LAMBState(NamedTuple):
@@ -1121,7 +1123,9 @@ def lars(learning_rate: ScalarOrSchedule = 0.01, momentum: Scalar = 0.0,
     Returns:
       An ``optax.GradientTransformationExtraArgs`` with state :class:`LARSState`
       (:class:`LARSNoMomentumState` for a Python ``momentum=0``), wrapped as in
-      :func:`rmsprop` by ``skip_nonfinite`` and ``multi_precision``.
+      :func:`rmsprop` by ``skip_nonfinite`` and ``multi_precision``. Its
+      ``last_lr`` is MXNet's ``cur_lr`` (NaN for MXNet's None) in ``.states``
+      files (:mod:`mxopt.interop`).
     """
     _base_checks(learning_rate, wd, rescale_grad, clip_gradient, begin_num_update,
                  multi_precision, skip_nonfinite)
@@ -1132,13 +1136,12 @@ def lars(learning_rate: ScalarOrSchedule = 0.01, momentum: Scalar = 0.0,
     v.check_bool("momentum_correction", momentum_correction)
     kernel, state_cls = _momentum_path(momentum, K.lars_mom_update, K.lars_update,
                                        LARSState, LARSNoMomentumState)
-    carry = None
-    if state_cls is LARSState:
-        def advance(last_lr, hp):
-            cur, prev = _base_rates(learning_rate, hp["t"])
-            return K.lars_momentum_advance(last_lr, cur, prev, hp)
+    def advance(last_lr, hp):
+        cur, prev = _base_rates(learning_rate, hp["t"])
+        return K.lars_momentum_advance(last_lr, cur, prev, hp)
 
-        carry = E.Carry(field="last_lr", init=float("nan"), advance=advance, per_leaf=False)
+    # MXNet's cur_lr/last_lr: NaN before the first step (MXNet's None).
+    carry = E.Carry(field="last_lr", init=float("nan"), advance=advance, per_leaf=False)
     opt = E.Optimizer(who="mxopt.lars", kernel=kernel, state_cls=state_cls, carry=carry,
                       leaf_hyper=_lars_leaf_hyper,
                       hyper=dict(momentum=momentum, rescale_grad=rescale_grad,

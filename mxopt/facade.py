@@ -47,7 +47,7 @@ from mxopt.precision import LOW_PRECISION_DTYPES
 
 __all__ = ["Optimizer", "RMSProp", "SGD", "NAG", "Signum", "AdaGrad", "AdaDelta", "Adam",
            "Adamax", "Nadam", "Ftrl", "FTML", "Updater", "create", "register", "get_updater",
-           "optimizer_from_mxnet", "updater_states_from_mxnet"]
+           "optimizer_from_mxnet", "optimizer_to_mxnet", "updater_states_from_mxnet"]
 __all__ += ["LARS", "LAMB"]
 
 # The attributes Optimizer.__init__ sets, all of which its pickles hold.
@@ -473,56 +473,130 @@ def _as_array(name, x):
 def _kernel_step(weight, grad, state, hyper, *, kernel, rebuild=None):
     """One step of a per-leaf kernel of :mod:`mxopt._kernels` on one weight, with
     every hyperparameter traced (already as MXNet's kernel receives it), so new
-    values reuse the compiled step; a clip bound of None is off. ``rebuild``
-    (Ftrl, FTML): ``rebuild(*state, hyper)``, the weight MXNet writes, rebuilt
-    from the new state, where ``weight + update`` could miss it by an ulp."""
+    values reuse the compiled step; a clip bound of None is off, and a
+    ``clip_weights`` entry (RMSProp) clips the new weight. ``rebuild`` (Ftrl,
+    FTML): ``rebuild(*state, hyper)``, the weight MXNet writes, rebuilt from the
+    new state, where ``weight + update`` could miss it by an ulp."""
+    hyper = dict(hyper)
+    clip_weights = hyper.pop("clip_weights", None)
     update, *state = kernel(grad, weight, *state, hyper, None)
     if rebuild is not None:
         return rebuild(*state, hyper).astype(weight.dtype), tuple(state)
+    if clip_weights is not None:
+        update = K.clipped_weight_update(weight, update, clip_weights)
     return optax.apply_updates(weight, update), tuple(state)
 
 
 class _KernelOptimizer(Optimizer):
-    """An MXNet optimizer whose ``update`` is one kernel of :mod:`mxopt._kernels`
-    run by :func:`_kernel_step`. The Python side (counts, rates, bias
-    corrections, ``m_schedule``) runs here on the host in float64, as MXNet's
-    does; each scalar then reaches the kernel as MXNet's operator receives it:
-    a C++ ``float`` field parsed by ``dmlc::stof``, or, for the names in
-    ``_operands``, an NDArray scalar operand (a double cast to the weight's
-    dtype)."""
+    """An MXNet optimizer class whose ``update`` is MXNet's Python side on the
+    host (counts, rates and decays per index, bias corrections, ``m_schedule``,
+    in float64 as MXNet computes them), then one kernel of :mod:`mxopt._kernels`
+    run by :func:`_kernel_step`. Each scalar reaches the kernel as MXNet's
+    operator receives it: a C++ ``float`` field parsed by ``dmlc::stof``; for
+    the names in ``_operands``, an NDArray scalar operand (a double cast to the
+    weight's dtype); for those in ``_tuple_fields``, a ``Tuple<float>`` entry.
 
+    A subclass names its functional form (``_alias``, whose checks are the
+    rules of the subclass's own arguments), those arguments (``_own``: alias
+    argument -> attribute, MXNet's names), its kernel (``_kernel`` or
+    :meth:`_kernel_for`), its state buffers (``_states`` or
+    :meth:`_state_names`) and the kernel's hyperparameters
+    (:meth:`_host_hyper`).
+    """
+
+    _alias: str
+    _own: dict = {}
+    _extra = ()              # other attributes of the subclass, shown and pickled
     _kernel = None
-    _state_names = ()
-    _own_fields = ()
+    _states = ()
+    _bare_state = False      # MXNet's state: one buffer is the array itself, none is None
     _operands = frozenset()
-    _python_clip = False       # clip_gradient=0 clips to 0 (Python side) rather than off
-    _float32_state = False     # MXNet keeps the state in float32 whatever the weight
-    _rate_divides = False      # lr 0 gives NaN in MXNet: refused
-    _rebuild = None            # the new weight from the new state (Ftrl, FTML)
+    _tuple_fields = frozenset()
+    _python_clip = False     # clip_gradient=0 clips to 0 (Python side) rather than off
+    _reads_lr = True         # False: the rate (and scheduler) is never read (AdaDelta)
+    _float32_state = False   # MXNet's state is float32: float16/bfloat16 weights are refused
+    _rate_divides = False    # lr 0 gives NaN in MXNet: refused
+    _rebuild = None          # the new weight from the new state (Ftrl, FTML)
+
+    def _own_values(self):
+        return {arg: getattr(self, attr) for arg, attr in self._own.items()}
 
     def _check_own(self):
-        """The rules of the subclass's own arguments."""
+        # The functional form's checks are the rules of these arguments.
+        getattr(alias, self._alias)(**self._own_values())
+
+    def _kernel_for(self):
+        return self._kernel
+
+    def _state_names(self):
+        return self._states
 
     def _host_hyper(self, index, lr, wd, t):
         """The kernel's hyperparameters as MXNet's Python side computes them."""
         raise NotImplementedError
 
     def _repr_fields(self):
-        return ([("learning_rate", self.lr)] + [(f, getattr(self, f)) for f in self._own_fields]
-                + super()._repr_fields()[1:])
+        base = super()._repr_fields()  # learning_rate first
+        return (base[:1] + list(self._own_values().items())
+                + [(name, getattr(self, name)) for name in self._extra] + base[1:])
 
     def __setstate__(self, state):
         super().__setstate__(state)
-        missing = set(self._own_fields) - set(state)
+        missing = (set(self._own.values()) | set(self._extra)) - set(state)
         if missing:
             raise ValueError(f"the pickled {type(self).__name__} lacks the attributes "
                              f"{sorted(missing)}")
         self._check_own()
 
+    def _refuse_low_precision(self, index, weight):
+        if self._float32_state and weight.dtype in LOW_PRECISION_DTYPES:
+            raise TypeError(f"index {index!r}: {type(self).__name__} keeps its state in "
+                            f"float32 only, as MXNet does (which refuses a {weight.dtype} "
+                            f"weight): pass multi_precision=True for float32 master weights, "
+                            f"or train the weight in float32")
+
+    def create_state_multi_precision(self, index, weight):
+        weight = _as_array("weight", weight)
+        if not self.multi_precision:  # refused before the base class's warning
+            self._refuse_low_precision(index, weight)
+        return super().create_state_multi_precision(index, weight)
+
     def create_state(self, index, weight):
         weight = _as_array("weight", weight)
-        dtype = jnp.float32 if self._float32_state else weight.dtype
-        return tuple(jnp.zeros(weight.shape, dtype) for _ in self._state_names)
+        self._refuse_low_precision(index, weight)
+        zeros = tuple(jnp.zeros_like(weight) for _ in self._state_names())
+        if self._bare_state and len(zeros) < 2:
+            return zeros[0] if zeros else None
+        return zeros
+
+    def _buffers(self, index, weight, state):
+        """``state`` (MXNet's layout) as a tuple of buffers, after checking it."""
+        names = self._state_names()
+        bare = self._bare_state and len(names) < 2
+        layout = (("None" if not names else names[0]) if bare
+                  else f"({', '.join(names)}{',' if len(names) == 1 else ''})")
+        made_by = (f"create_state(index, weight) of {self!r} makes {layout}"
+                   + (f", like the weight, {weight.dtype}{list(weight.shape)}" if names else ""))
+        if bare and not names:
+            if state is not None:
+                raise ValueError(f"index {index!r}: the optimizer state does not match: got "
+                                 f"{_describe_state(state)}; {made_by}")
+            return ()
+        buffers = (state,) if bare else state
+        if not isinstance(buffers, (tuple, list)) or len(buffers) != len(names) or not all(
+                isinstance(s, (jax.Array, np.ndarray)) for s in buffers):
+            raise ValueError(f"index {index!r}: the optimizer state does not match: got "
+                             f"{_describe_state(state)}{self._other_layout(state)}; {made_by}")
+        for name, s in zip(names, buffers):
+            if s.shape != weight.shape or s.dtype != weight.dtype:
+                raise ValueError(f"index {index!r}: the optimizer state does not match: "
+                                 f"state {name} is {s.dtype}{list(s.shape)}, the weight "
+                                 f"{weight.dtype}{list(weight.shape)}; {made_by}")
+        return tuple(jnp.asarray(s) for s in buffers)
+
+    def _other_layout(self, state):  # pylint: disable=unused-argument
+        """A hint naming the setting whose state ``state`` is, if any."""
+        return ""
 
     def update(self, index, weight, grad, state):
         given = weight
@@ -530,17 +604,13 @@ class _KernelOptimizer(Optimizer):
         if grad.shape != weight.shape or grad.dtype != weight.dtype:
             raise ValueError(f"index {index!r}: grad {grad.shape} {grad.dtype} does not match "
                              f"weight {weight.shape} {weight.dtype}")
-        if self._float32_state and weight.dtype != jnp.float32:
-            raise TypeError(f"index {index!r}: {type(self).__name__} keeps its state in "
-                            f"float32 only, as MXNet does (which refuses a {weight.dtype} "
-                            f"weight): pass multi_precision=True for float32 master weights, "
-                            f"or train the weight in float32")
-        self._check_state(index, weight, state)
+        self._refuse_low_precision(index, weight)
+        buffers = self._buffers(index, weight, state)
         self._dropped.note(self, index, given,
                            "weight, state = optimizer.update(index, weight, grad, state)")
         counts = (dict(self._index_update_count), self.num_update)
         self._update_count(index)
-        lr = self._get_lr(index)
+        lr = self._get_lr(index) if self._reads_lr else None
         wd = self._get_wd(index)
         if self._rate_divides and lr == 0:
             # Refused before anything changed: the count is put back.
@@ -558,35 +628,222 @@ class _KernelOptimizer(Optimizer):
         parsed = {name: self._received(name, value, weight.dtype)
                   for name, value in hyper.items() if value is not None}
         parsed["clip_gradient"] = parsed.get("clip_gradient")
-        state = tuple(jnp.asarray(s) for s in state)
-        return _kernel_step(weight, grad, state, parsed, kernel=self._kernel,
-                            rebuild=self._rebuild)
+        new_weight, new = _kernel_step(weight, grad, buffers, parsed, kernel=self._kernel_for(),
+                                       rebuild=self._rebuild)
+        if self._bare_state and len(new) < 2:
+            return new_weight, (new[0] if new else None)
+        return new_weight, new
 
     def _received(self, name, value, dtype):
         if isinstance(value, np.floating):  # computed as the kernel does (FTML's powf)
             return jnp.asarray(value)
         if name in self._operands:
             return jnp.asarray(scalar_operand(value, dtype))
+        if name in self._tuple_fields:
+            return jnp.asarray(tuple_float(value))
         return jnp.asarray(received_float(value))
 
-    def _check_state(self, index, weight, state):
-        names = self._state_names
-        dtype = jnp.dtype(jnp.float32) if self._float32_state else weight.dtype
-        made_by = (f"create_state(index, weight) of {type(self).__name__} makes "
-                   f"({', '.join(names)},), each {dtype}{list(weight.shape)}")
-        if not isinstance(state, (tuple, list)) or len(state) != len(names) or not all(
-                isinstance(s, (jax.Array, np.ndarray)) for s in state):
-            raise ValueError(f"index {index!r}: the optimizer state does not match: got "
-                             f"{_describe_state(state)}; {made_by}")
-        for name, s in zip(names, state):
-            if s.shape != weight.shape or s.dtype != dtype:
-                raise ValueError(f"index {index!r}: the optimizer state does not match: "
-                                 f"state {name} is {s.dtype}{list(s.shape)}; {made_by}")
+
+@register
+class RMSProp(_KernelOptimizer):
+    """MXNet 1.9.1's ``mxnet.optimizer.RMSProp`` (both variants) on JAX arrays.
+
+    ``centered=False``: Tieleman & Hinton, state ``(n,)``; ``centered=True``:
+    Graves, state ``(n, g, delta)``. See :func:`mxopt.rmsprop` for the update
+    rule; this class runs its kernel. ``update`` returns ``(new_weight, new_state)``.
+
+    Args:
+      learning_rate, gamma1, gamma2, epsilon, centered, clip_weights: as in
+        MXNet (and :func:`mxopt.rmsprop`).
+      **kwargs: the :class:`Optimizer` arguments.
+    """
+
+    _alias = "rmsprop"
+    _own = {name: name for name in ("gamma1", "gamma2", "epsilon", "centered", "clip_weights")}
+
+    def __init__(self, learning_rate=0.001, gamma1=0.9, gamma2=0.9, epsilon=1e-8,
+                 centered=False, clip_weights=None, **kwargs):
+        self.gamma1, self.gamma2, self.epsilon = gamma1, gamma2, epsilon
+        self.centered, self.clip_weights = centered, clip_weights
+        self._check_own()
+        super().__init__(learning_rate=learning_rate, **kwargs)
+
+    def _kernel_for(self):
+        return K.rmspropalex_update if self.centered else K.rmsprop_update
+
+    def _state_names(self):
+        return ("n", "g", "delta") if self.centered else ("n",)
+
+    def _other_layout(self, state):
+        if isinstance(state, (tuple, list)) and len(state) in (1, 3) and (
+                (len(state) == 3) != bool(self.centered)):
+            return f" (a state of RMSProp(centered={len(state) == 3}))"
+        return ""
+
+    def _host_hyper(self, index, lr, wd, t):
+        # clip_weights 0 is off, as None (a traced bound: new values reuse the step).
+        return dict(lr=lr, wd=wd, gamma1=self.gamma1, gamma2=self.gamma2,
+                    epsilon=self.epsilon, clip_weights=self.clip_weights or 0.0)
 
 
-def _check_betas(**betas):
-    for name, value in betas.items():
-        v.check_scalar(name, value, low=0.0, high=1.0, high_open=True)
+@register
+class SGD(_KernelOptimizer):
+    """MXNet 1.9.1's ``mxnet.optimizer.SGD`` on JAX arrays: :func:`mxopt.sgd`'s
+    arithmetic (``multi_sgd_mom_update`` / ``multi_sgd_update``). State: ``mom``
+    (like the weight) or None with ``momentum=0``; ``(mom | None, master)`` for a
+    float16/bfloat16 weight under ``multi_precision``, as MXNet's fused kernels
+    (``multi_mp_sgd_*``) keep it, the reverse of the base class's order.
+
+    Args:
+      momentum: as in MXNet (buffer only when != 0).
+      lazy_update: accepted; it matters only for MXNet's row_sparse arrays.
+      **kwargs: the :class:`Optimizer` arguments (learning rate 0.01 by default).
+    """
+
+    _alias = "sgd"
+    _own = {"momentum": "momentum", "lazy_update": "lazy_update"}
+    _bare_state = True
+    _tuple_fields = frozenset({"lr", "wd"})  # multi_sgd_*'s lrs/wds: Tuple<float>
+    _master_at = 1
+
+    def __init__(self, momentum=0.0, lazy_update=True, **kwargs):
+        self.momentum, self.lazy_update = momentum, lazy_update
+        self._check_own()
+        super().__init__(**kwargs)
+        self.aggregate_num = 4  # MXNET_OPTIMIZER_AGGREGATION_SIZE, as MXNet's SGD
+
+    def _kernel_for(self):
+        return K.sgd_mom_update if self.momentum != 0.0 else K.multi_sgd_update
+
+    def _state_names(self):
+        return ("mom",) if self.momentum != 0.0 else ()
+
+    def _host_hyper(self, index, lr, wd, t):
+        return dict(lr=lr, wd=wd, momentum=self.momentum)
+
+
+@register
+class NAG(_KernelOptimizer):
+    """MXNet 1.9.1's ``mxnet.optimizer.NAG``: :func:`mxopt.nag`'s arithmetic
+    (``nag_mom_update``, ``sgd_update`` with ``momentum=0``), including the
+    buffer's decay reading the updated weight. State as :class:`SGD`'s
+    (``mp_nag_mom_update`` keeps the master last too).
+
+    Args:
+      momentum: as in MXNet.
+      **kwargs: the :class:`Optimizer` arguments.
+    """
+
+    _alias = "nag"
+    _own = {"momentum": "momentum"}
+    _bare_state = True
+    _master_at = 1
+
+    def __init__(self, momentum=0.0, **kwargs):
+        self.momentum = momentum
+        self._check_own()
+        super().__init__(**kwargs)
+
+    def _kernel_for(self):
+        return K.nag_mom_update if self.momentum != 0.0 else K.sgd_update
+
+    def _state_names(self):
+        return ("mom",) if self.momentum != 0.0 else ()
+
+    def _host_hyper(self, index, lr, wd, t):
+        return dict(lr=lr, wd=wd, momentum=self.momentum)
+
+
+@register
+class Signum(_KernelOptimizer):
+    """MXNet 1.9.1's ``mxnet.optimizer.Signum``: :func:`mxopt.signum`'s arithmetic.
+    Its default ``learning_rate=0.01`` goes to the base class, so, as in MXNet,
+    it overwrites a scheduler's ``base_lr`` even when not passed. ``wd_lh != 0``
+    with ``momentum=0`` is a ValueError here (MXNet raises at the first update).
+
+    Args:
+      learning_rate, momentum, wd_lh: as in MXNet.
+      **kwargs: the :class:`Optimizer` arguments.
+    """
+
+    _alias = "signum"
+    _own = {"momentum": "momentum", "wd_lh": "wd_lh"}
+    _bare_state = True
+
+    def __init__(self, learning_rate=0.01, momentum=0.9, wd_lh=0.0, **kwargs):
+        self.momentum, self.wd_lh = momentum, wd_lh
+        self._check_own()
+        super().__init__(learning_rate=learning_rate, **kwargs)
+
+    def _kernel_for(self):
+        return K.signum_update if self.momentum != 0.0 else K.signsgd_update
+
+    def _state_names(self):
+        return ("mom",) if self.momentum != 0.0 else ()
+
+    def _host_hyper(self, index, lr, wd, t):
+        return dict(lr=lr, wd=wd, momentum=self.momentum, wd_lh=self.wd_lh)
+
+
+@register
+class AdaGrad(_KernelOptimizer):
+    """MXNet 1.9.1's ``mxnet.optimizer.AdaGrad`` (dense): :func:`mxopt.adagrad`'s
+    arithmetic, with MXNet's NDArray scalar operands. State: ``history``
+    (float32; a float16 weight needs ``multi_precision``). ``clip_gradient=0``
+    clips every gradient to 0, as in MXNet.
+
+    Args:
+      eps: as in MXNet (stored, as there, as ``float_stable_eps``).
+      **kwargs: the :class:`Optimizer` arguments.
+    """
+
+    _alias = "adagrad"
+    _own = {"eps": "float_stable_eps"}
+    _kernel = staticmethod(K.adagrad_update)
+    _states = ("history",)
+    _bare_state = True
+    _operands = frozenset({"lr", "wd", "rescale_grad", "eps"})
+    _python_clip = True
+    _float32_state = True
+
+    def __init__(self, eps=1e-7, **kwargs):
+        self.float_stable_eps = eps
+        self._check_own()
+        super().__init__(**kwargs)
+
+    def _host_hyper(self, index, lr, wd, t):
+        return dict(lr=lr, wd=wd, eps=self.float_stable_eps)
+
+
+@register
+class AdaDelta(_KernelOptimizer):
+    """MXNet 1.9.1's ``mxnet.optimizer.AdaDelta``: :func:`mxopt.adadelta`'s
+    arithmetic. It never reads the learning rate (nor calls the scheduler), as
+    MXNet. State: ``(acc_g, acc_delta)`` (float32; a float16 weight needs
+    ``multi_precision``). ``clip_gradient=0`` clips every gradient to 0.
+
+    Args:
+      rho, epsilon: as in MXNet.
+      **kwargs: the :class:`Optimizer` arguments.
+    """
+
+    _alias = "adadelta"
+    _own = {"rho": "rho", "epsilon": "epsilon"}
+    _kernel = staticmethod(K.adadelta_update)
+    _states = ("acc_g", "acc_delta")
+    _operands = frozenset({"wd", "rescale_grad", "rho", "epsilon", "one_minus_rho"})
+    _python_clip = True
+    _reads_lr = False
+    _float32_state = True
+
+    def __init__(self, rho=0.90, epsilon=1e-5, **kwargs):
+        self.rho, self.epsilon = rho, epsilon
+        self._check_own()
+        super().__init__(**kwargs)
+
+    def _host_hyper(self, index, lr, wd, t):
+        # 1 - rho in Python's float64, as MXNet's Python side computes it.
+        return dict(wd=wd, rho=self.rho, epsilon=self.epsilon, one_minus_rho=1.0 - self.rho)
 
 
 @register
@@ -601,9 +858,11 @@ class Adam(_KernelOptimizer):
       **kwargs: the :class:`Optimizer` arguments.
     """
 
+    _alias = "adam"
+    _own = {"beta1": "beta1", "beta2": "beta2", "epsilon": "epsilon"}
+    _extra = ("lazy_update",)
     _kernel = staticmethod(K.adam_update)
-    _state_names = ("mean", "var")
-    _own_fields = ("beta1", "beta2", "epsilon", "lazy_update")
+    _states = ("mean", "var")
 
     def __init__(self, learning_rate=0.001, beta1=0.9, beta2=0.999, epsilon=1e-8,
                  lazy_update=True, **kwargs):
@@ -613,8 +872,7 @@ class Adam(_KernelOptimizer):
         self._check_own()
 
     def _check_own(self):
-        _check_betas(beta1=self.beta1, beta2=self.beta2)
-        v.check_scalar("epsilon", self.epsilon, low=0.0)
+        super()._check_own()
         v.check_bool("lazy_update", self.lazy_update)
 
     def _host_hyper(self, index, lr, wd, t):
@@ -634,9 +892,10 @@ class Adamax(_KernelOptimizer):
       **kwargs: the :class:`Optimizer` arguments.
     """
 
+    _alias = "adamax"
+    _own = {"beta1": "beta1", "beta2": "beta2"}
     _kernel = staticmethod(K.adamax_update)
-    _state_names = ("m", "u")
-    _own_fields = ("beta1", "beta2")
+    _states = ("m", "u")
     _operands = frozenset({"lr", "wd", "rescale_grad", "beta1", "beta2", "one_minus_beta1"})
     _python_clip = True
 
@@ -646,7 +905,7 @@ class Adamax(_KernelOptimizer):
         self._check_own()
 
     def _check_own(self):
-        _check_betas(beta1=self.beta1, beta2=self.beta2)
+        super()._check_own()
         alias.check_python_side_clip(self.clip_gradient, "Adamax")
 
     def _host_hyper(self, index, lr, wd, t):
@@ -667,9 +926,11 @@ class Nadam(_KernelOptimizer):
       **kwargs: the :class:`Optimizer` arguments.
     """
 
+    _alias = "nadam"
+    _own = {name: name for name in ("beta1", "beta2", "epsilon", "schedule_decay")}
+    _extra = ("m_schedule",)
     _kernel = staticmethod(K.nadam_update)
-    _state_names = ("m", "v")
-    _own_fields = ("beta1", "beta2", "epsilon", "schedule_decay", "m_schedule")
+    _states = ("m", "v")
     _operands = frozenset({"lr", "wd", "rescale_grad", "beta1", "beta2", "epsilon",
                            "one_minus_momentum_t", "momentum_t_1", "one_minus_schedule",
                            "one_minus_schedule_next", "one_minus_beta2_t", "one_minus_beta1",
@@ -685,9 +946,7 @@ class Nadam(_KernelOptimizer):
         self._check_own()
 
     def _check_own(self):
-        _check_betas(beta1=self.beta1, beta2=self.beta2)
-        v.check_scalar("epsilon", self.epsilon, low=0.0)
-        v.check_scalar("schedule_decay", self.schedule_decay, low=0.0)
+        super()._check_own()
         v.check_scalar("m_schedule", self.m_schedule)
 
     def _host_hyper(self, index, lr, wd, t):
@@ -710,10 +969,11 @@ class Ftrl(_KernelOptimizer):
       **kwargs: the :class:`Optimizer` arguments.
     """
 
+    _alias = "ftrl"
+    _own = {"lamda1": "lamda1", "beta": "beta"}
     _kernel = staticmethod(K.ftrl_update)
     _rebuild = staticmethod(K.ftrl_weight)
-    _state_names = ("z", "n")
-    _own_fields = ("lamda1", "beta")
+    _states = ("z", "n")
     _float32_state = True
     _rate_divides = True
 
@@ -723,10 +983,6 @@ class Ftrl(_KernelOptimizer):
         alias.check_rate_divides(learning_rate, "Ftrl")
         self.lr = learning_rate
         self._check_own()
-
-    def _check_own(self):
-        v.check_scalar("lamda1", self.lamda1, low=0.0)
-        v.check_scalar("beta", self.beta, low=0.0)
 
     def _host_hyper(self, index, lr, wd, t):
         return dict(lr=lr, wd=wd, lamda1=self.lamda1, beta=self.beta)
@@ -743,10 +999,11 @@ class FTML(_KernelOptimizer):
       **kwargs: the :class:`Optimizer` arguments.
     """
 
+    _alias = "ftml"
+    _own = {"beta1": "beta1", "beta2": "beta2", "epsilon": "epsilon"}
     _kernel = staticmethod(K.ftml_update)
     _rebuild = staticmethod(lambda d, v, z, hyper: K.ftml_weight(d, z))
-    _state_names = ("d", "v", "z")
-    _own_fields = ("beta1", "beta2", "epsilon")
+    _states = ("d", "v", "z")
     _operands = frozenset({"epsilon"})  # a C++ double field: parsed as a double, then cast
     _rate_divides = True
 
@@ -757,397 +1014,10 @@ class FTML(_KernelOptimizer):
         self.beta1, self.beta2, self.epsilon = beta1, beta2, epsilon
         self._check_own()
 
-    def _check_own(self):
-        _check_betas(beta1=self.beta1, beta2=self.beta2)
-        v.check_scalar("epsilon", self.epsilon, low=0.0)
-
     def _host_hyper(self, index, lr, wd, t):
         hp = K.ftml_fold(dict(t=t, beta1=self.beta1, beta2=self.beta2))
         return dict(lr=lr, wd=wd, beta1=self.beta1, beta2=self.beta2, epsilon=self.epsilon,
                     beta1_t=hp["beta1_t"], beta2_t=hp["beta2_t"])
-
-
-@functools.partial(jax.jit, static_argnames=("alias_name", "static"))
-def _alias_step(weight, grad, buffers, traced, *, alias_name, static):
-    """One step of ``mxopt.<alias_name>`` on one weight, from the state buffers
-    ``buffers`` (the alias state's fields after ``count``). ``traced`` holds the
-    hyperparameters that change between calls (arguments: new values reuse the
-    compiled step), ``static`` the others as sorted ``(name, value)`` pairs
-    (part of the cache key; Python numbers, rounded as MXNet parses them)."""
-    tx = getattr(alias, alias_name)(**dict(static), **traced)
-    fresh = tx.init(weight)  # its structure; XLA drops the zeros it makes
-    updates, opt_state = tx.update(grad, type(fresh)(fresh.count, *buffers), weight)
-    return optax.apply_updates(weight, updates), tuple(opt_state)[1:]
-
-
-@register
-class RMSProp(Optimizer):
-    """MXNet 1.9.1's ``mxnet.optimizer.RMSProp`` (both variants) on JAX arrays.
-
-    ``centered=False``: Tieleman & Hinton, state ``(n,)``; ``centered=True``:
-    Graves, state ``(n, g, delta)``. See :func:`mxopt.rmsprop` for the update
-    rule; this class runs it. ``update`` returns ``(new_weight, new_state)``.
-
-    Args:
-      learning_rate, gamma1, gamma2, epsilon, centered, clip_weights: as in
-        MXNet (and :func:`mxopt.rmsprop`).
-      **kwargs: the :class:`Optimizer` arguments.
-    """
-
-    def __init__(self, learning_rate=0.001, gamma1=0.9, gamma2=0.9, epsilon=1e-8,
-                 centered=False, clip_weights=None, **kwargs):
-        _check_rmsprop_settings(gamma1, gamma2, epsilon, centered, clip_weights)
-        super().__init__(learning_rate=learning_rate, **kwargs)
-        self.gamma1 = gamma1
-        self.gamma2 = gamma2
-        self.centered = centered
-        self.epsilon = epsilon
-        self.clip_weights = clip_weights
-
-    def _repr_fields(self):
-        return [("learning_rate", self.lr), ("gamma1", self.gamma1), ("gamma2", self.gamma2),
-                ("epsilon", self.epsilon), ("centered", self.centered),
-                ("clip_weights", self.clip_weights)] + super()._repr_fields()[1:]
-
-    def __setstate__(self, state):
-        super().__setstate__(state)
-        missing = {"gamma1", "gamma2", "epsilon", "centered", "clip_weights"} - set(state)
-        if missing:
-            raise ValueError(f"the pickled RMSProp lacks the attributes {sorted(missing)}")
-        _check_rmsprop_settings(self.gamma1, self.gamma2, self.epsilon, self.centered,
-                                self.clip_weights)
-
-    def create_state(self, index, weight):
-        weight = _as_array("weight", weight)
-        if self.centered:
-            return (jnp.zeros_like(weight), jnp.zeros_like(weight), jnp.zeros_like(weight))
-        return (jnp.zeros_like(weight),)
-
-    def update(self, index, weight, grad, state):
-        given = weight
-        weight, grad = _as_array("weight", weight), _as_array("grad", grad)
-        if grad.shape != weight.shape or grad.dtype != weight.dtype:
-            raise ValueError(f"index {index!r}: grad {grad.shape} {grad.dtype} does not match "
-                             f"weight {weight.shape} {weight.dtype}")
-        self._check_state(index, weight, state)
-        self._dropped.note(self, index, given,
-                           "weight, state = optimizer.update(index, weight, grad, state)")
-        self._update_count(index)
-        lr = self._get_lr(index)
-        wd = self._get_wd(index)
-        # The kernel's float fields, as it parses MXNet's str() of each (traced
-        # float32 arguments: new values reuse the compiled step); None switches
-        # a clip off.
-        hyper = {name: received_float(value) for name, value in dict(
-            lr=lr, wd=wd, gamma1=self.gamma1, gamma2=self.gamma2, epsilon=self.epsilon,
-            rescale_grad=self.rescale_grad,
-            clip_gradient=self.clip_gradient if self.clip_gradient else 0.0,
-            clip_weights=self.clip_weights if self.clip_weights else 0.0).items()}
-        state = tuple(jnp.asarray(s) for s in state)
-        hyper["learning_rate"] = hyper.pop("lr")
-        return _alias_step(weight, grad, state, hyper, alias_name="rmsprop",
-                           static=(("centered", bool(self.centered)),))
-
-
-    def _check_state(self, index, weight, state):
-        names = ("n", "g", "delta") if self.centered else ("n",)
-        made_by = (f"create_state(index, weight) of RMSProp(centered={self.centered}) makes "
-                   f"({', '.join(names)},), each like the weight, {weight.dtype}"
-                   f"{list(weight.shape)}")
-        if not isinstance(state, (tuple, list)) or len(state) != len(names) or not all(
-                isinstance(s, (jax.Array, np.ndarray)) for s in state):
-            other = ""
-            if isinstance(state, (tuple, list)) and len(state) in (1, 3) and len(state) != len(
-                    names):
-                other = f" (a state of RMSProp(centered={len(state) == 3}))"
-            raise ValueError(f"index {index!r}: the optimizer state does not match: got "
-                             f"{_describe_state(state)}{other}; {made_by}")
-        for name, s in zip(names, state):
-            if s.shape != weight.shape or s.dtype != weight.dtype:
-                raise ValueError(f"index {index!r}: the optimizer state does not match: "
-                                 f"state {name} is {s.dtype}{list(s.shape)}, the weight "
-                                 f"{weight.dtype}{list(weight.shape)}; {made_by}")
-
-
-def _check_rmsprop_settings(gamma1, gamma2, epsilon, centered, clip_weights):
-    """The rules of RMSProp's own arguments (constructor and unpickling)."""
-    v.check_scalar("gamma1", gamma1, low=0.0, high=1.0, high_open=True)
-    v.check_scalar("gamma2", gamma2, low=0.0, high=1.0, high_open=True)
-    v.check_scalar("epsilon", epsilon, low=0.0)
-    v.check_bool("centered", centered)
-    v.check_scalar("clip_weights", clip_weights, low=0.0, allow_none=True)
-
-
-class _AliasOptimizer(Optimizer):
-    """An MXNet optimizer class whose ``update`` runs one step of its
-    :mod:`mxopt.alias` function (:func:`_alias_step`), after MXNet's Python side:
-    count, then the rate and decay of this index.
-
-    Subclasses say which alias (``_alias``), which of their attributes are its
-    own hyperparameters (``_own``: alias argument -> attribute, MXNet's names;
-    static arguments of the compiled step), the
-    names of their state buffers (:meth:`_state_names`), and how MXNet hands
-    each traced value to the arithmetic (``_parse_rate`` for ``lr`` and ``wd``,
-    ``_parse_scale`` for ``rescale_grad``; ``clip_gradient`` reaches a C++ float
-    field in every case). ``_python_clip``: ``clip_gradient=0`` clips to 0
-    (MXNet's Python-side optimizers) rather than switching clipping off.
-    """
-
-    _alias: str
-    _own: dict = {}
-    _parse_rate = staticmethod(received_float)
-    _parse_scale = staticmethod(received_float)
-    _python_clip = False
-    _reads_lr = True
-    _float32_state_only = False
-
-    def _own_values(self):
-        return {arg: getattr(self, attr) for arg, attr in self._own.items()}
-
-    def _check_own(self):
-        # The alias's checks are the rules of these arguments: building it runs them.
-        getattr(alias, self._alias)(**self._own_values())
-
-    def _repr_fields(self):
-        base = super()._repr_fields()  # learning_rate first, as RMSProp's repr
-        return base[:1] + list(self._own_values().items()) + base[1:]
-
-    def __setstate__(self, state):
-        super().__setstate__(state)
-        missing = set(self._own.values()) - set(state)
-        if missing:
-            raise ValueError(f"the pickled {type(self).__name__} lacks the attributes "
-                             f"{sorted(missing)}")
-        self._check_own()
-
-    def _state_names(self):
-        """MXNet's state buffers: () for None, one name for a bare array, more
-        for a tuple."""
-        raise NotImplementedError
-
-    def _refuse_low_precision(self, index, weight):
-        if self._float32_state_only and weight.dtype in LOW_PRECISION_DTYPES:
-            raise TypeError(f"index {index!r}: {type(self).__name__} keeps its state in "
-                            f"float32 only and MXNet refuses a {weight.dtype} weight without "
-                            f"multi_precision: pass multi_precision=True (float32 master "
-                            f"copies), or train the weight in float32")
-
-    def create_state_multi_precision(self, index, weight):
-        weight = _as_array("weight", weight)
-        if not self.multi_precision:  # refused before the base class's warning
-            self._refuse_low_precision(index, weight)
-        return super().create_state_multi_precision(index, weight)
-
-    def create_state(self, index, weight):
-        weight = _as_array("weight", weight)
-        self._refuse_low_precision(index, weight)
-        names = self._state_names()
-        zeros = tuple(jnp.zeros_like(weight) for _ in names)
-        if not zeros:
-            return None
-        return zeros[0] if len(zeros) == 1 else zeros
-
-    def _buffers(self, index, weight, state):
-        """``state`` (MXNet's layout) as a tuple of buffers, after checking it."""
-        names = self._state_names()
-        made_by = (f"create_state(index, weight) of {self!r} makes "
-                   + ("None" if not names else
-                      f"{'(' if len(names) > 1 else ''}{', '.join(names)}"
-                      f"{')' if len(names) > 1 else ''}, like the weight, "
-                      f"{weight.dtype}{list(weight.shape)}"))
-        if not names:
-            if state is not None:
-                raise ValueError(f"index {index!r}: the optimizer state does not match: got "
-                                 f"{_describe_state(state)}; {made_by}")
-            return ()
-        buffers = (state,) if len(names) == 1 else state
-        if not isinstance(buffers, (tuple, list)) or len(buffers) != len(names) or not all(
-                isinstance(s, (jax.Array, np.ndarray)) for s in buffers):
-            raise ValueError(f"index {index!r}: the optimizer state does not match: got "
-                             f"{_describe_state(state)}; {made_by}")
-        for name, s in zip(names, buffers):
-            if s.shape != weight.shape or s.dtype != weight.dtype:
-                raise ValueError(f"index {index!r}: the optimizer state does not match: "
-                                 f"state {name} is {s.dtype}{list(s.shape)}, the weight "
-                                 f"{weight.dtype}{list(weight.shape)}; {made_by}")
-        return tuple(jnp.asarray(s) for s in buffers)
-
-    def _traced(self, lr, wd):
-        """The hyperparameters the compiled step takes as arguments, each as
-        MXNet's arithmetic receives it (float32)."""
-        traced = dict(wd=self._parse_rate(wd), rescale_grad=self._parse_scale(self.rescale_grad))
-        if lr is not None:
-            traced["learning_rate"] = self._parse_rate(lr)
-        clip = self.clip_gradient
-        if self._python_clip:
-            if clip is not None:  # None is static (off); a value, 0 included, clips
-                traced["clip_gradient"] = received_float(clip)
-        else:  # 0 is off, as None is
-            traced["clip_gradient"] = received_float(clip if clip else 0.0)
-        return traced
-
-    def update(self, index, weight, grad, state):
-        given = weight
-        weight, grad = _as_array("weight", weight), _as_array("grad", grad)
-        if grad.shape != weight.shape or grad.dtype != weight.dtype:
-            raise ValueError(f"index {index!r}: grad {grad.shape} {grad.dtype} does not match "
-                             f"weight {weight.shape} {weight.dtype}")
-        buffers = self._buffers(index, weight, state)
-        self._dropped.note(self, index, given,
-                           "weight, state = optimizer.update(index, weight, grad, state)")
-        self._update_count(index)
-        lr = self._get_lr(index) if self._reads_lr else None
-        wd = self._get_wd(index)
-        static = self._own_values()
-        if self._python_clip and self.clip_gradient is None:
-            static["clip_gradient"] = None
-        new_weight, new = _alias_step(weight, grad, buffers, self._traced(lr, wd),
-                                      alias_name=self._alias,
-                                      static=tuple(sorted(static.items())))
-        if not new:
-            return new_weight, None
-        return new_weight, (new[0] if len(new) == 1 else tuple(new))
-
-
-class _FusedMultiPrecision(_AliasOptimizer):
-    """MXNet's fused mixed-precision kernels (``multi_mp_sgd_*``,
-    ``mp_nag_mom_update``, ``mp_sgd_update``): the state of a float16 weight
-    is ``(inner state, float32 master)``, the reverse of the base class's
-    ``(master, inner state)``. The arithmetic is the float32 step on the master
-    with the gradient cast to float32, which is what those kernels compute."""
-
-    _master_at = 1
-
-
-@register
-class SGD(_FusedMultiPrecision):
-    """MXNet 1.9.1's ``mxnet.optimizer.SGD`` on JAX arrays: :func:`mxopt.sgd`'s
-    arithmetic (``multi_sgd_mom_update`` / ``multi_sgd_update``). State: ``mom``
-    (like the weight) or None with ``momentum=0``; ``(mom | None, master)`` for a
-    float16/bfloat16 weight under ``multi_precision``, as MXNet's fused kernels.
-
-    Args:
-      momentum: as in MXNet (buffer only when != 0).
-      lazy_update: accepted; it matters only for MXNet's row_sparse arrays.
-      **kwargs: the :class:`Optimizer` arguments (learning rate 0.01 by default).
-    """
-
-    _alias = "sgd"
-    _own = {"momentum": "momentum", "lazy_update": "lazy_update"}
-    _parse_rate = staticmethod(tuple_float)  # multi_sgd_*'s lrs/wds: Tuple<float>
-
-    def __init__(self, momentum=0.0, lazy_update=True, **kwargs):
-        self.momentum, self.lazy_update = momentum, lazy_update
-        self._check_own()
-        super().__init__(**kwargs)
-        self.aggregate_num = 4  # MXNET_OPTIMIZER_AGGREGATION_SIZE, as MXNet's SGD
-
-    def _state_names(self):
-        return ("mom",) if self.momentum != 0.0 else ()
-
-
-@register
-class NAG(_FusedMultiPrecision):
-    """MXNet 1.9.1's ``mxnet.optimizer.NAG``: :func:`mxopt.nag`'s arithmetic,
-    including the buffer's decay reading the updated weight. State as
-    :class:`SGD`'s.
-
-    Args:
-      momentum: as in MXNet.
-      **kwargs: the :class:`Optimizer` arguments.
-    """
-
-    _alias = "nag"
-    _own = {"momentum": "momentum"}
-
-    def __init__(self, momentum=0.0, **kwargs):
-        self.momentum = momentum
-        self._check_own()
-        super().__init__(**kwargs)
-
-    def _state_names(self):
-        return ("mom",) if self.momentum != 0.0 else ()
-
-
-@register
-class Signum(_AliasOptimizer):
-    """MXNet 1.9.1's ``mxnet.optimizer.Signum``: :func:`mxopt.signum`'s arithmetic.
-    Its default ``learning_rate=0.01`` goes to the base class, so, as in MXNet,
-    it overwrites a scheduler's ``base_lr`` even when not passed. ``wd_lh != 0``
-    with ``momentum=0`` is a ValueError here (MXNet raises at the first update).
-
-    Args:
-      learning_rate, momentum, wd_lh: as in MXNet.
-      **kwargs: the :class:`Optimizer` arguments.
-    """
-
-    _alias = "signum"
-    _own = {"momentum": "momentum", "wd_lh": "wd_lh"}
-
-    def __init__(self, learning_rate=0.01, momentum=0.9, wd_lh=0.0, **kwargs):
-        self.momentum, self.wd_lh = momentum, wd_lh
-        self._check_own()
-        super().__init__(learning_rate=learning_rate, **kwargs)
-
-    def _state_names(self):
-        return ("mom",) if self.momentum != 0.0 else ()
-
-
-@register
-class AdaGrad(_AliasOptimizer):
-    """MXNet 1.9.1's ``mxnet.optimizer.AdaGrad`` (dense): :func:`mxopt.adagrad`'s
-    arithmetic, with MXNet's NDArray scalar operands. State: ``history``
-    (float32; a float16 weight needs ``multi_precision``). ``clip_gradient=0``
-    clips every gradient to 0, as in MXNet.
-
-    Args:
-      eps: as in MXNet (stored, as there, as ``float_stable_eps``).
-      **kwargs: the :class:`Optimizer` arguments.
-    """
-
-    _alias = "adagrad"
-    _own = {"eps": "float_stable_eps"}
-    _parse_rate = _parse_scale = staticmethod(
-        lambda value: scalar_operand(value, np.float32))
-    _python_clip = True
-    _float32_state_only = True
-
-    def __init__(self, eps=1e-7, **kwargs):
-        self.float_stable_eps = eps
-        self._check_own()
-        super().__init__(**kwargs)
-
-    def _state_names(self):
-        return ("history",)
-
-
-@register
-class AdaDelta(_AliasOptimizer):
-    """MXNet 1.9.1's ``mxnet.optimizer.AdaDelta``: :func:`mxopt.adadelta`'s
-    arithmetic. It never reads the learning rate (nor calls the scheduler), as
-    MXNet. State: ``(acc_g, acc_delta)`` (float32; a float16 weight needs
-    ``multi_precision``). ``clip_gradient=0`` clips every gradient to 0.
-
-    Args:
-      rho, epsilon: as in MXNet.
-      **kwargs: the :class:`Optimizer` arguments.
-    """
-
-    _alias = "adadelta"
-    _own = {"rho": "rho", "epsilon": "epsilon"}
-    _parse_rate = _parse_scale = staticmethod(
-        lambda value: scalar_operand(value, np.float32))
-    _python_clip = True
-    _reads_lr = False
-    _float32_state_only = True
-
-    def __init__(self, rho=0.90, epsilon=1e-5, **kwargs):
-        self.rho, self.epsilon = rho, epsilon
-        self._check_own()
-        super().__init__(**kwargs)
-
-    def _state_names(self):
-        return ("acc_g", "acc_delta")
 
 
 # ----------------------------------------------------------------------------------
@@ -1320,17 +1190,16 @@ class LARS(_ListOptimizer):
                  momentum_correction=True, **kwargs):
         self.momentum, self.lazy_update, self.eta, self.eps = momentum, lazy_update, eta, eps
         self.momentum_correction = momentum_correction
+        self.skip = 0  # MXNet's attribute (unused there too), kept for its pickles
         self.last_lr = self.cur_lr = None
         self._check_own()
         super().__init__(**kwargs)
         self.aggregate_num = alias.LARS_CHUNK
 
     def _check_own(self):
-        v.check_scalar("momentum", self.momentum, low=0.0, high=1.0, high_open=True)
-        v.check_scalar("eta", self.eta, low=0.0)
-        v.check_scalar("eps", self.eps, low=0.0)
-        v.check_bool("lazy_update", self.lazy_update)
-        v.check_bool("momentum_correction", self.momentum_correction)
+        # The functional form's checks are the rules of these arguments.
+        alias.lars(momentum=self.momentum, lazy_update=self.lazy_update, eta=self.eta,
+                   eps=self.eps, momentum_correction=self.momentum_correction)
         for name in ("last_lr", "cur_lr"):
             v.check_scalar(name, getattr(self, name), allow_none=True)
 
@@ -1415,11 +1284,10 @@ class LAMB(_ListOptimizer):
         self.aggregate_num = 45  # MXNet's LAMB
 
     def _check_own(self):
-        _check_betas(beta1=self.beta1, beta2=self.beta2)
-        v.check_scalar("epsilon", self.epsilon, low=0.0)
-        v.check_scalar("lower_bound", self.lower_bound, low=0.0, allow_none=True)
-        v.check_scalar("upper_bound", self.upper_bound, low=0.0, allow_none=True)
-        v.check_bool("bias_correction", self.bias_correction)
+        # The functional form's checks are the rules of these arguments.
+        alias.lamb(beta1=self.beta1, beta2=self.beta2, epsilon=self.epsilon,
+                   lower_bound=self.lower_bound, upper_bound=self.upper_bound,
+                   bias_correction=self.bias_correction)
 
     def _call_hyper(self, indices):
         lrs, wds = [], []
@@ -1511,19 +1379,36 @@ class Updater:
                                      "weight = updater(index, grad, weight)")
         return new_weight
 
-    def get_states(self, dump_optimizer=False):
-        """Pickle the states (NumPy arrays), with the optimizer if asked."""
+    def get_states(self, dump_optimizer=False, *, mxnet=False):
+        """Pickle the states, with the optimizer if asked.
+
+        Args:
+          dump_optimizer: also save the optimizer (as ``Trainer.save_states`` does).
+          mxnet: False (default) pickles mxopt's objects (NumPy arrays, the mxopt
+            optimizer and scheduler), for :meth:`set_states`. True writes the file
+            MXNet 1.9.1 itself writes: NDArrays and, with ``dump_optimizer``, the
+            MXNet optimizer (:func:`optimizer_to_mxnet`), which MXNet's
+            ``Updater.set_states`` / Gluon ``Trainer.load_states`` load and continue
+            from (and :meth:`set_states` reads too).
+
+        Returns:
+          The bytes.
+        """
         states = jax.tree.map(np.asarray, self.states)
+        if mxnet:
+            record = optimizer_to_mxnet(self.optimizer) if dump_optimizer else None
+            return _fmt.dumps_states(_fmt.MXNetStates(states, record))
         return pickle.dumps((states, self.optimizer) if dump_optimizer else states,
                             protocol=_PICKLE_PROTOCOL)
 
     def set_states(self, states):
         """Restore from :meth:`get_states` bytes, or from MXNet 1.9.1's own
-        (``Updater.get_states`` / ``Trainer.save_states`` files; a pickled MXNet
-        RMSProp becomes an :class:`RMSProp` with its counts, multipliers and
-        scheduler). The bytes are read with :mod:`mxopt.interop`'s restricted
-        unpickler, which runs nothing: only arrays, plain containers, registered
-        optimizers, :mod:`mxopt.lr_scheduler` schedulers and MXNet's optimizers and
+        (``Updater.get_states`` / ``Trainer.save_states`` files of any optimizer
+        mxopt has; a pickled MXNet ``Adam`` becomes an :class:`Adam` with its
+        counts, multipliers and scheduler: :func:`optimizer_from_mxnet`). The
+        bytes are read with :mod:`mxopt.interop`'s restricted unpickler, which
+        runs nothing: only arrays, plain containers, registered optimizers,
+        :mod:`mxopt.lr_scheduler` schedulers and MXNet's optimizers and
         schedulers are rebuilt, and the rebuilt optimizer is checked with the
         constructor's rules. Anything else, and any corrupted input, raises a
         ``ValueError`` (:class:`mxopt.interop.MXNetFormatError`) saying what is wrong;
@@ -1600,41 +1485,102 @@ def _rebuild(value, classes, memo):
 
 
 def optimizer_from_mxnet(record):
-    """An :class:`mxopt.RMSProp` (the class API) carrying a pickled MXNet RMSProp's
-    hyperparameters, multipliers, names, update counts and LR scheduler (a record
-    of :func:`mxopt.interop.load_states`)."""
-    _fmt.check_rmsprop(record)
+    """The mxopt class (:class:`Adam`, :class:`SGD`, ..., the one registered under
+    MXNet's name) carrying a pickled MXNet optimizer's hyperparameters,
+    multipliers, names, update counts, LR scheduler and optimizer-wide scalars
+    (Nadam's ``m_schedule``).
+
+    Args:
+      record: the optimizer of :func:`mxopt.interop.load_states`, any MXNet
+        optimizer mxopt has.
+
+    Returns:
+      The optimizer, restored as unpickling restores one (its attributes checked
+      by the constructor's rules).
+    """
+    fmt = _fmt.optimizer_format(record)
+    klass = Optimizer.opt_registry.get(record.name.lower())
+    if klass is None or not issubclass(klass, Optimizer):
+        raise ValueError(f"no optimizer is registered under {record.name.lower()!r} to "
+                         f"restore a {record.cls} into")
+    fields = {k: (x.item() if isinstance(x, np.generic) else x) for k, x in record.fields.items()}
     sched = record.get("lr_scheduler")
-    opt = RMSProp(
-        learning_rate=record.get("lr"), gamma1=_fmt.real_field(record, "gamma1"),
-        gamma2=_fmt.real_field(record, "gamma2"), epsilon=_fmt.real_field(record, "epsilon"),
-        centered=bool(record.get("centered")),
-        clip_weights=_fmt.clip_bound(record, "clip_weights"),
-        rescale_grad=_fmt.real_field(record, "rescale_grad"), wd=_fmt.real_field(record, "wd"),
-        clip_gradient=_fmt.clip_bound(record, "clip_gradient"),
-        multi_precision=bool(record.get("multi_precision")),
-        param_idx2name=_field_dict(record, "idx2name"),
-        begin_num_update=record.get("begin_num_update") or 0,
-        lr_scheduler=None if sched is None else lr_scheduler.from_mxnet(sched, record.get("lr")))
-    # MXNet's names (idx2name, sym) were set when it was built: no typo warnings here.
-    opt.lr_mult = _field_dict(record, "lr_mult")
-    opt.wd_mult = _field_dict(record, "wd_mult")
-    _check_mult_dict("lr_mult", opt.lr_mult)
-    _check_mult_dict("wd_mult", opt.wd_mult)
-    opt.num_update = record.get("num_update") or 0
-    _check_count("num_update", opt.num_update)
+    fields["lr_scheduler"] = None if sched is None else lr_scheduler.from_mxnet(
+        sched, record.get("lr") if fmt.scheduler_takes_lr else None)
+    # MXNet passes a kernel's clip bound only when truthy (and the kernel clips only
+    # when it is >= 0); the Python-side optimizers clip whenever it is not None.
+    fields["clip_gradient"] = (_fmt.real_field(record, "clip_gradient", allow_none=True)
+                               if fmt.python_clip else _fmt.clip_bound(record, "clip_gradient"))
+    for field in fmt.clip_bounds:
+        fields[field] = _fmt.clip_bound(record, field)
+    for field in ("lr_mult", "wd_mult", "idx2name"):
+        fields[field] = _field_dict(record, field)
+    fields["begin_num_update"] = record.get("begin_num_update") or 0
+    fields["num_update"] = record.get("num_update") or 0
     counts = record.get("_all_index_update_counts") or {0: _field_dict(
         record, "_index_update_count")}
     if not isinstance(counts, dict):
         raise ValueError(f"the optimizer's _all_index_update_counts is {type(counts).__name__}, "
                          f"not a dict")
-    opt._all_index_update_counts = {int(d): _field_dict(record, f"update counts of device {d}",
-                                                        c) for d, c in counts.items()}
-    opt._index_update_count = opt._all_index_update_counts.setdefault(0, {})
-    for device in opt._all_index_update_counts.values():
-        for index, count in device.items():
-            _check_count(f"the update count of index {index!r}", count)
+    fields["_all_index_update_counts"] = {
+        int(d): _field_dict(record, f"update counts of device {d}", c) for d, c in counts.items()}
+    fields["_index_update_count"] = fields["_all_index_update_counts"].setdefault(0, {})
+    opt = klass.__new__(klass)
+    opt.__setstate__(fields)
     return opt
+
+
+def optimizer_to_mxnet(optimizer):
+    """The record MXNet 1.9.1 pickles for ``optimizer`` (an mxopt class MXNet has:
+    :class:`SGD`, :class:`Adam`, ..., :class:`RMSProp`): its ``__dict__``, with
+    this optimizer's hyperparameters, multipliers, names, update counts, carried
+    scalars and scheduler (as a freshly built MXNet scheduler, which catches up
+    with the count when MXNet first calls it). The reverse of
+    :func:`optimizer_from_mxnet`.
+
+    Args:
+      optimizer: the mxopt optimizer.
+
+    Returns:
+      An :class:`mxopt.interop.MXNetObject` for :func:`mxopt.interop.dumps_states`.
+    """
+    name = type(optimizer).__name__
+    fmt = _fmt.OPTIMIZER_FORMATS.get(name)
+    if fmt is None or Optimizer.opt_registry.get(name.lower()) is not type(optimizer):
+        raise ValueError(f"{name} has no MXNet counterpart to write; mxopt writes MXNet's "
+                         f"{', '.join(sorted(_fmt.OPTIMIZER_FORMATS))}")
+    own = {("eps" if field == "float_stable_eps" else field): getattr(optimizer, field)
+           for _, field, _ in fmt.own if field != "m_schedule"}
+    record = _fmt.optimizer_record(
+        name, learning_rate=optimizer.lr, wd=optimizer.wd, rescale_grad=optimizer.rescale_grad,
+        clip_gradient=optimizer.clip_gradient, multi_precision=optimizer.multi_precision,
+        lr_scheduler=_scheduler_to_mxnet(optimizer.lr_scheduler),
+        begin_num_update=optimizer.begin_num_update, **own)
+    counts = {int(d): dict(c) for d, c in optimizer._all_index_update_counts.items()}
+    device = next(d for d, c in optimizer._all_index_update_counts.items()
+                  if c is optimizer._index_update_count)
+    carried = {field: getattr(optimizer, field) for _, field in fmt.carry}
+    return record.replace(
+        lr=optimizer.lr, lr_mult=dict(optimizer.lr_mult), wd_mult=dict(optimizer.wd_mult),
+        num_update=optimizer.num_update, _all_index_update_counts=counts,
+        _index_update_count=counts[device], aggregate_num=optimizer.aggregate_num,
+        idx2name=dict(optimizer.idx2name), sym_info=optimizer.sym_info, **carried)
+
+
+def _scheduler_to_mxnet(sched):
+    if sched is None:
+        return None
+    name = type(sched).__name__
+    state = sched.__getstate__() if isinstance(sched, _SCHEDULER_CLASSES[1:]) else {}
+    if "init" not in state or type(sched) not in _SCHEDULER_CLASSES[1:]:
+        raise ValueError(f"the optimizer's lr_scheduler is a {name}, which MXNet does not "
+                         f"have; MXNet's are FactorScheduler, MultiFactorScheduler, "
+                         f"PolyScheduler and CosineScheduler (mxopt.lr_scheduler)")
+    record = _fmt.scheduler_record(name, **state["init"])
+    if state["base_lr"] != record["base_lr"]:
+        # The optimizer's learning_rate overwrote base_lr, as MXNet's constructor does.
+        record = record.replace(base_lr=state["base_lr"])
+    return record
 
 
 def _field_dict(record, field, value=None):

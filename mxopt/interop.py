@@ -12,24 +12,30 @@ for the byte layouts):
   rebuilds only MXNet's NDArray, optimizer and LR-scheduler classes, as inert
   records, and refuses anything else (``os.system``, ``eval``, ...) before it runs.
 
-Continuing a Gluon run with :func:`mxopt.rmsprop`::
+Continuing a Gluon run of any MXNet optimizer mxopt has (SGD, NAG, Signum,
+AdaGrad, AdaDelta, Adam, Adamax, Nadam, Ftrl, FTML, RMSProp; the table is
+``mxopt._mxformat.OPTIMIZER_FORMATS``)::
 
     params = mxopt.interop.load_params("net.params")          # save_parameters: "0.weight", ...
     ckpt = mxopt.interop.load_states("net.states")             # Trainer.save_states
     # Gluon's Trainer numbers parameters by the sorted *full* names
     # (sorted(net.collect_params().keys())); save_parameters uses *structural*
-    # names in collect order. trainer_index_map links the two:
+    # names in collect order. trainer_index_map links the two; keying the params by
+    # the full names keeps the Trainer's update order (Nadam needs it).
     full = [...]  # net.collect_params().keys(), in collect order (or
                   # export_param_names(load_params("net-0000.params")))
-    index_to_leaf = mxopt.interop.trainer_index_map(full, structural_names=list(params))
-    trainable = {k: v for k, v in params.items() if "running_" not in k}
-    resumed = mxopt.interop.resume_rmsprop(ckpt, trainable, index_to_leaf)
-    tx = mxopt.rmsprop(**resumed.kwargs)
+    by_full = dict(zip(full, params.values()))
+    index_to_leaf = mxopt.interop.trainer_index_map(full)
+    trainable = {k: v for k, v in by_full.items() if "running_" not in k}
+    resumed = mxopt.interop.resume(ckpt, trainable, index_to_leaf)
+    tx = resumed.transformation()               # mxopt.<resumed.alias>(**resumed.kwargs)
     params, state = resumed.params, resumed.state
     # ... updates, state = tx.update(grads, state, params) as usual.
 
-and back to MXNet: ``save_states(path, rmsprop_state_to_mxnet(state, params,
-index_to_leaf, ckpt.optimizer))`` writes a file ``Trainer.load_states`` accepts.
+and back to MXNet: ``save_states(path, state_to_mxnet(state, params, index_to_leaf,
+ckpt.optimizer))`` writes a file ``Trainer.load_states`` accepts.
+:func:`resume_rmsprop` and the other ``rmsprop_*`` functions are RMSProp-only
+forms of the same code.
 
 Leaves of a param tree are named by their key path joined with ``/`` (``{"a":
 {"b": x}}`` has the leaf ``"a/b"``; a flat dict's leaves are its keys): see
@@ -37,15 +43,19 @@ Leaves of a param tree are named by their key path joined with ``/`` (``{"a":
 """
 from __future__ import annotations
 
+import math
 import numbers
 import os
+import warnings
 from typing import Any, Iterable, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from mxopt import _mxformat as _fmt
+from mxopt import alias as alias_module
 from mxopt import lr_scheduler, multipliers
 from mxopt._mxformat import (
     MXNetFormatError,
@@ -59,6 +69,7 @@ from mxopt._mxformat import (
     restricted_loads,
 )
 from mxopt.alias import CenteredRMSPropState, RMSPropState
+from mxopt.precision import MasterWeightsState
 
 __all__ = [
     "MXNetFormatError", "UnsafePickleError", "MXNetObject", "MXNetStates",
@@ -66,6 +77,8 @@ __all__ = [
     "split_export", "export_param_names",
     "load_states", "loads_states", "save_states", "dumps_states", "restricted_loads",
     "trainer_index_map", "leaf_names",
+    "resume", "Resumed", "state_from_mxnet", "StateFromMXNet", "state_to_mxnet",
+    "optimizer_kwargs", "optimizer_alias", "optimizer_record",
     "rmsprop_kwargs", "rmsprop_state_from_mxnet", "resume_rmsprop", "ResumedRMSProp",
     "RMSPropFromMXNet", "rmsprop_state_to_mxnet", "rmsprop_optimizer",
     "lr_scheduler_from_mxnet",
@@ -265,8 +278,118 @@ def _multiplier(optimizer, index, field, overrides):
         return _fmt.real_field(optimizer, f"{field}[{index!r}]", table[index])
     if index in idx2name:
         return _fmt.real_field(optimizer, f"{field}[{idx2name[index]!r}]",
-                     table.get(idx2name[index], 1.0))
+                               table.get(idx2name[index], 1.0))
     return 1.0
+
+
+def _check_overrides(param_lr_mult, param_wd_mult):
+    for name, table in (("param_lr_mult", param_lr_mult), ("param_wd_mult", param_wd_mult)):
+        if table is not None and not isinstance(table, Mapping):
+            raise TypeError(f"{name} must be a mapping of MXNet index -> multiplier, got "
+                            f"{type(table).__name__}")
+
+
+def _own_kwargs(optimizer: MXNetObject, fmt: _fmt.OptimizerFormat) -> dict:
+    """The functional form's own keyword arguments, read from MXNet's attributes."""
+    out = {}
+    for keyword, field, _ in fmt.own:
+        if keyword is None:
+            continue  # kept in the record only (Adam's lazy_update, Nadam's m_schedule)
+        value = optimizer.get(field)
+        if field in fmt.clip_bounds:
+            out[keyword] = _fmt.clip_bound(optimizer, field)
+        elif isinstance(value, (bool, np.bool_)):
+            out[keyword] = bool(value)
+        else:
+            out[keyword] = _fmt.real_field(optimizer, field)
+    return out
+
+
+def _base_kwargs(optimizer: MXNetObject, fmt: _fmt.OptimizerFormat) -> dict:
+    if fmt.python_clip:  # clips whenever not None: 0 clips to 0
+        clip = _fmt.real_field(optimizer, "clip_gradient", allow_none=True)
+    else:
+        clip = _fmt.clip_bound(optimizer, "clip_gradient")
+    return dict(wd=_fmt.real_field(optimizer, "wd"),
+                rescale_grad=_fmt.real_field(optimizer, "rescale_grad"), clip_gradient=clip)
+
+
+def _saved_learning_rate(optimizer: MXNetObject, fmt: _fmt.OptimizerFormat):
+    """The optimizer's rate: a saved ``lr_scheduler`` rebuilt as an
+    :mod:`mxopt.lr_scheduler` scheduler (the state's count is MXNet's
+    ``num_update``; the engine reads the scheduler at ``count + 1`` and applies
+    ``lr_mult`` in float64, as MXNet), else ``lr``."""
+    if optimizer.get("lr_scheduler") is not None:
+        return lr_scheduler_from_mxnet(optimizer["lr_scheduler"],
+                                       optimizer.get("lr") if fmt.scheduler_takes_lr else None)
+    return _fmt.real_field(optimizer, "lr")
+
+
+def optimizer_kwargs(optimizer: MXNetObject, leaves: Mapping[Index, str], *,
+                     learning_rate: Any = None,
+                     param_lr_mult: Optional[Mapping[Index, float]] = None,
+                     param_wd_mult: Optional[Mapping[Index, float]] = None) -> dict:
+    """Keyword arguments of the mxopt functional optimizer (``mxopt.<alias>``, the
+    alias named by :func:`optimizer_alias`) that continues ``optimizer``, any MXNet
+    optimizer mxopt has, on the leaves ``leaves``.
+
+    A parameter's learning rate and weight decay are MXNet's, ``lr * lr_mult`` and
+    ``wd * wd_mult``, the multipliers looked up as ``Optimizer._get_lrs`` does and
+    returned as ``lr_mult``/``wd_mult`` dicts by leaf name (None where all are 1).
+    Gluon keeps a parameter's own ``lr_mult``/``wd_mult`` on the Parameter, which
+    ``save_states`` does not save: pass them as ``param_lr_mult={index: mult}`` /
+    ``param_wd_mult``. ``rescale_grad`` is the optimizer's as saved; Gluon's
+    ``Trainer.step(batch_size)`` sets it to ``rescale_grad / batch_size`` every
+    step, so it is right for the batch size of the last step before the checkpoint.
+
+    Args:
+      optimizer: the optimizer of a ``.states`` file (:func:`load_states`) or of
+        :func:`optimizer_record`.
+      leaves: ``{mxnet_index: leaf name}`` of the leaves the transformation updates.
+      learning_rate: overrides the optimizer's. By default a saved
+        ``lr_scheduler`` is rebuilt as an :mod:`mxopt.lr_scheduler` scheduler
+        (:func:`lr_scheduler_from_mxnet`), which mxopt reads with MXNet's counting.
+      param_lr_mult, param_wd_mult: Gluon parameters' own multipliers by index.
+
+    Returns:
+      The keyword arguments: ``learning_rate``, the class's own hyperparameters
+      under the functional form's names (e.g. ``beta1``, ``eps``), ``wd``,
+      ``rescale_grad``, ``clip_gradient`` (as MXNet applies it), ``lr_mult``,
+      ``wd_mult``, ``begin_num_update`` and ``multi_precision``.
+    """
+    fmt = _fmt.optimizer_format(optimizer)
+    if not isinstance(leaves, Mapping) or not leaves:
+        raise ValueError("leaves must be a non-empty mapping of MXNet index -> leaf name")
+    _check_overrides(param_lr_mult, param_wd_mult)
+    mults = {}
+    for field, overrides in (("lr_mult", param_lr_mult), ("wd_mult", param_wd_mult)):
+        table = {leaf: _multiplier(optimizer, i, field, overrides) for i, leaf in leaves.items()}
+        mults[field] = {k: m for k, m in table.items() if m != 1.0} or None
+    begin = optimizer.get("begin_num_update") or 0
+    _check_int("the optimizer's begin_num_update", begin)
+    return dict(
+        learning_rate=_saved_learning_rate(optimizer, fmt) if learning_rate is None
+        else learning_rate,
+        **_own_kwargs(optimizer, fmt), **_base_kwargs(optimizer, fmt), **mults,
+        begin_num_update=int(begin), multi_precision=bool(optimizer.get("multi_precision")))
+
+
+def optimizer_alias(optimizer: MXNetObject) -> str:
+    """The name of the :mod:`mxopt` function that continues an MXNet optimizer.
+
+    Args:
+      optimizer: an MXNet optimizer record (a ``.states`` file's, or
+        :func:`optimizer_record`'s).
+
+    Returns:
+      The function's name, e.g. ``"adam"`` for ``mxnet.optimizer.optimizer.Adam``.
+    """
+    return _fmt.optimizer_format(optimizer).alias
+
+
+def _check_int(what, value):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{what} is {value!r}, not an integer")
 
 
 def rmsprop_kwargs(optimizer: MXNetObject, indices: Iterable[Index], *,
@@ -274,28 +397,19 @@ def rmsprop_kwargs(optimizer: MXNetObject, indices: Iterable[Index], *,
                    param_lr_mult: Optional[Mapping[Index, float]] = None,
                    param_wd_mult: Optional[Mapping[Index, float]] = None) -> dict:
     """Keyword arguments of the :func:`mxopt.rmsprop` that continues ``optimizer``
-    (an MXNet RMSProp record) on the parameters ``indices``.
+    (an MXNet RMSProp record) on the parameters ``indices``, with their common
+    multipliers folded in (:func:`optimizer_kwargs` gives per-leaf multipliers
+    instead, for any optimizer).
 
-    The effective learning rate and weight decay of a parameter are MXNet's:
-    ``lr * lr_mult`` and ``wd * wd_mult``, the multipliers looked up as
-    ``Optimizer._get_lrs`` does. Gluon keeps a parameter's own ``lr_mult`` /
-    ``wd_mult`` on the Parameter, which ``save_states`` does not save: pass them as
-    ``param_lr_mult={index: mult}`` / ``param_wd_mult``. One :func:`mxopt.rmsprop`
-    has one learning rate and one ``wd``, so all ``indices`` must share their
-    multipliers; otherwise a ValueError lists them: convert each group separately
-    and combine the groups with ``optax.multi_transform``.
-
-    ``rescale_grad`` is the optimizer's as saved; Gluon's ``Trainer.step(batch_size)``
-    sets it to ``rescale_grad / batch_size`` every step, so this is right for the
-    batch size of the last step before the checkpoint.
+    One rate and one ``wd`` here, so all ``indices`` must share their multipliers;
+    otherwise a ValueError lists them: convert each group separately and combine
+    the groups with ``optax.multi_transform`` (or use :func:`optimizer_kwargs`).
 
     Args:
       optimizer: an ``mxnet.optimizer.optimizer.RMSProp`` :class:`MXNetObject`.
       indices: the MXNet parameter indices the transformation will update.
-      learning_rate: overrides the optimizer's. By default a saved
-        ``lr_scheduler`` is rebuilt as an :mod:`mxopt.lr_scheduler` scheduler
-        (:func:`lr_scheduler_from_mxnet`), which :func:`mxopt.rmsprop` reads with
-        MXNet's counting.
+      learning_rate: overrides the optimizer's (by default its rate, or its saved
+        scheduler rebuilt by :func:`lr_scheduler_from_mxnet`).
       param_lr_mult, param_wd_mult: Gluon parameters' own multipliers by index.
 
     Returns:
@@ -303,13 +417,11 @@ def rmsprop_kwargs(optimizer: MXNetObject, indices: Iterable[Index], *,
       clip_weights=..., wd=..., rescale_grad=..., clip_gradient=...)``.
     """
     _fmt.check_rmsprop(optimizer)
+    fmt = _fmt.optimizer_format(optimizer)
     indices = list(indices)
     if not indices:
         raise ValueError("indices is empty: name the MXNet indices of the parameters to update")
-    for name, table in (("param_lr_mult", param_lr_mult), ("param_wd_mult", param_wd_mult)):
-        if table is not None and not isinstance(table, Mapping):
-            raise TypeError(f"{name} must be a mapping of MXNet index -> multiplier, got "
-                            f"{type(table).__name__}")
+    _check_overrides(param_lr_mult, param_wd_mult)
     mults = {i: (_multiplier(optimizer, i, "lr_mult", param_lr_mult),
                  _multiplier(optimizer, i, "wd_mult", param_wd_mult)) for i in indices}
     distinct = sorted(set(mults.values()))
@@ -320,35 +432,63 @@ def rmsprop_kwargs(optimizer: MXNetObject, indices: Iterable[Index], *,
         raise ValueError(f"the parameters have different learning-rate or weight-decay "
                          f"multipliers ({listing}); one mxopt.rmsprop applies one learning rate "
                          f"and one wd: call rmsprop_kwargs for each group and combine them with "
-                         f"optax.multi_transform")
+                         f"optax.multi_transform, or use optimizer_kwargs (per-leaf "
+                         f"multipliers)")
     lr_mult, wd_mult = distinct[0]
     if learning_rate is None:
-        if optimizer.get("lr_scheduler") is not None:
-            # The state's count is MXNet's num_update; mxnet_schedule reads the
-            # scheduler at count + 1 and applies lr_mult in float64, as MXNet.
-            scheduler = lr_scheduler_from_mxnet(optimizer["lr_scheduler"], optimizer.get("lr"))
-            learning_rate = (scheduler if lr_mult == 1.0 else
-                             lr_scheduler.mxnet_schedule(scheduler, lr_mult=lr_mult))
+        learning_rate = _saved_learning_rate(optimizer, fmt)
+        if isinstance(learning_rate, lr_scheduler.LRScheduler) and lr_mult != 1.0:
+            learning_rate = lr_scheduler.mxnet_schedule(learning_rate, lr_mult=lr_mult)
             lr_mult = 1.0
-        else:
-            learning_rate = _fmt.real_field(optimizer, "lr")
     if lr_mult != 1.0:
         if callable(learning_rate):
             schedule = learning_rate
             learning_rate = lambda count: schedule(count) * lr_mult  # noqa: E731
         else:
             learning_rate = learning_rate * lr_mult
-    return dict(
-        learning_rate=learning_rate,
-        gamma1=_fmt.real_field(optimizer, "gamma1"),
-        gamma2=_fmt.real_field(optimizer, "gamma2"),
-        epsilon=_fmt.real_field(optimizer, "epsilon"),
-        centered=bool(optimizer.get("centered")),
-        clip_weights=_fmt.clip_bound(optimizer, "clip_weights"),
-        wd=_fmt.real_field(optimizer, "wd") * wd_mult,
-        rescale_grad=_fmt.real_field(optimizer, "rescale_grad"),
-        clip_gradient=_fmt.clip_bound(optimizer, "clip_gradient"),
-    )
+    base = _base_kwargs(optimizer, fmt)
+    return dict(learning_rate=learning_rate, **_own_kwargs(optimizer, fmt),
+                wd=base["wd"] * wd_mult, rescale_grad=base["rescale_grad"],
+                clip_gradient=base["clip_gradient"])
+
+
+def optimizer_record(name: str, *, learning_rate: Optional[float] = None, wd: float = 0.0,
+                     rescale_grad: float = 1.0, clip_gradient: Optional[float] = None,
+                     multi_precision: bool = False, lr_scheduler: Optional[MXNetObject] = None,
+                     begin_num_update: int = 0, **own) -> MXNetObject:
+    """A fresh ``mx.optimizer.<name>`` as an :class:`MXNetObject`, with exactly the
+    attributes MXNet 1.9.1's constructor sets (checked against MXNet by the golden
+    scripts), to export a run that started in mxopt (:func:`state_to_mxnet` fills
+    in the update counts), or to read a ``.states`` file saved without its
+    optimizer (:func:`state_from_mxnet`'s ``optimizer``).
+
+    Args:
+      name: MXNet's class name: ``"SGD"``, ``"NAG"``, ``"Signum"``, ``"AdaGrad"``,
+        ``"AdaDelta"``, ``"Adam"``, ``"Adamax"``, ``"Nadam"``, ``"Ftrl"``,
+        ``"FTML"`` or ``"RMSProp"``.
+      learning_rate: a number (None: the class's default). An optax schedule has
+        no MXNet equivalent: pass ``lr_scheduler=`` an MXNet scheduler record.
+      wd, rescale_grad, clip_gradient, multi_precision, begin_num_update: the
+        Optimizer-base arguments, as MXNet takes them.
+      lr_scheduler: an MXNet LR scheduler record (e.g. from a checkpoint).
+      **own: the class's own constructor arguments by MXNet's names
+        (``momentum``, ``beta1``, ``eps``, ``lamda1``, ...).
+
+    Returns:
+      The optimizer record.
+    """
+    if callable(learning_rate):
+        raise TypeError("learning_rate must be a number to export: an optax schedule has no "
+                        "MXNet equivalent (pass lr_scheduler=<an MXNet scheduler record>)")
+    numbers_ = dict(learning_rate=learning_rate, wd=wd, rescale_grad=rescale_grad,
+                    clip_gradient=clip_gradient)
+    numbers_ = {k: _as_float(k, v, k in ("learning_rate", "clip_gradient"))
+                for k, v in numbers_.items()}
+    own = {k: (bool(v) if isinstance(v, (bool, np.bool_)) else _as_float(k, v, True))
+           for k, v in own.items()}
+    return _fmt.optimizer_record(name, **numbers_, multi_precision=bool(multi_precision),
+                                 lr_scheduler=lr_scheduler,
+                                 begin_num_update=int(begin_num_update), **own)
 
 
 def rmsprop_optimizer(*, learning_rate: float = 0.001, gamma1: float = 0.9, gamma2: float = 0.9,
@@ -358,23 +498,13 @@ def rmsprop_optimizer(*, learning_rate: float = 0.001, gamma1: float = 0.9, gamm
                       multi_precision: bool = False,
                       lr_scheduler: Optional[MXNetObject] = None,
                       begin_num_update: int = 0) -> MXNetObject:
-    """A fresh ``mx.optimizer.RMSProp`` as an :class:`MXNetObject`, with exactly the
-    fields MXNet 1.9.1's constructor sets (checked against MXNet by the golden
-    script), to export a run that started in mxopt: takes :func:`mxopt.rmsprop`'s
-    keyword arguments (``learning_rate`` must be a number; an optax schedule has no
-    MXNet equivalent, pass an MXNet ``lr_scheduler`` record instead).
-    :func:`rmsprop_state_to_mxnet` fills in the update counts."""
-    if callable(learning_rate):
-        raise TypeError("learning_rate must be a number to export: an optax schedule has no "
-                        "MXNet equivalent (pass lr_scheduler=<an MXNet scheduler record>)")
-    return _fmt.rmsprop_optimizer(
-        learning_rate=_as_float("learning_rate", learning_rate), gamma1=_as_float("gamma1", gamma1),
-        gamma2=_as_float("gamma2", gamma2), epsilon=_as_float("epsilon", epsilon),
-        centered=bool(centered), clip_weights=_as_float("clip_weights", clip_weights, True),
-        wd=_as_float("wd", wd), rescale_grad=_as_float("rescale_grad", rescale_grad),
-        clip_gradient=_as_float("clip_gradient", clip_gradient, True),
-        multi_precision=bool(multi_precision), lr_scheduler=lr_scheduler,
-        begin_num_update=int(begin_num_update))
+    """:func:`optimizer_record` ``("RMSProp", ...)`` with :func:`mxopt.rmsprop`'s
+    keyword arguments."""
+    return optimizer_record("RMSProp", learning_rate=learning_rate, gamma1=gamma1,
+                            gamma2=gamma2, epsilon=epsilon, centered=centered,
+                            clip_weights=clip_weights, wd=wd, rescale_grad=rescale_grad,
+                            clip_gradient=clip_gradient, multi_precision=multi_precision,
+                            lr_scheduler=lr_scheduler, begin_num_update=begin_num_update)
 
 
 def _as_float(name, value, allow_none=False):
@@ -390,6 +520,35 @@ def _as_float(name, value, allow_none=False):
 # --------------------------------------------------------------------------------------
 # State: MXNet -> mxopt
 # --------------------------------------------------------------------------------------
+
+class StateFromMXNet(NamedTuple):
+    """What :func:`state_from_mxnet` returns.
+
+    ``state`` is the functional optimizer's state, as its ``init`` builds it:
+    its NamedTuple (``mxopt.AdamState``, ...) holding MXNet's arrays, the count
+    and carried scalars, inside :class:`mxopt.MasterWeightsState` (MXNet's
+    float32 master copies of float16 weights) when the optimizer has
+    ``multi_precision``. ``params`` is the tree given. ``master_leaves`` names the
+    leaves with a master copy.
+    """
+    state: Any
+    params: Any
+    master_leaves: Tuple[str, ...]
+
+
+class Resumed(NamedTuple):
+    """What :func:`resume` returns: ``mxopt.<alias>(**kwargs)`` (built by
+    :meth:`transformation`) continues the MXNet run from ``state`` on ``params``."""
+    alias: str
+    kwargs: dict
+    state: Any
+    params: Any
+    master_leaves: Tuple[str, ...]
+
+    def transformation(self):
+        """``mxopt.<alias>(**kwargs)``: the optimizer that continues the run."""
+        return getattr(alias_module, self.alias)(**self.kwargs)
+
 
 class RMSPropFromMXNet(NamedTuple):
     """What :func:`rmsprop_state_from_mxnet` returns.
@@ -414,38 +573,84 @@ class ResumedRMSProp(NamedTuple):
     master_leaves: Tuple[str, ...]
 
 
-_STATE_NAMES = {1: ("n",), 3: ("n", "g_avg", "delta")}
-
-
-def _split_entry(entry, label):
-    """An RMSProp state entry as MXNet keeps it -> (master or None, arrays)."""
-    master = None
-    if (isinstance(entry, tuple) and len(entry) == 2 and isinstance(entry[0], np.ndarray)
-            and isinstance(entry[1], tuple)):
-        master, entry = entry  # create_state_multi_precision: (float32 copy, state)
+def _describe_entry(entry):
     if isinstance(entry, np.ndarray):
-        entry = (entry,)
-    if (not isinstance(entry, tuple) or len(entry) not in _STATE_NAMES
+        return f"an array {entry.dtype}{list(entry.shape)}"
+    if isinstance(entry, tuple):
+        return "(" + ", ".join(_describe_entry(e) for e in entry) + ")"
+    return "None" if entry is None else type(entry).__name__
+
+
+def _layout(fmt, names, with_master):
+    """MXNet's state entry for ``names``, in words."""
+    if not names:
+        inner = "None"
+    elif fmt.bare and len(names) == 1:
+        inner = f"the array {names[0]}"
+    else:
+        inner = "(" + ", ".join(names) + (",)" if len(names) == 1 else ")")
+    if not with_master:
+        return inner
+    return f"({inner}, float32 master)" if fmt.master_last else f"(float32 master, {inner})"
+
+
+def _split_entry(entry, fmt, names, with_master, label, cls):
+    """One MXNet state entry -> (master or None, tuple of arrays named ``names``)."""
+    expected = _layout(fmt, names, with_master)
+    bad = ValueError(f"{label}: not the state of MXNet's {cls} as this optimizer keeps it: "
+                     f"expected {expected}, got {_describe_entry(entry)}")
+    master = None
+    if with_master:
+        if not (isinstance(entry, tuple) and len(entry) == 2):
+            raise bad
+        master, entry = (entry[1], entry[0]) if fmt.master_last else entry
+        if not isinstance(master, np.ndarray):
+            raise bad
+    if not names:
+        if entry is not None:
+            raise bad
+        return master, ()
+    if fmt.bare and len(names) == 1:
+        if not isinstance(entry, np.ndarray):
+            raise bad
+        return master, (entry,)
+    if (not isinstance(entry, tuple) or len(entry) != len(names)
             or not all(isinstance(a, np.ndarray) for a in entry)):
-        raise ValueError(f"{label}: not an RMSProp state: expected (n,) or (n, g, delta) "
-                         f"arrays, optionally after a float32 master weight, got "
-                         f"{_describe_entry(entry)}")
+        raise bad
     return master, entry
 
 
-def _describe_entry(entry):
-    if isinstance(entry, np.ndarray):
-        return f"an array of shape {entry.shape}"
-    if isinstance(entry, tuple):
-        return "(" + ", ".join(_describe_entry(e) for e in entry) + ")"
-    return type(entry).__name__
+def _unwrap(state):
+    """``(inner state, masters tree or None)`` of an optimizer state, through the
+    ``multi_precision`` and ``skip_nonfinite`` wrappers."""
+    masters = None
+    if isinstance(state, MasterWeightsState):
+        masters, state = state.master, state.inner_state
+    if isinstance(state, optax.ApplyIfFiniteState):
+        state = state.inner_state
+    return state, masters
 
 
-def _counts_check(optimizer, indices):
-    """mxopt's count for an MXNet optimizer: its ``num_update``."""
+def _template(fmt, optimizer, params):
+    """The abstract state ``mxopt.<alias>(...).init(params)`` builds for this
+    optimizer record: ``(state, inner state NamedTuple class, buffer names)``."""
+    kwargs = dict(_own_kwargs(optimizer, fmt),
+                  multi_precision=bool(optimizer.get("multi_precision")))
+    tx = getattr(alias_module, fmt.alias)(**kwargs)  # the default rate: init ignores it
+    with warnings.catch_warnings():
+        # init's advice about float16 state is for new runs; MXNet's run chose it.
+        warnings.simplefilter("ignore", UserWarning)
+        template = jax.eval_shape(tx.init, params)
+    inner, _ = _unwrap(template)
+    carried = {field for field, _ in fmt.carry}
+    buffers = tuple(f for f in type(inner)._fields[1:] if f not in carried)
+    return template, type(inner), buffers
+
+
+def _count_from(optimizer, fmt, indices):
+    """mxopt's one count for an MXNet optimizer's per-parameter counts."""
     num_update = optimizer.get("num_update")
-    if isinstance(num_update, (bool, np.bool_)) or not isinstance(num_update, (int, np.integer)):
-        raise ValueError(f"the optimizer's num_update is {num_update!r}, not an integer")
+    _check_int("the optimizer's num_update", num_update)
     num_update = int(num_update)
     per_index = optimizer.get("_index_update_count") or {}
     begin = optimizer.get("begin_num_update", 0)
@@ -456,97 +661,117 @@ def _counts_check(optimizer, indices):
             f"an LR scheduler MXNet then gives some parameters the previous step's learning rate "
             f"(num_update advances only when the most-updated parameter is updated), which one "
             f"mxopt count cannot represent; pass count=... to choose one deliberately")
+    if fmt.uses_count:
+        if len(set(counts.values())) > 1:
+            raise ValueError(
+                f"the parameters' update counts {counts} differ: MXNet's {optimizer.name} "
+                f"reads each parameter's own count t (its bias correction), which one mxopt "
+                f"count cannot represent; convert each group of equal counts separately, or "
+                f"pass count=... to choose one deliberately")
+        return next(iter(counts.values()))
     return num_update
 
 
-def rmsprop_state_from_mxnet(states: MXNetStates, params, index_to_leaf: Mapping[Index, str], *,
-                             count: Optional[int] = None,
-                             allow_unused: bool = False) -> RMSPropFromMXNet:
-    """MXNet RMSProp optimizer states -> :func:`mxopt.rmsprop` state for ``params``.
+def state_from_mxnet(states: MXNetStates, params, index_to_leaf: Mapping[Index, str], *,
+                     optimizer: Optional[MXNetObject] = None, count: Optional[int] = None,
+                     allow_unused: bool = False) -> StateFromMXNet:
+    """MXNet optimizer states (any optimizer mxopt has) -> the state of the mxopt
+    functional optimizer that continues them, for ``params``.
 
     Args:
       states: a loaded ``.states`` file (:func:`load_states`).
       params: the tree mxopt will update (e.g. the trainable part of
-        :func:`load_params`' dict). Every leaf needs an MXNet index and a state.
+        :func:`load_params`' dict), in the dtypes MXNet trained (float16 where
+        MXNet kept master copies). Every leaf needs an MXNet index and a state.
       index_to_leaf: ``{mxnet_index: leaf name}`` (:func:`trainer_index_map` builds
         it for Gluon; names are :func:`leaf_names`). Indices without a state in the
         file (non-trainable parameters) may map to leaves not in ``params``.
-      count: the state's update count. By default the optimizer's ``num_update``
-        (the number of steps MXNet counted, plus ``begin_num_update``), which is
-        what drives its LR scheduler; required when the file has no optimizer
-        (``dump_optimizer=False``). With a scheduler the parameters' own counts
-        must all equal ``num_update`` (else MXNet's schedule is per parameter and a
-        ValueError explains); without one the counts do not affect RMSProp.
+      optimizer: the optimizer whose states these are; by default the file's.
+        A file saved without it (``dump_optimizer=False``) needs it: an
+        :func:`optimizer_record` with the run's class and options.
+      count: the state's update count. By default the optimizer's: ``num_update``
+        (the number of steps MXNet counted, ``begin_num_update`` included), which
+        drives its LR scheduler and, as ``t = count + 1``, the bias corrections
+        (Adam, Adamax, Nadam, FTML). Where MXNet's per-parameter counts differ in
+        a way that matters (a scheduler, or a bias correction), a ValueError
+        explains; ``count=`` chooses one deliberately.
       allow_unused: accept states in the file that no leaf of ``params`` receives
         (else a ValueError lists them, so that nothing is dropped by accident).
 
-    Shapes must match the leaves. Dtypes must match too, except for MXNet's
-    ``multi_precision`` float16 parameters, whose state holds a float32 master copy
-    and float32 statistics: the result then updates the master copy (see
-    :class:`RMSPropFromMXNet`).
+    Returns:
+      A :class:`StateFromMXNet`. Its state has the structure, shapes and dtypes
+      of ``mxopt.<alias>(**kwargs).init(params)`` (with the
+      :func:`optimizer_kwargs`), and MXNet's values: per-leaf arrays, the count,
+      Nadam's ``m_schedule`` (the optimizer-wide scalar MXNet pickles; float32
+      in the state unless ``jax_enable_x64``), and under ``multi_precision`` the
+      float32 master copy of every float16 leaf. Shapes and dtypes must match
+      the leaves (the errors name the leaf and its index).
     """
     if not isinstance(states, MXNetStates):
         raise TypeError(f"states must be an MXNetStates (load_states(...)), got "
                         f"{type(states).__name__}")
-    optimizer = states.optimizer
-    if optimizer is not None:
-        _fmt.check_rmsprop(optimizer, "the file's optimizer")
+    record = states.optimizer if optimizer is None else optimizer
+    if record is None:
+        raise ValueError("the file has no optimizer (saved with dump_optimizer=False), so its "
+                         "optimizer and hyperparameters are unknown: pass optimizer="
+                         "optimizer_record('<MXNet class>', ...) and count=<number of updates "
+                         "done>")
+    fmt = _fmt.optimizer_format(record, "the file's optimizer" if optimizer is None
+                                else "optimizer")
     if not isinstance(allow_unused, bool):
         raise TypeError(f"allow_unused must be a bool, got {allow_unused!r}")
     inverse = _check_index_map(index_to_leaf)
     names, leaves, treedef = _named_leaves(params, "params")
     if not leaves:
         raise ValueError("params has no leaves")
-
-    masters, stats, master_leaves, used = [], [], [], []
-    centered = None
-    for name, leaf in zip(names, leaves):
+    for name in names:
         if name not in inverse:
             raise ValueError(f"leaf {name!r} has no MXNet index in index_to_leaf (leaf names "
                              f"join the key path with '/'; see leaf_names)")
+    template, state_cls, buffer_names = _template(fmt, record, params)
+    inner_template, master_template = _unwrap(template)
+    buffer_templates = [treedef.flatten_up_to(getattr(inner_template, b)) for b in buffer_names]
+    with_masters = (treedef.flatten_up_to(master_template) if master_template is not None
+                    else [optax.MaskedNode()] * len(leaves))
+
+    masters, columns, used = [], [[] for _ in buffer_names], []
+    for k, (name, leaf) in enumerate(zip(names, leaves)):
         idx = inverse[name]
         label = f"leaf {name!r} (MXNet index {idx!r})"
         if idx not in states.states:
             raise ValueError(f"{label} has no optimizer state in the file: MXNet creates it at "
                              f"the parameter's first update; was the parameter trained?")
         used.append(idx)
-        master, arrays = _split_entry(states.states[idx], label)
-        this_centered = len(arrays) == 3
-        if centered is None:
-            centered = this_centered
-        elif centered != this_centered:
-            raise ValueError(f"{label} has {len(arrays)} state arrays but earlier leaves have "
-                             f"{3 if centered else 1}: plain and centered RMSProp mixed")
         shape = tuple(np.shape(leaf))
-        dtype = np.dtype(leaf.dtype if hasattr(leaf, "dtype") else np.asarray(leaf).dtype)
-        want_dtype = dtype
+        with_master = not isinstance(with_masters[k], optax.MaskedNode)
+        master, arrays = _split_entry(states.states[idx], fmt, buffer_names, with_master,
+                                      label, record.name)
         if master is not None:
-            if dtype != np.float16 or master.dtype != np.float32:
-                raise ValueError(f"{label}: a multi_precision state (a {master.dtype} master "
-                                 f"copy) belongs to a float16 weight, but the leaf is {dtype}")
-            if master.shape != shape:
-                raise ValueError(f"{label}: the master copy has shape {master.shape}, the leaf "
-                                 f"{shape}")
-            want_dtype = np.dtype(np.float32)
-            master_leaves.append(name)
-        for state_name, arr in zip(_STATE_NAMES[len(arrays)], arrays):
-            if arr.shape != shape:
-                raise ValueError(f"{label}: state {state_name} has shape {arr.shape} but the "
-                                 f"leaf has shape {shape}")
-            if arr.dtype != want_dtype:
-                raise ValueError(f"{label}: state {state_name} is {arr.dtype} but the leaf is "
-                                 f"{want_dtype}" + (" (its master copy)" if master is not None
+            if master.dtype != np.float32 or master.shape != shape:
+                raise ValueError(f"{label}: the master copy is {master.dtype}"
+                                 f"{list(master.shape)}, expected float32{list(shape)}")
+        for b, (field, arr) in enumerate(zip(buffer_names, arrays)):
+            want = buffer_templates[b][k]  # init's: the leaf's shape, or the optimizer's own
+            if arr.shape != want.shape:
+                own = "" if want.shape == shape else f" (mxopt.{fmt.alias} keeps {want.shape})"
+                raise ValueError(f"{label}: state {field} has shape {arr.shape} but the "
+                                 f"leaf has shape {shape}{own}")
+            if arr.dtype != want.dtype:
+                raise ValueError(f"{label}: state {field} is {arr.dtype} but the leaf is "
+                                 f"{want.dtype}" + (" (its master copy)" if master is not None
                                                     else ""))
+            columns[b].append(jnp.asarray(arr))
         masters.append(master)
-        stats.append(arrays)
 
-    if optimizer is not None and optimizer.get("centered") is not None \
-            and bool(optimizer.get("centered")) != centered:
-        raise ValueError(f"the optimizer says centered={bool(optimizer['centered'])} but its "
-                         f"states have {3 if centered else 1} arrays per parameter")
-    if optimizer is not None and master_leaves and not optimizer.get("multi_precision"):
-        raise ValueError(f"leaves {master_leaves} have master copies but the optimizer's "
-                         f"multi_precision is off")
+    if fmt.carry and used != _sort_indices(used):
+        # Gluon's Trainer (and Module) update in index order; mxopt visits leaves in
+        # the params' flatten order.
+        order = ", ".join(f"{n!r} (index {i!r})" for n, i in zip(names, used))
+        raise ValueError(f"MXNet's {record.name} advances {', '.join(a for _, a in fmt.carry)} "
+                         f"on every parameter's update, in the Trainer's index order, and mxopt "
+                         f"in the params' flatten order, which differs here: {order}. Key the "
+                         f"params so that they flatten in index order, e.g. by the Trainer's "
+                         f"full names (trainer_index_map(full_names) without structural_names)")
     used_set = set(used)
     unused = [i for i in states.states if i not in used_set]
     if unused and not allow_unused:
@@ -555,30 +780,122 @@ def rmsprop_state_from_mxnet(states: MXNetStates, params, index_to_leaf: Mapping
         raise ValueError(f"the file holds states for MXNet indices {described} that no leaf of "
                          f"params receives; add those leaves, or pass allow_unused=True to drop "
                          f"them")
-
     if count is None:
-        if optimizer is None:
-            raise ValueError("the file has no optimizer (saved with dump_optimizer=False): pass "
-                             "count=<number of updates done>")
-        count = _counts_check(optimizer, used)
+        if states.optimizer is None and optimizer is not None:
+            raise ValueError("the file has no optimizer (saved with dump_optimizer=False), so "
+                             "its update count is unknown: pass count=<number of updates done>")
+        count = _count_from(record, fmt, used)
     if isinstance(count, (bool, np.bool_)) or not isinstance(count, (int, np.integer)):
         raise TypeError(f"count must be an int, got {count!r}")
     if not 0 <= int(count) <= _INT32_MAX:
         raise ValueError(f"count must be in [0, {_INT32_MAX}], got {count}")
 
-    def as_tree(arrays):
-        return jax.tree_util.tree_unflatten(treedef, [jnp.asarray(a) for a in arrays])
+    fields = {b: treedef.unflatten(col) for b, col in zip(buffer_names, columns)}
+    for field, attr in fmt.carry:
+        value = _fmt.real_field(record, attr, allow_none=True)
+        fields[field] = jnp.asarray(math.nan if value is None else value,
+                                    getattr(inner_template, field).dtype)
+    state = state_cls(count=jnp.asarray(int(count), jnp.int32), **fields)
+    master_leaves = tuple(n for n, m in zip(names, masters) if m is not None)
+    if master_template is not None:
+        state = MasterWeightsState(
+            master=treedef.unflatten([optax.MaskedNode() if m is None else jnp.asarray(m)
+                                      for m in masters]), inner_state=state)
+    got, want = jax.tree.structure(state), jax.tree.structure(template)
+    if got != want:  # the per-leaf checks above make this unreachable
+        raise AssertionError(f"converted state {got} does not have init's structure {want}")
+    return StateFromMXNet(state, params, master_leaves)
 
-    count = jnp.asarray(int(count), jnp.int32)
-    n = as_tree([a[0] for a in stats])
-    if centered:
-        state = CenteredRMSPropState(count=count, n=n, g_avg=as_tree([a[1] for a in stats]),
-                                     delta=as_tree([a[2] for a in stats]))
-    else:
-        state = RMSPropState(count=count, n=n)
-    new_params = jax.tree_util.tree_unflatten(
-        treedef, [jnp.asarray(m) if m is not None else leaf for m, leaf in zip(masters, leaves)])
-    return RMSPropFromMXNet(state, new_params, tuple(master_leaves))
+
+def resume(states: MXNetStates, params, index_to_leaf: Mapping[Index, str], *,
+           learning_rate: Any = None,
+           param_lr_mult: Optional[Mapping[Index, float]] = None,
+           param_wd_mult: Optional[Mapping[Index, float]] = None,
+           count: Optional[int] = None, allow_unused: bool = False) -> Resumed:
+    """Continue a Gluon ``Trainer.save_states`` checkpoint of any MXNet optimizer
+    mxopt has (SGD, NAG, Signum, AdaGrad, AdaDelta, Adam, Adamax, Nadam, Ftrl,
+    FTML, RMSProp) with its mxopt functional form.
+
+    :func:`state_from_mxnet` and :func:`optimizer_kwargs` in one call::
+
+        resumed = interop.resume(interop.load_states("net.states"), params, index_to_leaf)
+        tx = resumed.transformation()        # mxopt.<alias>(**resumed.kwargs)
+        params, state = resumed.params, resumed.state
+
+    Args:
+      states: a loaded ``.states`` file with its optimizer (``Trainer.save_states``
+        always saves it).
+      params, index_to_leaf, count, allow_unused: as :func:`state_from_mxnet`.
+      learning_rate, param_lr_mult, param_wd_mult: as :func:`optimizer_kwargs`.
+
+    Returns:
+      A :class:`Resumed`: the alias's name, its keyword arguments, the state and
+      the params to continue from, and the leaves with master copies.
+    """
+    if not isinstance(states, MXNetStates):
+        raise TypeError(f"states must be an MXNetStates (load_states(...)), got "
+                        f"{type(states).__name__}")
+    if states.optimizer is None:
+        raise ValueError("the file has no optimizer (saved with dump_optimizer=False), so its "
+                         "hyperparameters are unknown: use state_from_mxnet(..., optimizer=..., "
+                         "count=...) and choose the optimizer's arguments yourself")
+    converted = state_from_mxnet(states, params, index_to_leaf, count=count,
+                                 allow_unused=allow_unused)
+    inverse = _check_index_map(index_to_leaf)
+    leaves = {inverse[name]: name for name in leaf_names(params)}
+    kwargs = optimizer_kwargs(states.optimizer, leaves, learning_rate=learning_rate,
+                              param_lr_mult=param_lr_mult, param_wd_mult=param_wd_mult)
+    return Resumed(_fmt.optimizer_format(states.optimizer).alias, kwargs, converted.state,
+                   converted.params, converted.master_leaves)
+
+
+def _rmsprop_record(states: MXNetStates) -> MXNetObject:
+    """The file's RMSProp, or for a file without one (``dump_optimizer=False``) a
+    record whose variant and ``multi_precision`` follow the states' layout."""
+    if states.optimizer is not None:
+        _fmt.check_rmsprop(states.optimizer, "the file's optimizer")
+        return states.optimizer
+    entries = list(states.states.values())
+    with_master = any(isinstance(e, tuple) and len(e) == 2 and isinstance(e[1], tuple)
+                      for e in entries)
+    inner = [e[1] if with_master and isinstance(e, tuple) and len(e) == 2 else e
+             for e in entries]
+    centered = any(isinstance(e, tuple) and len(e) == 3 for e in inner)
+    return rmsprop_optimizer(centered=centered, multi_precision=with_master)
+
+
+def rmsprop_state_from_mxnet(states: MXNetStates, params, index_to_leaf: Mapping[Index, str], *,
+                             count: Optional[int] = None,
+                             allow_unused: bool = False) -> RMSPropFromMXNet:
+    """MXNet RMSProp optimizer states -> :func:`mxopt.rmsprop` state for ``params``,
+    with MXNet's float32 master copies (``multi_precision`` float16 weights) in
+    ``params`` rather than in the state (:func:`state_from_mxnet` keeps them in a
+    :class:`mxopt.MasterWeightsState` instead).
+
+    Args:
+      states, params, index_to_leaf, count, allow_unused: as
+        :func:`state_from_mxnet`; a file without its optimizer needs ``count``
+        (its variant and ``multi_precision`` are read from the states' layout).
+
+    Returns:
+      A :class:`RMSPropFromMXNet`.
+    """
+    if not isinstance(states, MXNetStates):
+        raise TypeError(f"states must be an MXNetStates (load_states(...)), got "
+                        f"{type(states).__name__}")
+    record = _rmsprop_record(states)
+    if states.optimizer is None and count is None:
+        raise ValueError("the file has no optimizer (saved with dump_optimizer=False): pass "
+                         "count=<number of updates done>")
+    converted = state_from_mxnet(states, params, index_to_leaf, optimizer=record, count=count,
+                                 allow_unused=allow_unused)
+    state, masters = _unwrap(converted.state)
+    new_params = params
+    if masters is not None:
+        new_params = jax.tree.map(lambda p, m: p if isinstance(m, optax.MaskedNode) else m,
+                                  params, masters,
+                                  is_leaf=lambda x: isinstance(x, optax.MaskedNode))
+    return RMSPropFromMXNet(state, new_params, converted.master_leaves)
 
 
 def resume_rmsprop(states: MXNetStates, params, index_to_leaf: Mapping[Index, str], *,
@@ -586,9 +903,9 @@ def resume_rmsprop(states: MXNetStates, params, index_to_leaf: Mapping[Index, st
                    param_lr_mult: Optional[Mapping[Index, float]] = None,
                    param_wd_mult: Optional[Mapping[Index, float]] = None,
                    count: Optional[int] = None, allow_unused: bool = False) -> ResumedRMSProp:
-    """:func:`rmsprop_state_from_mxnet` and :func:`rmsprop_kwargs` in one call: the
-    arguments of :func:`mxopt.rmsprop` and the state and params to continue from.
-    Needs the optimizer in the file (``Trainer.save_states`` always saves it)."""
+    """:func:`resume` for RMSProp in its original form: the
+    :func:`rmsprop_state_from_mxnet` state and params, and :func:`rmsprop_kwargs`
+    (one rate for all ``params``). Needs the optimizer in the file."""
     if not isinstance(states, MXNetStates):
         raise TypeError(f"states must be an MXNetStates (load_states(...)), got "
                         f"{type(states).__name__}")
@@ -609,95 +926,142 @@ def resume_rmsprop(states: MXNetStates, params, index_to_leaf: Mapping[Index, st
 # State: mxopt -> MXNet
 # --------------------------------------------------------------------------------------
 
-def rmsprop_state_to_mxnet(state: Union[RMSPropState, CenteredRMSPropState], params,
-                           index_to_leaf: Mapping[Index, str],
-                           optimizer: Optional[MXNetObject] = None, *,
-                           master_leaves: Iterable[str] = ()) -> MXNetStates:
-    """:func:`mxopt.rmsprop` state -> an :class:`MXNetStates` that :func:`save_states`
-    writes for MXNet's ``Trainer.load_states`` / ``Updater.set_states``.
+def _format_of_state(inner) -> _fmt.OptimizerFormat:
+    for fmt in _fmt.OPTIMIZER_FORMATS.values():
+        if any(getattr(alias_module, name) is type(inner) for name in fmt.states):
+            return fmt
+    raise TypeError(f"state must be the state of an mxopt optimizer with an MXNet "
+                    f"counterpart ({', '.join(sorted(_fmt.OPTIMIZER_FORMATS))}; e.g. "
+                    f"mxopt.adam(...).init(params)), got {type(inner).__name__}")
+
+
+def state_to_mxnet(state, params, index_to_leaf: Mapping[Index, str],
+                   optimizer: Optional[MXNetObject] = None, *,
+                   master_leaves: Iterable[str] = ()) -> MXNetStates:
+    """An mxopt functional optimizer's state -> an :class:`MXNetStates` that
+    :func:`save_states` writes for MXNet's ``Trainer.load_states`` /
+    ``Updater.set_states``, which then continue the run.
 
     Args:
-      state: the mxopt state; ``params``: the tree it updates (for
-        ``master_leaves``, the float32 master copies).
+      state: the state of ``mxopt.<alias>`` for an optimizer MXNet has (its
+        NamedTuple, inside :class:`mxopt.MasterWeightsState` with
+        ``multi_precision`` and ``optax.ApplyIfFiniteState`` with
+        ``skip_nonfinite``).
+      params: the tree it updates.
       index_to_leaf: ``{mxnet_index: leaf name}``, as for the other direction.
       optimizer: the MXNet optimizer record to save with the states: the one read
         from the checkpoint (its scheduler, multipliers and names are kept), or
-        :func:`rmsprop_optimizer` for a run that started in mxopt. Its update
-        counts are set from ``state.count`` (``num_update`` and every exported
-        index's count, on device 0). None writes the states alone
-        (``dump_optimizer=False``): MXNet then keeps its own optimizer and counts.
-      master_leaves: leaves that MXNet holds as float16 weights with a float32
-        master copy (``multi_precision=True``); :func:`rmsprop_state_from_mxnet`
-        returns them.
+        :func:`optimizer_record` for a run that started in mxopt; it must be the
+        class and variant the state belongs to. Its update counts are set from
+        ``state.count`` (``num_update`` and every exported index's count, on
+        device 0), and carried scalars (Nadam's ``m_schedule``) from the state.
+        None writes the states alone (``dump_optimizer=False``): MXNet then keeps
+        its own optimizer and counts.
+      master_leaves: leaves of ``params`` that are float32 master copies of
+        MXNet float16 weights, where the state has no
+        :class:`mxopt.MasterWeightsState` (as :func:`rmsprop_state_from_mxnet`
+        returns them).
 
-    ``Trainer.load_states`` replaces the Trainer's optimizer by the saved one, so
-    the saved hyperparameters are the ones MXNet continues with (Gluon's
-    ``step(batch_size)`` still sets ``rescale_grad`` from the Trainer's own).
+    Returns:
+      The :class:`MXNetStates`. ``Trainer.load_states`` replaces the Trainer's
+      optimizer by the saved one, so the saved hyperparameters are the ones MXNet
+      continues with (Gluon's ``step(batch_size)`` still sets ``rescale_grad``).
     """
-    if not isinstance(state, (RMSPropState, CenteredRMSPropState)):
-        raise TypeError(f"state must be an mxopt.rmsprop state (RMSPropState or "
-                        f"CenteredRMSPropState), got {type(state).__name__}")
-    centered = isinstance(state, CenteredRMSPropState)
+    inner, masters_tree = _unwrap(state)
+    fmt = _format_of_state(inner)
     if optimizer is not None:
-        _fmt.check_rmsprop(optimizer)
-        if bool(optimizer.get("centered")) != centered:
-            raise ValueError(f"the optimizer says centered={bool(optimizer.get('centered'))} "
-                             f"but the state is a {type(state).__name__}")
+        record_fmt = _fmt.optimizer_format(optimizer)
+        if record_fmt is not fmt:
+            raise ValueError(f"the optimizer is a {optimizer.cls} but the state is a "
+                             f"{type(inner).__name__} (mxopt.{fmt.alias})")
+        expected = _template(fmt, optimizer, params)[1]
+        if expected is not type(inner):
+            own = ", ".join(f"{field}={optimizer.get(field)!r}" for kw, field, _ in fmt.own
+                            if kw is not None)
+            raise ValueError(f"the optimizer ({optimizer.name} with {own}) keeps a "
+                             f"{expected.__name__}, but the state is a {type(inner).__name__}")
     inverse = _check_index_map(index_to_leaf)
     names, leaves, treedef = _named_leaves(params, "params")
     if isinstance(master_leaves, str):
         raise TypeError("master_leaves must be an iterable of leaf names, not a single string")
-    master_leaves = set(master_leaves)
-    unknown = master_leaves - set(names)
+    in_params = set(master_leaves)
+    unknown = in_params - set(names)
     if unknown:
         raise ValueError(f"master_leaves names {sorted(unknown)}, which are not leaves of params")
-    if master_leaves and (optimizer is None or not optimizer.get("multi_precision")):
+    flat_masters = [None] * len(leaves)
+    if masters_tree is not None:
+        try:
+            flat = treedef.flatten_up_to(masters_tree)
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"state.master does not have the structure of params: {e}") from None
+        flat_masters = [None if isinstance(m, optax.MaskedNode) else np.asarray(m) for m in flat]
+    has_master = in_params | {n for n, m in zip(names, flat_masters) if m is not None}
+    if has_master and (optimizer is None or not optimizer.get("multi_precision")):
         raise ValueError("master_leaves need an optimizer with multi_precision=True (MXNet "
                          "keeps master copies only then)")
-    fields = ("n", "g_avg", "delta") if centered else ("n",)
-    trees = []
+    carried = {field for field, _ in fmt.carry}
+    fields = tuple(f for f in type(inner)._fields[1:] if f not in carried)
+    columns = []
     for field in fields:
-        tree = getattr(state, field)
         try:
-            flat = treedef.flatten_up_to(tree)
+            columns.append(treedef.flatten_up_to(getattr(inner, field)))
         except (ValueError, TypeError) as e:
             raise ValueError(f"state.{field} does not have the structure of params: {e}") from None
-        trees.append(flat)
-
-    count = np.asarray(state.count)
+    count = np.asarray(inner.count)
     if count.shape != () or not np.issubdtype(count.dtype, np.integer):
         raise TypeError(f"state.count must be an integer scalar, got {count!r}")
     count = int(count)
+
     out = {}
     for k, (name, leaf) in enumerate(zip(names, leaves)):
         if name not in inverse:
             raise ValueError(f"leaf {name!r} has no MXNet index in index_to_leaf")
         idx = inverse[name]
-        arrays = tuple(np.asarray(flat[k]) for flat in trees)
-        weight = np.asarray(leaf)
+        master = np.asarray(leaf) if name in in_params else flat_masters[k]
+        weight = master if master is not None else np.asarray(leaf)
+        if master is not None and master.dtype != np.float32:
+            raise ValueError(f"leaf {name!r} is a master copy, so it must be float32, got "
+                             f"{master.dtype}")
+        arrays = tuple(np.asarray(col[k]) for col in columns)
         for field, arr in zip(fields, arrays):
             if arr.shape != weight.shape or arr.dtype != weight.dtype:
                 raise ValueError(f"leaf {name!r}: state.{field} is {arr.dtype}{list(arr.shape)} "
                                  f"but the leaf is {weight.dtype}{list(weight.shape)}")
-        if name in master_leaves:
-            if weight.dtype != np.float32:
-                raise ValueError(f"leaf {name!r} is a master copy, so it must be float32, got "
-                                 f"{weight.dtype}")
-            out[idx] = (weight, arrays)
-        else:
-            out[idx] = arrays
+        entry = None if not arrays else arrays[0] if fmt.bare and len(arrays) == 1 else arrays
+        if master is not None:
+            entry = (entry, master) if fmt.master_last else (master, entry)
+        out[idx] = entry
     out = {i: out[i] for i in _sort_indices(out)}
     if optimizer is None:
         return MXNetStates(out, None)
     counts = dict(optimizer.get("_index_update_count") or {})
     counts.update({i: count for i in out})
     num_update = max([count, *counts.values()])
+    carry = {attr: float(np.asarray(getattr(inner, field))) for field, attr in fmt.carry}
+    carry = {attr: None if math.isnan(value) else value for attr, value in carry.items()}
     record = optimizer.replace(num_update=num_update, _all_index_update_counts={0: counts},
-                               _index_update_count=counts)
+                               _index_update_count=counts, **carry)
     return MXNetStates(out, record)
 
 
+def rmsprop_state_to_mxnet(state: Union[RMSPropState, CenteredRMSPropState], params,
+                           index_to_leaf: Mapping[Index, str],
+                           optimizer: Optional[MXNetObject] = None, *,
+                           master_leaves: Iterable[str] = ()) -> MXNetStates:
+    """:func:`state_to_mxnet` for an :func:`mxopt.rmsprop` state (master copies in
+    ``params``, named by ``master_leaves``, as :func:`rmsprop_state_from_mxnet`
+    returns them); ``optimizer``, if given, must be an RMSProp
+    (:func:`rmsprop_optimizer` for a run that started in mxopt)."""
+    if not isinstance(state, (RMSPropState, CenteredRMSPropState)):
+        raise TypeError(f"state must be an mxopt.rmsprop state (RMSPropState or "
+                        f"CenteredRMSPropState), got {type(state).__name__}")
+    if optimizer is not None:
+        _fmt.check_rmsprop(optimizer)
+    return state_to_mxnet(state, params, index_to_leaf, optimizer, master_leaves=master_leaves)
+
+
 # The scheduler's conversion (mxopt.lr_scheduler), under the name interop has always
-# given it. The class API's (optimizer_from_mxnet, updater_states_from_mxnet) live in
-# mxopt.facade, which sits above interop.
+# given it. The class API's (optimizer_from_mxnet, optimizer_to_mxnet,
+# updater_states_from_mxnet, Updater.get_states(mxnet=True)) live in mxopt.facade; it
+# and interop share the table in mxopt._mxformat and neither imports the other.
 lr_scheduler_from_mxnet = lr_scheduler.from_mxnet

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import warnings
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -182,16 +183,18 @@ def test_bad_gradients_are_errors_naming_the_leaf(entry):
         tx.update(grads, state)
     with pytest.raises(ValueError, match=r"gradient of 'b' has shape \(5,\)"):
         tx.update({**grads, "b": jnp.ones((5,), grads["b"].dtype)}, state, params)
-    with pytest.raises(TypeError, match=r"gradient of 'b' has dtype float16"):
-        tx.update({**grads, "b": grads["b"].astype(jnp.float16)}, state, params)
+    with pytest.raises(TypeError, match=r"gradient of 'b' has dtype int32.*floating gradient"):
+        tx.update({**grads, "b": grads["b"].astype(jnp.int32)}, state, params)
     with pytest.raises(ValueError, match="structure of the params"):
         tx.update({"w": grads["w"]}, state, params)
 
 
 @PARAMS
-def test_float32_gradients_for_bfloat16_params_need_master_weights(entry):
-    # Gradients have the params' dtypes, as MXNet's kernels require; master
-    # weights, which update float32 copies, also take float32 gradients.
+def test_gradients_of_another_dtype_are_computed_in_the_params_dtype(entry):
+    # optax's rule: a gradient may have another floating dtype than its param
+    # (optax.MultiSteps and mixed-precision loops make them). The kernel
+    # computes in the param's dtype, MXNet's only case (float32 on master
+    # weights), and the update keeps the gradient's dtype.
     tx = entry.build()
     params = _params(jnp.bfloat16)
     if not (entry.multi_precision or entry.low_precision_state):
@@ -200,8 +203,8 @@ def test_float32_gradients_for_bfloat16_params_need_master_weights(entry):
         return
     state = tx.init(params)
     grads = _grads(0, _params(jnp.float32))
+    updates, new = tx.update(grads, state, params)
     if entry.multi_precision:
-        updates, new = tx.update(grads, state, params)
         _, rounded = tx.update(jax.tree.map(lambda g: g.astype(jnp.bfloat16), grads), state,
                                params)
         assert updates["w"].dtype == jnp.float32
@@ -210,8 +213,28 @@ def test_float32_gradients_for_bfloat16_params_need_master_weights(entry):
         assert any(not np.array_equal(np.asarray(a), np.asarray(b))
                    for a, b in zip(jax.tree.leaves(new), jax.tree.leaves(rounded)))
     else:
-        with pytest.raises(TypeError, match="with multi_precision=True, float32 gradients"):
-            tx.update(grads, state, params)
+        cast = jax.tree.map(lambda g: g.astype(jnp.bfloat16), grads)
+        want, want_state = tx.update(cast, state, params)
+        assert updates["w"].dtype == jnp.float32
+        chex.assert_trees_all_equal(updates, jax.tree.map(lambda u: u.astype(jnp.float32), want))
+        chex.assert_trees_all_equal(new, want_state)
+    # And the other way: bfloat16 gradients of float32 params.
+    params32 = _params(jnp.float32)
+    state32 = tx.init(params32)
+    low = jax.tree.map(lambda g: g.astype(jnp.bfloat16), grads)
+    updates, new = tx.update(low, state32, params32)
+    want, want_state = tx.update(jax.tree.map(lambda g: g.astype(jnp.float32), low), state32,
+                                 params32)
+    assert updates["w"].dtype == jnp.bfloat16
+    chex.assert_trees_all_equal(updates, jax.tree.map(lambda u: u.astype(jnp.bfloat16), want))
+    chex.assert_trees_all_equal(new, want_state)
+    # optax.MultiSteps returns zeros of the gradients' dtype between emissions:
+    # both branches must agree.
+    multi = optax.MultiSteps(tx, every_k_schedule=2)
+    mstate = multi.init(params32)
+    for _ in range(2):
+        out, mstate = multi.update(low, mstate, params32)
+        assert out["w"].dtype == jnp.bfloat16
 
 
 @PARAMS

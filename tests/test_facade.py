@@ -218,7 +218,7 @@ def test_no_recompilation_when_hyperparameters_change():
     updater = mxopt.get_updater(opt)
     w = [jnp.ones(4), jnp.ones(4)]
     w = [updater(i, jnp.ones(4), w[i]) for i in range(2)]
-    before = mxopt.facade._alias_step._cache_size()
+    before = mxopt.facade._kernel_step._cache_size()
     for k in range(5):
         opt.set_learning_rate(0.1 / (k + 1))
         opt.set_lr_mult({"a_weight": float(k)})
@@ -226,7 +226,7 @@ def test_no_recompilation_when_hyperparameters_change():
         opt.rescale_grad = 1.0 / (k + 1)
         opt.clip_gradient = None if k % 2 else 0.5
         w = [updater(i, jnp.ones(4), w[i]) for i in range(2)]
-    assert mxopt.facade._alias_step._cache_size() == before
+    assert mxopt.facade._kernel_step._cache_size() == before
 
 
 @pytest.mark.parametrize("dump_optimizer", [False, True])

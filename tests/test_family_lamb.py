@@ -511,3 +511,40 @@ def test_mixed_dtypes_chunk_as_mxnets_updater_groups_them():
         single = [other(i, jnp.asarray(g[i]), single[i]) for i in range(6)]
     assert not all(np.allclose(np.asarray(a, np.float32), np.asarray(b, np.float32),
                                rtol=1e-3, atol=1e-3) for a, b in zip(single, weights))
+
+
+def test_states_export_to_mxnets_layout_and_resume():
+    # The interop table's entries: LAMB's (mean, var) and, under
+    # multi_precision, LARS's (mom, master) (MXNet's fused layout), with its
+    # last_lr as MXNet's cur_lr (None before the first step).
+    from mxopt import interop as I
+    params = {"b": jnp.zeros(2, jnp.float32), "w": jnp.ones((2, 3), jnp.float32)}
+    index_map = {0: "b", 1: "w"}
+    grads = jax.tree.map(lambda p: jnp.full_like(p, 0.5), params)
+    tx = mxopt.lamb(0.01, lower_bound=0.5)
+    state = tx.init(params)
+    updates, state = tx.update(grads, state, params)
+    params1 = optax.apply_updates(params, updates)
+    record = I.optimizer_record("LAMB", learning_rate=0.01, lower_bound=0.5)
+    exported = I.state_to_mxnet(state, params1, index_map, record)
+    back = I.resume(I.loads_states(I.dumps_states(exported)), params1, index_map)
+    jax.tree.map(np.testing.assert_array_equal, back.state, state)
+    assert back.alias == "lamb" and back.kwargs["lower_bound"] == 0.5
+    half = {"w": jnp.ones((2, 3), jnp.float16)}
+    tx = mxopt.lars(0.1, momentum=0.9, multi_precision=True)
+    state = tx.init(half)
+    _, state = tx.update({"w": jnp.full((2, 3), 0.5, jnp.float16)}, state, half)
+    exported = I.state_to_mxnet(state, half, {0: "w"},
+                                I.optimizer_record("LARS", momentum=0.9, multi_precision=True))
+    mom, master = exported.states[0]
+    np.testing.assert_array_equal(master, state.master["w"])
+    np.testing.assert_array_equal(mom, state.inner_state.mom["w"])
+    assert exported.optimizer["cur_lr"] == pytest.approx(0.1)
+    back = I.resume(I.loads_states(I.dumps_states(exported)), half, {0: "w"})
+    np.testing.assert_array_equal(back.state.inner_state.mom["w"], state.inner_state.mom["w"])
+    assert float(back.state.inner_state.last_lr) == float(state.inner_state.last_lr)
+    fresh = I.state_to_mxnet(tx.init(half), half, {0: "w"},
+                             I.optimizer_record("LARS", momentum=0.9, multi_precision=True))
+    assert fresh.optimizer["cur_lr"] is None
+    again = I.resume(I.loads_states(I.dumps_states(fresh)), half, {0: "w"})
+    assert np.isnan(float(again.state.inner_state.last_lr))

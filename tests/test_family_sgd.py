@@ -291,7 +291,7 @@ def test_class_steps_compile_once_per_static_setting():
         optimizer = mxopt.create(opt, learning_rate=0.1, clip_gradient=1.0, **kw)
         updater = mxopt.get_updater(optimizer)
         w = updater(0, jnp.ones(4), jnp.ones(4))
-        before = mxopt.facade._alias_step._cache_size()
+        before = mxopt.facade._kernel_step._cache_size()
         for k in range(4):
             if optimizer.lr_scheduler is None and opt != "adadelta":
                 optimizer.set_learning_rate(0.1 / (k + 1))
@@ -299,7 +299,7 @@ def test_class_steps_compile_once_per_static_setting():
             optimizer.rescale_grad = 1.0 / (k + 1)
             optimizer.clip_gradient = 0.5 * (k + 1)
             w = updater(0, jnp.ones(4), w)
-        assert mxopt.facade._alias_step._cache_size() == before, opt
+        assert mxopt.facade._kernel_step._cache_size() == before, opt
 
 
 @pytest.mark.parametrize("opt, momentum", [("sgd", 0.0), ("sgd", 0.9), ("nag", 0.0),

@@ -60,7 +60,7 @@ def test_structure_mismatch_names_the_problem():
     with pytest.raises(ValueError, match="'b'.*shape"):
         tx.update({"a": jnp.ones(2), "b": jnp.ones(3)}, state, params)
     with pytest.raises(TypeError, match="'b'.*dtype"):
-        tx.update({"a": jnp.ones(2), "b": jnp.ones(2, jnp.float16)}, state, params)
+        tx.update({"a": jnp.ones(2), "b": jnp.ones(2, jnp.int32)}, state, params)
 
 
 def test_state_from_other_params_is_an_error():

@@ -27,8 +27,9 @@ def golden_path(name):
     return os.path.join(GOLDEN_DIR, name)
 
 
-def save_golden(name, arrays, meta, what):
-    """Write ``arrays`` plus ``meta`` (as JSON) to tests/golden/``name``."""
-    path = golden_path(name)
+def save_golden(name, arrays, meta, what, root=None):
+    """Write ``arrays`` plus ``meta`` (as JSON) to tests/golden/``name`` (or
+    ``root``/``name``, for a held-out run that is not committed)."""
+    path = golden_path(name) if root is None else os.path.join(root, name)
     np.savez_compressed(path, meta=np.array(json.dumps(meta)), **arrays)
     print(f"wrote {what} to {path} ({os.path.getsize(path) / 1024:.0f} KiB)")

@@ -15,7 +15,20 @@ in the metadata with the error and no arrays. tests/golden/family/README.md
 describes the layout.
 
 Deterministic: fixed seeds; rerunning reproduces the files byte for byte.
+
+Held-out runs (not committed): ``--heldout SEED --out DIR`` writes the same
+files to DIR from other inputs and with every configuration's numbers (rates,
+decays, bounds, own hyperparameters, schedules, ``begin_num_update``) drawn
+around the grid's from SEED, keeping each configuration's meaning (a clip of 0
+stays 0, a momentum of 0 stays 0). The tests then run over them unchanged:
+
+    ../mxref/bin/python tools/make_golden_family.py --heldout 7 --out /tmp/heldout7
+    MXOPT_FAMILY_GOLDEN=/tmp/heldout7 python -m pytest tests/test_family_sgd.py \
+        tests/test_family_adam.py tests/test_reference_family.py
 """
+import argparse
+import os
+
 import numpy as np
 
 from _mxref import import_mxnet, save_golden
@@ -218,11 +231,58 @@ def probe_sgd_mom_kernel(inputs):
     save_golden("family/kernels.npz", arrays, meta, "direct sgd_mom_update calls")
 
 
+# The numbers a held-out run draws anew (a 0 stays 0), and how: "rate" scales by
+# 10**U(-0.5, 0.5), "unit" moves a value in [0, 1) to 1 - (1 - x) * 10**U(-0.3, 0.3)
+# (kept below 1), "count" adds an integer in [0, 7].
+HELDOUT_RULES = {
+    "learning_rate": "rate", "wd": "rate", "rescale_grad": "rate", "clip_gradient": "rate",
+    "epsilon": "rate", "eps": "rate", "lamda1": "rate", "beta": "rate", "wd_lh": "rate",
+    "schedule_decay": "rate", "base_lr": "rate", "warmup_begin_lr": "rate",
+    "momentum": "unit", "beta1": "unit", "beta2": "unit", "rho": "unit", "factor": "unit",
+    "begin_num_update": "count", "step": "count",
+}
+
+
+def draw(value, rule, rng):
+    if value == 0 and rule != "count":  # off stays off
+        return value
+    if rule == "rate":
+        return float(value * 10.0 ** rng.uniform(-0.5, 0.5))
+    if rule == "unit":
+        return float(min(1.0 - (1.0 - value) * 10.0 ** rng.uniform(-0.3, 0.3), 0.999))
+    return int(value + rng.randint(0, 8))
+
+
+def held_out(cfg, rng):
+    """``cfg`` with its numbers drawn around the grid's (HELDOUT_RULES)."""
+    for section in ("kwargs", "scheduler"):
+        values = cfg[section] or {}
+        for key in sorted(values):
+            rule = HELDOUT_RULES.get(key)
+            if rule and not isinstance(values[key], bool) and values[key] is not None:
+                values[key] = draw(values[key], rule, rng)
+    if cfg["scheduler"]:
+        cfg["scheduler"]["step"] = max(1, cfg["scheduler"]["step"])
+    return cfg
+
+
 def main():
-    probe_parsing()
-    probe_sgd_mom_kernel(make_inputs(np.float32, 20261130))
-    inputs = {"float32": make_inputs(np.float32, 20261130),
-              "float16": make_inputs(np.float16, 20261131)}
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--heldout", type=int, default=None,
+                        help="draw inputs and every configuration's numbers from this seed")
+    parser.add_argument("--out", default=None, help="directory for a held-out run's files")
+    args = parser.parse_args()
+    if (args.heldout is None) != (args.out is None):
+        parser.error("--heldout and --out go together")
+    seed = 20261130 if args.heldout is None else 1000 * args.heldout + 17
+    rng = np.random.RandomState(seed)
+    if args.heldout is None:
+        probe_parsing()
+        probe_sgd_mom_kernel(make_inputs(np.float32, seed))
+    else:
+        os.makedirs(os.path.join(args.out, "family"), exist_ok=True)
+    inputs = {"float32": make_inputs(np.float32, seed),
+              "float16": make_inputs(np.float16, seed + 1)}
     for opt in OPTIMIZERS:
         arrays = {}
         for dtype, per_param in inputs.items():
@@ -231,6 +291,8 @@ def main():
                 arrays[f"{dtype}_p{i}_grads"] = grads
         configs = []
         for c, cfg in enumerate(grid(opt)):
+            if args.heldout is not None:
+                cfg = held_out(cfg, rng)
             has_momentum = cfg["kwargs"].get("momentum", 0.9 if opt == "signum" else 0.0)
             names = OPTIMIZERS[opt][2]
             cfg["state_names"] = list(names) if (
@@ -246,7 +308,8 @@ def main():
             configs.append(cfg)
         meta = dict(mxnet=mx.__version__, numpy=np.__version__, optimizer=opt, steps=STEPS,
                     shapes=SHAPES, names=NAMES, configs=configs)
-        save_golden(f"family/{opt}.npz", arrays, meta, f"{len(configs)} {opt} configurations")
+        save_golden(f"family/{opt}.npz", arrays, meta, f"{len(configs)} {opt} configurations",
+                    root=args.out)
 
 
 if __name__ == "__main__":
