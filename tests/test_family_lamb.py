@@ -252,8 +252,11 @@ def _options(opt, cfg, meta):
         static["momentum"] = traced.pop("momentum", 0.0)
     if cfg["scheduler"]:
         sched = mxopt.lr_scheduler.FactorScheduler(**cfg["scheduler"])
-        if opt == "lamb" and "learning_rate" not in kw:
-            sched.base_lr = 0.001  # LAMB's signature rate overwrites base_lr
+        # A rate given to MXNet's constructor overwrites base_lr (LAMB always
+        # gives its signature's); the functional form takes the scheduler as is.
+        passed = kw.get("learning_rate", 0.001 if opt == "lamb" else None)
+        if passed is not None:
+            sched.base_lr = passed
         static["learning_rate"] = sched
     else:
         traced["learning_rate"] = float(kw.get("learning_rate", 0.01))

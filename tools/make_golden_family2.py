@@ -17,12 +17,27 @@ after each step (``master`` too under multi_precision). Same layout as
 tools/make_golden_family.py (tests/golden/family/README.md).
 
 Deterministic: fixed seeds; rerunning reproduces the files byte for byte.
+
+Held-out runs (not committed), as tools/make_golden_family.py's: ``--heldout SEED
+--out DIR`` draws other inputs and every configuration's numbers around the
+grid's (LARS's ``eta`` and LAMB's bounds too), and MXOPT_FAMILY_GOLDEN=DIR points
+tests/test_family_lamb.py at them:
+
+    ../mxref/bin/python tools/make_golden_family2.py --heldout 7 --out /tmp/heldout7
+    MXOPT_FAMILY_GOLDEN=/tmp/heldout7 python -m pytest tests/test_family_lamb.py
 """
+import argparse
+import os
+
 import numpy as np
+from make_golden_family import HELDOUT_RULES, draw
 
 from _mxref import import_mxnet, save_golden
 
 mx = import_mxnet()
+
+# The family script's rules, and LARS's and LAMB's own numbers.
+RULES = dict(HELDOUT_RULES, eta="rate", lower_bound="rate", upper_bound="rate")
 
 STEPS = 30
 SHAPES = ((3, 2, 2, 2), (3,), (3,), (3,), (4, 5), (4,))
@@ -161,9 +176,33 @@ def run(opt, cfg, inputs):
     return {key: np.stack(values) for key, values in record.items()}
 
 
+def held_out(cfg, rng):
+    """``cfg`` with its numbers drawn around the grid's (a 0 or a None stays so)."""
+    for section in ("kwargs", "scheduler"):
+        values = cfg[section] or {}
+        for key in sorted(values):
+            rule = RULES.get(key)
+            if rule and not isinstance(values[key], bool) and values[key] is not None:
+                values[key] = draw(values[key], rule, rng)
+    if cfg["scheduler"]:
+        cfg["scheduler"]["step"] = max(1, cfg["scheduler"]["step"])
+    return cfg
+
+
 def main():
-    inputs = {"float32": make_inputs(np.float32, 20261218),
-              "float16": make_inputs(np.float16, 20261219)}
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--heldout", type=int, default=None,
+                        help="draw inputs and every configuration's numbers from this seed")
+    parser.add_argument("--out", default=None, help="directory for a held-out run's files")
+    args = parser.parse_args()
+    if (args.heldout is None) != (args.out is None):
+        parser.error("--heldout and --out go together")
+    seed = 20261218 if args.heldout is None else 1000 * args.heldout + 18
+    rng = np.random.RandomState(seed)
+    if args.heldout is not None:
+        os.makedirs(os.path.join(args.out, "family"), exist_ok=True)
+    inputs = {"float32": make_inputs(np.float32, seed),
+              "float16": make_inputs(np.float16, seed + 1)}
     for opt, (grid, state_names) in GRIDS.items():
         arrays = {}
         for dtype, per_param in inputs.items():
@@ -172,6 +211,8 @@ def main():
                 arrays[f"{dtype}_p{i}_grads"] = grads
         configs = []
         for c, cfg in enumerate(grid()):
+            if args.heldout is not None:
+                cfg = held_out(cfg, rng)
             has_state = opt != "lars" or cfg["kwargs"].get("momentum", 0.0) > 0
             cfg["state_names"] = list(state_names) if has_state else []
             try:
@@ -185,7 +226,8 @@ def main():
             configs.append(cfg)
         meta = dict(mxnet=mx.__version__, numpy=np.__version__, optimizer=opt, steps=STEPS,
                     shapes=SHAPES, names=NAMES, configs=configs)
-        save_golden(f"family/{opt}.npz", arrays, meta, f"{len(configs)} {opt} configurations")
+        save_golden(f"family/{opt}.npz", arrays, meta, f"{len(configs)} {opt} configurations",
+                    root=args.out)
 
 
 if __name__ == "__main__":
