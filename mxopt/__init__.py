@@ -65,6 +65,11 @@ from mxopt.alias import (
 )
 from mxopt.facade import FTML, Adam, Adamax, Ftrl, Nadam
 
+# isort: split
+# LARS, LAMB
+from mxopt.alias import LAMBState, LARSNoMomentumState, LARSState, lamb, lars
+from mxopt.facade import LAMB, LARS
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -134,4 +139,12 @@ __all__ = [
     "ftml",
     "ftrl",
     "nadam",
+    # LARS, LAMB
+    "LAMB",
+    "LAMBState",
+    "LARS",
+    "LARSNoMomentumState",
+    "LARSState",
+    "lamb",
+    "lars",
 ]

@@ -620,6 +620,13 @@ class Optimizer(NamedTuple):
       carry: None, or a :class:`Carry`: a scalar advanced leaf by leaf, held in
         the state field it names (the other fields after ``count`` are the
         per-leaf buffers).
+      leaf_hyper: None, or ``leaf_hyper(names, stored) -> [dict, ...]``: static
+        hyperparameters per floating leaf (merged into its ``hp`` before
+        ``fold``), from the floating leaves' names and the params as the
+        caller holds them (``stored``: float16/bfloat16 under
+        ``multi_precision``, where the kernel sees float32 masters), both in
+        the params' flatten order. LARS's name rule and the chunks of a Gluon
+        list call, and the dtype LARS and LAMB take their norms in.
     """
     who: str
     kernel: Callable
@@ -628,6 +635,7 @@ class Optimizer(NamedTuple):
     fold: Optional[Callable[[dict], dict]] = None
     low_precision_state: bool = True
     carry: Optional[Carry] = None
+    leaf_hyper: Optional[Callable[[list, list], list]] = None
 
 
 def fused(opt: Optimizer, *, learning_rate: ScalarOrSchedule, wd: Any, lr_mult: Any,
@@ -643,9 +651,17 @@ def fused(opt: Optimizer, *, learning_rate: ScalarOrSchedule, wd: Any, lr_mult: 
         # skip_nonfinite inside the master weights, so the check and the skipped
         # update see float32 gradients and updates; master_weights passes
         # grads_finite on.
-        return master_weights(fused(opt, learning_rate=learning_rate, wd=wd, lr_mult=lr_mult,
-                                    wd_mult=wd_mult, begin_num_update=begin_num_update,
-                                    clip_weights=clip_weights, skip_nonfinite=skip_nonfinite))
+        outer = master_weights(fused(opt, learning_rate=learning_rate, wd=wd, lr_mult=lr_mult,
+                                     wd_mult=wd_mult, begin_num_update=begin_num_update,
+                                     clip_weights=clip_weights, skip_nonfinite=skip_nonfinite))
+        if opt.leaf_hyper is None:
+            return outer
+
+        def stored_update(updates, state, params=None, **extra_args):
+            # The kernel sees the masters; leaf_hyper also sees the stored params.
+            return outer.update(updates, state, params, _stored_params=params, **extra_args)
+
+        return optax.GradientTransformationExtraArgs(outer.init, stored_update)
     who, state_cls, carry = opt.who, opt.state_cls, opt.carry
     buffers = tuple(f for f in state_cls._fields[1:] if carry is None or f != carry.field)
     _STATE_MAKERS.setdefault(state_cls, who)
@@ -679,7 +695,17 @@ def fused(opt: Optimizer, *, learning_rate: ScalarOrSchedule, wd: Any, lr_mult: 
         state = state_cls(count=initial_count(begin_num_update), **fields)
         return _fresh_skip_state(state) if skip_nonfinite else state
 
-    def step(updates, state, params, names, treedef, finite):
+    def leaf_hypers(names, flat_params, stored_params, treedef):
+        # Static per-leaf additions, one dict per floating leaf (None without leaf_hyper).
+        if opt.leaf_hyper is None:
+            return None
+        flat_stored = (flat_params if stored_params is None
+                       else treedef.flatten_up_to(stored_params))
+        floating = [i for i, w in enumerate(flat_params) if is_float(w)]
+        extra = opt.leaf_hyper([names[i] for i in floating], [flat_stored[i] for i in floating])
+        return dict(zip(floating, extra))
+
+    def step(updates, state, params, names, treedef, finite, stored_params=None):
         check_state(state, state_cls, who)
         _check_count(state.count, who)
         flat_params = treedef.flatten_up_to(params)
@@ -693,10 +719,13 @@ def fused(opt: Optimizer, *, learning_rate: ScalarOrSchedule, wd: Any, lr_mult: 
             # Host float64 when the count is concrete, as MXNet's Python side.
             value = float(stored) if isinstance(t, int) and not v.is_traced(stored) else stored
             additions = {}
+        per_leaf_extra = leaf_hypers(names, flat_params, stored_params, treedef)
         outs = []
         for i, (g, w) in enumerate(zip(treedef.flatten_up_to(updates), flat_params)):
             if is_float(w):
                 hp = dict(opt.hyper, lr=lrs[i], wd=wds[i], t=t)
+                if per_leaf_extra is not None:
+                    hp.update(per_leaf_extra[i])
                 if opt.fold is not None:
                     hp = opt.fold(hp)
                 if carry is not None:
@@ -716,15 +745,18 @@ def fused(opt: Optimizer, *, learning_rate: ScalarOrSchedule, wd: Any, lr_mult: 
         return treedef.unflatten([o[0] for o in outs]), state_cls(count=count, **new)
 
     def update_fn(updates, state, params=None, grads_finite=None, **extra_args):
-        del extra_args  # other transformations' (optax.chain passes them to all)
+        # The params as the caller stores them, from fused's multi_precision
+        # wrapper; the rest are other transformations' (optax.chain passes them to all).
+        stored_params = extra_args.pop("_stored_params", None)
         if params is None:
             raise needs_params(who)
         names, treedef = check_grads_match_params(updates, params, who)
         finite = finiteness_flag(updates, grads_finite, skip_nonfinite, who)
         if finite is None:
-            return step(updates, state, params, names, treedef, None)
+            return step(updates, state, params, names, treedef, None, stored_params)
         check_state(state, optax.ApplyIfFiniteState, who + " with skip_nonfinite=True")
-        updates, inner = step(updates, state.inner_state, params, names, treedef, finite)
+        updates, inner = step(updates, state.inner_state, params, names, treedef, finite,
+                              stored_params)
         return updates, skip_state(finite, state, inner)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)

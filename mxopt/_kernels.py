@@ -992,3 +992,204 @@ def adadelta_update(grad: jax.Array, weight: jax.Array, acc_g: jax.Array,
     new_acc_delta = rounded(acc_delta * r) + rounded(rounded(one_minus_rho * delta) * delta)
     acc_delta = keep_if(finite, after(new_acc_delta, stored), acc_delta)
     return update, acc_g, acc_delta
+
+
+# ----------------------------------------------------------------------------------
+# LARS and LAMB: layer-wise trust ratios from per-leaf norms
+# ----------------------------------------------------------------------------------
+#
+# Both take squared L2 norms of whole leaves with MXNet's ``multi_sum_sq``: on
+# CPU a sequential float32 sum ``sum += x[j] * x[j]`` over the stored array,
+# each product rounded in the array's dtype (float16 under multi_precision,
+# where the stored weight is the master's cast). Here ``jnp.sum`` reduces in
+# XLA's order instead (a tree, which is also what makes the norm of a sharded
+# leaf correct: each device sums its shard and the partial sums are added), so
+# a norm can differ from MXNet's in the last bits; the trust ratio's relative
+# error is then about 1e-7, well inside the tests' rtol 1e-5. The NumPy twins in
+# :mod:`mxopt.reference` sum sequentially, as MXNet does, and are bit-exact.
+
+__all__ += ["sum_of_squares", "lars_rate", "lars_update", "lars_mom_update",
+            "lars_momentum_advance", "lamb_fold", "lamb_update"]
+
+
+def sum_of_squares(x: jax.Array, stored_dtype: Optional[str] = None) -> jax.Array:
+    """``multi_sum_sq`` of one leaf: ``sum(x * x)`` as a float32 scalar, each
+    product rounded in ``stored_dtype`` (the dtype the caller stores the leaf
+    in: float16 under multi_precision, where ``x`` is the float32 master or
+    gradient and its cast is exactly the stored array) or in ``x``'s own."""
+    dtype = jnp.dtype(stored_dtype if stored_dtype is not None else x.dtype)
+    if dtype in (jnp.dtype(jnp.float16), jnp.dtype(jnp.bfloat16)):
+        return _low_sum_of_squares(x, dtype.name)
+    return _sum_of_squares(x.astype(dtype))
+
+
+@jax.jit
+def _sum_of_squares(x: jax.Array) -> jax.Array:
+    # No rounding guard on the product: XLA:CPU's reduction kernels take
+    # x * x in, but would write out any guarded expression first (a
+    # parameter-sized temporary). Jitted on its own so that a step outside
+    # jax.jit sums exactly as the same step under it does.
+    return jnp.sum((x * x).astype(jnp.float32), dtype=jnp.float32)
+
+
+@functools.partial(jax.jit, static_argnames="dtype")
+def _low_sum_of_squares(x: jax.Array, dtype: str) -> jax.Array:
+    # float16/bfloat16 values and products, each passed through its bit
+    # pattern: XLA may otherwise keep excess precision through a cast to
+    # bfloat16 and back (xla_allow_excess_precision) and sum the products of
+    # the float32 master rather than of the stored weight. (reduce_precision
+    # would flush float16 subnormals, which MXNet's products keep.)
+    def stored(v):
+        bits = jax.lax.bitcast_convert_type(v.astype(dtype), jnp.int16)
+        return jax.lax.bitcast_convert_type(bits, jnp.dtype(dtype))
+
+    x = stored(x)
+    return jnp.sum(stored(x * x).astype(jnp.float32), dtype=jnp.float32)
+
+
+def lars_rate(grad: jax.Array, weight: jax.Array, hp: Hyper) -> jax.Array:
+    """This leaf's rate after ``multi_lars`` (float32), or its plain rate where
+    ``hp["trust"]`` is False (MXNet's names ending in ``gamma``, ``beta`` or
+    ``bias``)::
+
+        w_norm = sqrt(sum(w * w)),  g_sq = sum(grad * grad)     # raw gradient
+        lr' = lr * eta * w_norm / (sqrt(g_sq) * rescale_grad + wd * w_norm + eps)
+                                      if w_norm > 0 and g_sq > 0, else lr
+
+    ``lr`` and ``wd`` reach it as a float32 array (correctly rounded:
+    :func:`tuple_hyper`), ``eta``, ``eps`` and ``rescale_grad`` as C++ float
+    fields (:func:`hyper`); every operation is float32.
+    """
+    f32 = jnp.zeros((), jnp.float32)
+    lr = tuple_hyper(hp["lr"], f32)
+    if not hp["trust"]:
+        return lr
+    stored = hp.get("stored_dtype")
+    w_sq, g_sq = sum_of_squares(weight, stored), sum_of_squares(grad, stored)
+    w_norm = jnp.sqrt(w_sq)
+    denominator = (rounded(jnp.sqrt(g_sq) * hyper(hp["rescale_grad"], f32))
+                   + rounded(tuple_hyper(hp["wd"], f32) * w_norm)) + hyper(hp["eps"], f32)
+    trusted = rounded(lr * hyper(hp["eta"], f32)) * w_norm / denominator
+    return jnp.where((w_norm > 0) & (g_sq > 0), trusted, lr)
+
+
+def _lars_hp(grad: jax.Array, weight: jax.Array, hp: Hyper) -> dict:
+    # SGD's kernels with the trust-scaled rate (a float32 array, taken as is) and
+    # the momentum of this leaf's call: corrected in a list call's first chunk.
+    momentum = hp["momentum"]
+    if hp.get("corrected") and "corrected_momentum" in hp:  # none without momentum
+        momentum = hp["corrected_momentum"]
+    return dict(hp, lr=lars_rate(grad, weight, hp), momentum=momentum)
+
+
+def lars_update(grad: jax.Array, weight: jax.Array, hp: Hyper,
+                finite: Optional[jax.Array] = None):
+    """``mx.optimizer.LARS`` with ``momentum=0``: :func:`lars_rate`, then
+    ``preloaded_multi_sgd_update`` (:func:`multi_sgd_update`'s arithmetic with
+    that rate). Returns ``(update,)``."""
+    return multi_sgd_update(grad, weight, _lars_hp(grad, weight, hp), finite)
+
+
+def lars_mom_update(grad: jax.Array, weight: jax.Array, mom: jax.Array, hp: Hyper,
+                    finite: Optional[jax.Array] = None):
+    """``mx.optimizer.LARS`` with ``momentum > 0``: :func:`lars_rate`, then
+    ``preloaded_multi_sgd_mom_update`` (:func:`sgd_mom_update`'s arithmetic with
+    that rate and, in the call's first chunk after a rate change,
+    ``hp["corrected_momentum"]``). Returns ``(update, mom)``."""
+    return sgd_mom_update(grad, weight, mom, _lars_hp(grad, weight, hp), finite)
+
+
+def lars_momentum_advance(last_lr: Any, cur_lr: Any, prev_lr: Any, hp: Hyper):
+    """LARS's momentum correction for one optimizer call: MXNet's
+    ``momentum * (cur_lr / last_lr)`` when ``momentum_correction`` is on and
+    ``last_lr != 0``, else ``momentum``, on the *base* rates (scheduler or
+    ``learning_rate``, before ``lr_mult``).
+
+    ``last_lr`` is the carried rate of the previous call, NaN before the first
+    (MXNet's ``None``: the first call's ratio is 1). ``prev_lr`` is the previous
+    step's rate where it is known exactly without the carry (a schedule of the
+    count, or a Python constant), else None (a traced rate: the carried value,
+    so an unchanged rate gives exactly 1). Python float64 on the host, as MXNet's,
+    when every value is concrete. Returns ``({"corrected_momentum": m},
+    cur_lr)``, the new carried rate.
+    """
+    momentum = hp["momentum"]
+    if _host_scalars(last_lr, cur_lr, prev_lr, momentum):
+        cur = _as_host(cur_lr)
+        if math.isnan(_as_host(last_lr)):
+            last = cur
+        else:
+            last = _as_host(prev_lr if prev_lr is not None else last_lr)
+        m = _as_host(momentum)
+        if hp["momentum_correction"] and last != 0:
+            m = m * (cur / last)
+        return {"corrected_momentum": m}, cur
+    f = _device_float()
+    cur = jnp.asarray(cur_lr, f)
+    last = jnp.asarray(last_lr, f) if prev_lr is None else jnp.asarray(prev_lr, f)
+    last = jnp.where(jnp.isnan(jnp.asarray(last_lr, f)), cur, last)
+    m = jnp.asarray(momentum, f)
+    if hp["momentum_correction"]:
+        safe = jnp.where(last != 0, last, jnp.ones((), f))
+        m = jnp.where(last != 0, m * (cur / safe), m)
+    return {"corrected_momentum": m}, cur
+
+
+def lamb_fold(hp: Hyper) -> dict:
+    """LAMB's ``beta1**t`` and ``beta2**t`` (``beta1_t``, ``beta2_t``): float32
+    ``powf`` of the parsed betas, as ``multi_lamb_update`` computes them; the
+    same powers as FTML's (:func:`ftml_fold`)."""
+    return ftml_fold(hp)
+
+
+def lamb_update(grad: jax.Array, weight: jax.Array, mean: jax.Array, var: jax.Array,
+                hp: Hyper, finite: Optional[jax.Array] = None):
+    """One tensor of ``multi_lamb_update`` / ``multi_mp_lamb_update``, what
+    ``mx.optimizer.LAMB`` runs::
+
+        r1 = sqrt(sum(w * w))                     # the stored weight, before the step
+        g = clip(rescale_grad * grad, clip_gradient)   # no decay in the moments
+        mean = beta1 * mean + (1 - beta1) * g
+        var = beta2 * var + ((1 - beta2) * g) * g
+        u = (mean / (1 - beta1**t)) / (sqrt(var / (1 - beta2**t)) + epsilon) + wd * w
+            # without bias_correction: mean / (sqrt(var) + epsilon) + wd * w
+        r2 = sqrt(sum(u * u))
+        r1 = max(r1, lower_bound); r1 = min(r1, upper_bound)   # each only if set
+        ratio = 1 if r1 == 0 or r2 == 0 else r1 / r2
+        update = -((lr * ratio) * u)
+
+    ``lr`` and ``wd`` are ``Tuple<float>`` entries (:func:`tuple_hyper`), the
+    rest C++ float fields; the powers come from :func:`lamb_fold`. MXNet's
+    kernel evaluates the line of ``u`` in double (its unqualified ``sqrt`` is
+    C's double one) and rounds once; here it is float32, so ``u`` can be an
+    ulp off (the twin in :mod:`mxopt.reference` does it in double). ``u`` is
+    computed twice (for ``r2`` and for the update) rather than stored: no
+    parameter-sized temporary. Returns ``(update, mean, var)``.
+    """
+    stored = hp.get("stored_dtype")
+    r1 = jnp.sqrt(sum_of_squares(weight, stored))
+    g = clip(rescale(grad, hp["rescale_grad"]), hp["clip_gradient"])
+    new_mean = _ema(g, mean, hp["beta1"])
+    new_var = mean_square(g, var, hp["beta2"], centered=True)
+    eps = hyper(hp["epsilon"], g)
+    if hp["bias_correction"]:
+        one = jnp.ones((), g.dtype)
+        mean_hat = divide(new_mean, one - jnp.asarray(hp["beta1_t"], g.dtype))
+        var_hat = divide(new_var, one - jnp.asarray(hp["beta2_t"], g.dtype))
+        u = mean_hat / (root(var_hat) + eps)
+    else:
+        u = new_mean / (root(new_var) + eps)
+    if not is_static(hp["wd"], 0.0):
+        u = u + rounded(tuple_hyper(hp["wd"], g) * weight)
+    r2 = jnp.sqrt(sum_of_squares(u))
+    f32 = jnp.zeros((), jnp.float32)
+    if hp.get("lower_bound") is not None:
+        r1 = jnp.maximum(r1, hyper(hp["lower_bound"], f32))
+    if hp.get("upper_bound") is not None:
+        upper = hyper(hp["upper_bound"], f32)
+        # A traced bound of 0 is off, as MXNet's Python layer drops a falsy one.
+        r1 = jnp.where(upper > 0, jnp.minimum(r1, upper), r1)
+    ratio = jnp.where((r1 == 0) | (r2 == 0), jnp.ones((), jnp.float32), r1 / r2)
+    lr = rounded(tuple_hyper(hp["lr"], g) * ratio.astype(g.dtype))
+    # -(x) added to w is exactly MXNet's w - x.
+    return (-rounded(lr * u), keep_if(finite, new_mean, mean), keep_if(finite, new_var, var))

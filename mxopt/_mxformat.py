@@ -995,7 +995,8 @@ class OptimizerFormat(NamedTuple):
         (bias corrections), so parameters with different counts cannot share
         one mxopt count even without a scheduler.
       carry: ``{alias state field: MXNet attribute}`` of optimizer-wide scalars
-        the state carries (Nadam's ``m_schedule``).
+        the state carries (Nadam's ``m_schedule``, LARS's ``cur_lr``; an
+        attribute's None is a NaN in the state).
       aggregate_num: what the constructor sets ``aggregate_num`` to (SGD: 4,
         ``MXNET_OPTIMIZER_AGGREGATION_SIZE``'s default).
     """
@@ -1055,6 +1056,22 @@ OPTIMIZER_FORMATS = types.MappingProxyType({
         "ftml", ("FTMLState",),
         (("beta1", "beta1", 0.6), ("beta2", "beta2", 0.999), ("epsilon", "epsilon", 1e-8)),
         uses_count=True),
+    # LARS's cur_lr (the momentum correction's last base rate; None before the
+    # first step) is the functional state's last_lr (NaN for None).
+    "LARS": OptimizerFormat(
+        "lars", ("LARSState", "LARSNoMomentumState"),
+        (("momentum", "momentum", 0.0), ("momentum_correction", "momentum_correction", True),
+         ("lazy_update", "lazy_update", True), ("eta", "eta", 0.001), ("eps", "eps", 0),
+         (None, "skip", 0), (None, "last_lr", None), (None, "cur_lr", None)),
+        bare=True, master_last=True, aggregate_num=4, carry=(("last_lr", "cur_lr"),)),
+    "LAMB": OptimizerFormat(
+        "lamb", ("LAMBState",),
+        (("beta1", "beta1", 0.9), ("beta2", "beta2", 0.999), ("epsilon", "epsilon", 1e-6),
+         ("lower_bound", "lower_bound", None), ("upper_bound", "upper_bound", None),
+         ("bias_correction", "bias_correction", True)),
+        # Passed to the kernel only when truthy, applied only when >= 0: as clip bounds.
+        learning_rate=0.001, clip_bounds=("lower_bound", "upper_bound"), uses_count=True,
+        aggregate_num=45),
 })
 
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 from typing import NamedTuple, Optional
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 
 from mxopt import _engine as E
 from mxopt import _kernels as K
 from mxopt import _validation as v
-from mxopt import multipliers, transforms
+from mxopt import lr_scheduler, multipliers, transforms
 from mxopt._engine import ScalarOrSchedule
 from mxopt._kernels import Scalar
 
@@ -978,5 +979,263 @@ def adadelta(learning_rate: ScalarOrSchedule = 0.01, rho: Scalar = 0.90,
                       hyper=dict(rho=rho, epsilon=epsilon, rescale_grad=rescale_grad,
                                  clip_gradient=clip_gradient),
                       low_precision_state=False)
+    return _fused(opt, learning_rate, wd, lr_mult, wd_mult, begin_num_update, multi_precision,
+                  skip_nonfinite)
+
+
+# ----------------------------------------------------------------------------------
+# LARS and LAMB
+# ----------------------------------------------------------------------------------
+
+__all__ += ["lars", "lamb", "LARSState", "LARSNoMomentumState", "LAMBState",
+            "LARS_KEEPS_RATE", "LARS_CHUNK"]
+
+# MXNet's LARS leaves parameters whose name ends in these (no underscore needed)
+# at their plain rate: biases and BatchNorm's gamma and beta.
+LARS_KEEPS_RATE = ("gamma", "beta", "bias")
+# MXNET_OPTIMIZER_AGGREGATION_SIZE's default for LARS: the Updater hands a list
+# call to it four parameters at a time, per dtype.
+LARS_CHUNK = 4
+
+
+class LARSState(NamedTuple):
+    """State of :func:`lars` with momentum: MXNet's ``mom``, the base rate of the
+    previous step (``last_lr``: MXNet's ``cur_lr``/``last_lr``, for the momentum
+    correction; NaN before the first step) and the number of updates done."""
+    count: jax.Array
+    last_lr: jax.Array
+    mom: optax.Updates
+
+
+class LARSNoMomentumState(NamedTuple):
+    """State of :func:`lars` with ``momentum=0`` (MXNet: None): the count and,
+    as MXNet's LARS tracks it whatever the momentum, the previous base rate."""
+    count: jax.Array
+    last_lr: jax.Array
+
+
+class LAMBState(NamedTuple):
+    """State of :func:`lamb`: MXNet's ``(mean, var)`` plus the number of updates
+    done (``t = count + 1``)."""
+    count: jax.Array
+    mean: optax.Updates
+    var: optax.Updates
+
+
+def _stored_dtypes(names, stored):
+    # The dtype each leaf's norm is taken in: the params' as the caller holds them.
+    return [dict(stored_dtype=jnp.dtype(w.dtype).name) for w in stored]
+
+
+def _lars_leaf_hyper(names, stored):
+    """LARS's static per-leaf choices: the trust ratio unless the name ends in
+    ``gamma``/``beta``/``bias``; the momentum correction for the first chunk of
+    four of the first dtype group (what a Gluon list call hands over first);
+    the stored dtype for the norms."""
+    first_dtype = jnp.dtype(stored[0].dtype) if stored else None
+    in_first, out = 0, []
+    for name, hp in zip(names, _stored_dtypes(names, stored)):
+        corrected = jnp.dtype(hp["stored_dtype"]) == first_dtype and in_first < LARS_CHUNK
+        in_first += corrected
+        out.append(dict(hp, trust=not name.endswith(LARS_KEEPS_RATE), corrected=corrected))
+    return out
+
+
+def _base_rates(learning_rate, t):
+    """``(cur, prev)``: the base rate of the update with count ``t`` (MXNet's rule
+    for an :mod:`mxopt.lr_scheduler` scheduler, optax's ``schedule(t - 1)`` for
+    another schedule) and the previous step's where known without the carry
+    (schedules and Python constants; None for a traced constant)."""
+    if isinstance(learning_rate, lr_scheduler.LRScheduler):
+        return learning_rate(t), learning_rate(t - 1)
+    if callable(learning_rate):
+        return learning_rate(t - 1), learning_rate(t - 2)
+    return learning_rate, (None if v.is_traced(learning_rate) else learning_rate)
+
+
+@_documented
+def lars(learning_rate: ScalarOrSchedule = 0.01, momentum: Scalar = 0.0,
+         lazy_update: bool = True, eta: Scalar = 0.001, eps: Scalar = 0.0,
+         momentum_correction: bool = True, *, wd: Scalar = 0.0, rescale_grad: Scalar = 1.0,
+         clip_gradient: Optional[Scalar] = None, lr_mult: multipliers.MultiplierSpec = None,
+         wd_mult: multipliers.MultiplierSpec = None, begin_num_update: int = 0,
+         multi_precision: bool = False,
+         skip_nonfinite: bool = False) -> optax.GradientTransformationExtraArgs:
+    """MXNet 1.9.1's LARS (``multi_sum_sq``, ``multi_lars``, then
+    ``preloaded_multi_sgd_mom_update`` / ``preloaded_multi_sgd_update``).
+
+    Per leaf, in float32, with ``lr`` and ``wd`` this leaf's::
+
+        w_norm = ||w||,  g_norm = ||grad||             # the raw, unclipped gradient
+        lr' = lr * eta * w_norm / (g_norm * rescale_grad + wd * w_norm + eps)
+              if w_norm > 0 and g_norm > 0, else lr    # the trust ratio
+        mom = momentum' * mom - (lr' * wd) * w - lr' * clip(rescale_grad * grad)
+        w = w + mom                                    # SGD's rule (:func:`sgd`)
+
+    Leaves whose name ends in ``gamma``, ``beta`` or ``bias`` keep ``lr' =
+    lr`` (MXNet's name rule, on the leaf names of :mod:`mxopt.multipliers`:
+    ``"Dense_0/bias"`` keeps its rate; Flax's norm ``scale`` does not). A
+    Gluon Trainer gives MXNet no names, so there every parameter, biases too,
+    gets the trust ratio. The norms are taken from the params as stored (the
+    float16 weight and gradient under ``multi_precision``, not the masters).
+
+    ``momentum'`` is ``momentum * cur_lr / last_lr`` (``momentum_correction``,
+    on the base rates before ``lr_mult``; 1 at the first step and where
+    ``last_lr`` is 0) for the first four floating leaves of the first dtype in
+    the params' order, and ``momentum`` for the others: MXNet recomputes it on
+    every optimizer call, and a Trainer's list call reaches LARS in chunks of
+    four, so only the first chunk sees a rate change. This function is one such
+    list call per step; the class form (:class:`mxopt.LARS`) follows the calls
+    as they are made (one index at a time, only the first parameter after a
+    change sees it).
+
+    With ``param_idx2name`` MXNet's LARS sets ``wd_mult`` to 0 for every name
+    not ending in ``_weight`` (``_gamma`` included): pass ``wd_mult=lambda
+    name, leaf: float(name.endswith("_weight"))`` for that rule.
+
+    The norms are ``jnp.sum`` reductions (correct on sharded leaves), where
+    MXNet sums sequentially in float32: results agree to about 1e-7 relative
+    (the twin :func:`mxopt.reference.multi_sum_sq` is MXNet's bit for bit).
+
+    >>> import jax.numpy as jnp, optax, mxopt
+    >>> params = {"fc_weight": jnp.array([3.0, 4.0]), "fc_bias": jnp.array([1.0])}
+    >>> tx = mxopt.lars(0.1, momentum=0.9, eta=0.1)
+    >>> state = tx.init(params)
+    >>> grads = {"fc_weight": jnp.array([0.6, 0.8]), "fc_bias": jnp.array([0.5])}
+    >>> updates, state = tx.update(grads, state, params)
+    >>> new = optax.apply_updates(params, updates)
+    >>> [round(x, 4) for x in new["fc_weight"].tolist() + new["fc_bias"].tolist()]
+    [2.97, 3.96, 0.95]
+
+    Args:
+      learning_rate: float >= 0, JAX scalar, optax schedule (``schedule(count)``)
+        or :mod:`mxopt.lr_scheduler` scheduler (MXNet's rule). MXNet's LARS
+        passes no rate of its own: 0.01 by default, and a scheduler's
+        ``base_lr`` is never overwritten.
+      momentum: in [0, 1). A JAX scalar keeps the buffer and follows MXNet's
+        ``momentum > 0`` test elementwise.
+      lazy_update: accepted for MXNet's signature (row_sparse only).
+      eta: the LARS coefficient, >= 0.
+      eps: added to the trust ratio's denominator, >= 0.
+      momentum_correction: scale the momentum by the base rate's change.
+      {base_args}
+
+    Returns:
+      An ``optax.GradientTransformationExtraArgs`` with state :class:`LARSState`
+      (:class:`LARSNoMomentumState` for a Python ``momentum=0``), wrapped as in
+      :func:`rmsprop` by ``skip_nonfinite`` and ``multi_precision``. Its
+      ``last_lr`` is MXNet's ``cur_lr`` (NaN for MXNet's None) in ``.states``
+      files (:mod:`mxopt.interop`).
+    """
+    _base_checks(learning_rate, wd, rescale_grad, clip_gradient, begin_num_update,
+                 multi_precision, skip_nonfinite)
+    v.check_scalar("momentum", momentum, low=0.0, high=1.0, high_open=True)
+    v.check_scalar("eta", eta, low=0.0)
+    v.check_scalar("eps", eps, low=0.0)
+    v.check_bool("lazy_update", lazy_update)
+    v.check_bool("momentum_correction", momentum_correction)
+    kernel, state_cls = _momentum_path(momentum, K.lars_mom_update, K.lars_update,
+                                       LARSState, LARSNoMomentumState)
+    def advance(last_lr, hp):
+        cur, prev = _base_rates(learning_rate, hp["t"])
+        return K.lars_momentum_advance(last_lr, cur, prev, hp)
+
+    # MXNet's cur_lr/last_lr: NaN before the first step (MXNet's None).
+    carry = E.Carry(field="last_lr", init=float("nan"), advance=advance, per_leaf=False)
+    opt = E.Optimizer(who="mxopt.lars", kernel=kernel, state_cls=state_cls, carry=carry,
+                      leaf_hyper=_lars_leaf_hyper,
+                      hyper=dict(momentum=momentum, rescale_grad=rescale_grad,
+                                 clip_gradient=clip_gradient, eta=eta, eps=eps,
+                                 momentum_correction=momentum_correction))
+    return _fused(opt, learning_rate, wd, lr_mult, wd_mult, begin_num_update, multi_precision,
+                  skip_nonfinite)
+
+
+def _check_bound(name: str, value: Optional[Scalar]) -> None:
+    v.check_scalar(name, value, low=0.0, allow_none=True)
+
+
+def _truthy(value: Optional[Scalar]) -> Optional[Scalar]:
+    # MXNet's Python layer passes a bound only when it is truthy: 0 is off.
+    return None if value is None or K.is_static(value, 0.0) else value
+
+
+@_documented
+def lamb(learning_rate: ScalarOrSchedule = 0.001, beta1: Scalar = 0.9, beta2: Scalar = 0.999,
+         epsilon: Scalar = 1e-6, lower_bound: Optional[Scalar] = None,
+         upper_bound: Optional[Scalar] = None, bias_correction: bool = True, *,
+         wd: Scalar = 0.0, rescale_grad: Scalar = 1.0, clip_gradient: Optional[Scalar] = None,
+         lr_mult: multipliers.MultiplierSpec = None, wd_mult: multipliers.MultiplierSpec = None,
+         begin_num_update: int = 0, multi_precision: bool = False,
+         skip_nonfinite: bool = False) -> optax.GradientTransformationExtraArgs:
+    """MXNet 1.9.1's LAMB (``multi_lamb_update`` / ``multi_mp_lamb_update``).
+
+    Per leaf, with ``t`` its update count (``begin_num_update`` included)::
+
+        r1 = ||w||                                     # before the step, as stored
+        g = clip(rescale_grad * grad, clip_gradient)   # wd is not in the moments
+        mean = beta1 * mean + (1 - beta1) * g
+        var = beta2 * var + (1 - beta2) * g * g
+        u = (mean / (1 - beta1**t)) / (sqrt(var / (1 - beta2**t)) + epsilon) + wd * w
+        r2 = ||u||
+        r1 = min(max(r1, lower_bound), upper_bound)    # each only if set and > 0
+        w = w - lr * (r1 / r2) * u                     # ratio 1 if r1 or r2 is 0
+
+    ``bias_correction=False`` drops the two ``1 - beta**t``. The powers are
+    float32 ``powf``; ``clip_gradient`` None or 0 is off. ``r1`` is the norm
+    of the stored weight (float16 under ``multi_precision``, not the master).
+    Unlike ``optax.lamb``: the decay is inside the trust ratio's ``u`` but not
+    in the moments (as there), epsilon is outside the root of the corrected
+    variance, and the ratio is clamped only by ``lower_bound``/``upper_bound``.
+
+    MXNet evaluates ``u``'s line in double and sums the norms sequentially in
+    float32; here both are float32 (the norms ``jnp.sum`` reductions, correct
+    on sharded leaves): results agree to about 1e-7 relative
+    (:func:`mxopt.reference.multi_lamb_update` is MXNet's bit for bit). MXNet's
+    Updater always runs ``multi_lamb_update``, even for one index, so the list
+    call and single calls agree.
+
+    On XLA:CPU the step writes ``u`` out once per leaf (a parameter-sized
+    temporary) for ``r2``'s reduction: XLA:CPU's reductions take in the
+    parameters and their squares, not a computed ``u``. With
+    ``multi_precision``, the float16/bfloat16 copies the norms read are
+    temporaries too (for LARS as well); a float32 LARS step has none.
+
+    >>> import jax.numpy as jnp, optax, mxopt
+    >>> params = {"fc_weight": jnp.array([3.0, 4.0])}
+    >>> tx = mxopt.lamb(0.1)
+    >>> state = tx.init(params)
+    >>> updates, state = tx.update({"fc_weight": jnp.array([1.0, -1.0])}, state, params)
+    >>> [round(x, 4) for x in optax.apply_updates(params, updates)["fc_weight"].tolist()]
+    [2.6464, 4.3536]
+
+    Args:
+      learning_rate: float >= 0, JAX scalar, optax schedule or
+        :mod:`mxopt.lr_scheduler` scheduler. MXNet's signature rate (0.001)
+        overwrites a scheduler's ``base_lr`` in the class form.
+      beta1, beta2: decay of the moments, in [0, 1).
+      epsilon: added to the root, >= 0.
+      lower_bound, upper_bound: None, 0 (off, as in MXNet) or a bound > 0 on
+        ``r1``. MXNet silently ignores a negative bound; mxopt refuses it.
+      bias_correction: divide the moments by ``1 - beta**t``.
+      {base_args}
+
+    Returns:
+      An ``optax.GradientTransformationExtraArgs`` with state :class:`LAMBState`,
+      wrapped as in :func:`rmsprop` by ``skip_nonfinite`` and ``multi_precision``.
+    """
+    _base_checks(learning_rate, wd, rescale_grad, clip_gradient, begin_num_update,
+                 multi_precision, skip_nonfinite)
+    _check_betas(beta1=beta1, beta2=beta2)
+    v.check_scalar("epsilon", epsilon, low=0.0)
+    _check_bound("lower_bound", lower_bound)
+    _check_bound("upper_bound", upper_bound)
+    v.check_bool("bias_correction", bias_correction)
+    opt = E.Optimizer(
+        who="mxopt.lamb", kernel=K.lamb_update, state_cls=LAMBState, fold=K.lamb_fold,
+        leaf_hyper=_stored_dtypes,
+        hyper=dict(rescale_grad=rescale_grad, clip_gradient=clip_gradient, beta1=beta1,
+                   beta2=beta2, epsilon=epsilon, lower_bound=_truthy(lower_bound),
+                   upper_bound=_truthy(upper_bound), bias_correction=bias_correction))
     return _fused(opt, learning_rate, wd, lr_mult, wd_mult, begin_num_update, multi_precision,
                   skip_nonfinite)

@@ -48,6 +48,7 @@ from mxopt.precision import LOW_PRECISION_DTYPES
 __all__ = ["Optimizer", "RMSProp", "SGD", "NAG", "Signum", "AdaGrad", "AdaDelta", "Adam",
            "Adamax", "Nadam", "Ftrl", "FTML", "Updater", "create", "register", "get_updater",
            "optimizer_from_mxnet", "optimizer_to_mxnet", "updater_states_from_mxnet"]
+__all__ += ["LARS", "LAMB"]
 
 # The attributes Optimizer.__init__ sets, all of which its pickles hold.
 _OPTIMIZER_FIELDS = frozenset({
@@ -1019,6 +1020,300 @@ class FTML(_KernelOptimizer):
                     beta1_t=hp["beta1_t"], beta2_t=hp["beta2_t"])
 
 
+# ----------------------------------------------------------------------------------
+# LARS and LAMB: MXNet's list-taking optimizers
+# ----------------------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=None)
+def _with_static(kernel, static_items):
+    """``kernel`` with static hyperparameters (Python bools, strings, None)
+    merged into its ``hp``, cached so that :func:`_kernel_step` compiles once
+    per combination."""
+    static = dict(static_items)
+
+    def bound(grad, weight, *rest):
+        *state, hp, finite = rest
+        return kernel(grad, weight, *state, dict(hp, **static), finite)
+
+    return bound
+
+
+class _ListOptimizer(Optimizer):
+    """An MXNet optimizer whose ``update`` takes an index or a list of indices
+    (MXNet's ``_update_impl``), each weight stepped by one kernel of
+    :mod:`mxopt._kernels` in :func:`_kernel_step`. Under ``multi_precision``
+    the kernel runs on the float32 master and takes its norms from the stored
+    float16 weight, as MXNet's fused kernels do. ``update`` returns
+    ``(new_weight, new_state)``, or two lists for a list of indices."""
+
+    _own_fields = ()
+    _state_names = ()
+    _takes_lists = False  # whether the Updater hands it list calls in chunks
+
+    def _check_own(self):
+        """The rules of the subclass's own arguments."""
+
+    def _repr_fields(self):
+        return ([("learning_rate", self.lr)] + [(f, getattr(self, f)) for f in self._own_fields]
+                + super()._repr_fields()[1:])
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        missing = set(self._own_fields) - set(state)
+        if missing:
+            raise ValueError(f"the pickled {type(self).__name__} lacks the attributes "
+                             f"{sorted(missing)}")
+        self._check_own()
+
+    def _has_state(self):
+        return True
+
+    def create_state(self, index, weight):
+        weight = _as_array("weight", weight)
+        if not self._has_state():
+            return None
+        zeros = tuple(jnp.zeros(weight.shape, weight.dtype) for _ in self._state_names)
+        return zeros[0] if len(zeros) == 1 else zeros
+
+    def update(self, index, weight, grad, state):
+        out = self._update_impl(index, weight, grad, state, multi_precision=False)
+        if not isinstance(index, (list, tuple)):
+            self._dropped.note(self, index, weight,
+                               "weight, state = optimizer.update(index, weight, grad, state)")
+        return out
+
+    def update_multi_precision(self, index, weight, grad, state):
+        first = weight[0] if isinstance(index, (list, tuple)) else weight
+        mp = self.multi_precision and _as_array("weight", first).dtype in LOW_PRECISION_DTYPES
+        with self._dropped.outer():
+            out = self._update_impl(index, weight, grad, state, multi_precision=mp)
+        if not isinstance(index, (list, tuple)):
+            self._dropped.note(self, index, weight, "weight, state = optimizer."
+                               "update_multi_precision(index, weight, grad, state)")
+        return out
+
+    def _inner(self, index, weight, state, mp):
+        """(master or None, inner buffers tuple) of one state, checked."""
+        names = self._state_names if self._has_state() else ()
+        layout = (self._mp_state("float32 master", "inner state") if mp
+                  else ("(" + ", ".join(names) + ")" if names else "None",))
+        made_by = (f"create_state{'_multi_precision' if mp else ''}(index, weight) of "
+                   f"{type(self).__name__} makes {', '.join(layout)}")
+        master = None
+        if mp:
+            if not (isinstance(state, (tuple, list)) and len(state) == 2
+                    and isinstance(state[self._master_at], (jax.Array, np.ndarray))
+                    and state[self._master_at].dtype == jnp.float32
+                    and state[self._master_at].shape == weight.shape):
+                raise ValueError(f"index {index!r}: the optimizer state does not match: got "
+                                 f"{_describe_state(state)}; {made_by}")
+            master, state = state[self._master_at], state[1 - self._master_at]
+        inner = () if state is None else tuple(state) if isinstance(state, (tuple, list)) \
+            else (state,)
+        dtype = jnp.float32 if mp else weight.dtype
+        if len(inner) != len(names) or not all(
+                isinstance(x, (jax.Array, np.ndarray)) and x.shape == weight.shape
+                and x.dtype == dtype for x in inner):
+            raise ValueError(f"index {index!r}: the optimizer state does not match: got "
+                             f"{_describe_state(state)}; {made_by}")
+        return master, tuple(jnp.asarray(x) for x in inner)
+
+    def _pack(self, master, inner):
+        inner = (None if not inner else inner[0] if len(inner) == 1 else tuple(inner))
+        return inner if master is None else self._mp_state(master, inner)
+
+    def _update_impl(self, index, weight, grad, state, multi_precision):
+        single = not isinstance(index, (list, tuple))
+        indices, weights, grads, states = (([index], [weight], [grad], [state]) if single
+                                           else (list(index), list(weight), list(grad),
+                                                 list(state)))
+        if not (len(indices) == len(weights) == len(grads) == len(states)):
+            raise ValueError("index, weight, grad and state lists must have the same length")
+        weights = [_as_array("weight", w) for w in weights]
+        grads = [_as_array("grad", g) for g in grads]
+        inner = []
+        for i, w, g, s in zip(indices, weights, grads, states):
+            if g.shape != w.shape or g.dtype != w.dtype:
+                raise ValueError(f"index {i!r}: grad {g.shape} {g.dtype} does not match "
+                                 f"weight {w.shape} {w.dtype}")
+            inner.append(self._inner(i, w, s, multi_precision))
+        lrs, wds, call = self._call_hyper(indices)
+        new_weights, new_states = [], []
+        for i, w, g, (master, bufs), lr, wd in zip(indices, weights, grads, inner, lrs, wds):
+            hyper, static = self._hyper(i, lr, wd, call)
+            static = dict(static, stored_dtype=w.dtype.name)
+            x, gx = (master, g.astype(jnp.float32)) if master is not None else (w, g)
+            hyper = {k: jnp.asarray(val) for k, val in hyper.items()}
+            clip = self.clip_gradient if self.clip_gradient else None
+            hyper["clip_gradient"] = None if clip is None else jnp.asarray(received_float(clip))
+            x, bufs = _kernel_step(x, gx, bufs, hyper,
+                                   kernel=_with_static(self._kernel, tuple(sorted(
+                                       static.items()))))
+            new_weights.append(x.astype(w.dtype) if master is not None else x)
+            new_states.append(self._pack(x if master is not None else None, bufs))
+        if single:
+            return new_weights[0], new_states[0]
+        return new_weights, new_states
+
+
+@register
+class LARS(_ListOptimizer):
+    """MXNet 1.9.1's ``mxnet.optimizer.LARS`` on JAX arrays: :func:`mxopt.lars`'s
+    arithmetic (``multi_sum_sq``, ``multi_lars``, ``preloaded_multi_sgd_*``).
+    State: ``mom`` or None with ``momentum=0``; ``(mom | None, master)`` under
+    ``multi_precision``, as MXNet's fused kernels.
+
+    The calls are MXNet's: ``update`` takes an index or a list of indices, and
+    each call recomputes the momentum correction from the base rates of this
+    call and the previous one, so after a rate change only the first call sees
+    it. :class:`mxopt.Updater` hands a list call over four indices at a time
+    per dtype, as MXNet's does; one index at a time, only the first index after
+    a change is corrected. Names come from ``param_idx2name`` (else ``str(i)``,
+    which never ends in ``gamma``/``beta``/``bias``: a Gluon Trainer's
+    parameters all get the trust ratio); with it, ``wd_mult`` defaults to 0 for
+    every name not ending in ``_weight``, ``_gamma`` included.
+
+    Args:
+      momentum, lazy_update, eta, eps, momentum_correction: as in MXNet.
+      **kwargs: the :class:`Optimizer` arguments (learning rate 0.01 by default;
+        a scheduler's ``base_lr`` is never overwritten).
+    """
+
+    _own_fields = ("momentum", "lazy_update", "eta", "eps", "momentum_correction",
+                   "last_lr", "cur_lr")
+    _state_names = ("mom",)
+    _master_at = 1
+    _takes_lists = True
+    _kernel = staticmethod(K.momentum_choice(K.lars_mom_update, K.lars_update))
+
+    def __init__(self, momentum=0.0, lazy_update=True, eta=0.001, eps=0,
+                 momentum_correction=True, **kwargs):
+        self.momentum, self.lazy_update, self.eta, self.eps = momentum, lazy_update, eta, eps
+        self.momentum_correction = momentum_correction
+        self.skip = 0  # MXNet's attribute (unused there too), kept for its pickles
+        self.last_lr = self.cur_lr = None
+        self._check_own()
+        super().__init__(**kwargs)
+        self.aggregate_num = alias.LARS_CHUNK
+
+    def _check_own(self):
+        # The functional form's checks are the rules of these arguments.
+        alias.lars(momentum=self.momentum, lazy_update=self.lazy_update, eta=self.eta,
+                   eps=self.eps, momentum_correction=self.momentum_correction)
+        for name in ("last_lr", "cur_lr"):
+            v.check_scalar(name, getattr(self, name), allow_none=True)
+
+    def _has_state(self):
+        return self.momentum != 0.0
+
+    def set_wd_mult(self, args_wd_mult):
+        """:meth:`Optimizer.set_wd_mult` with LARS's rule: with ``param_idx2name``,
+        every name not ending in ``_weight`` defaults to 0 (``_gamma`` too)."""
+        super().set_wd_mult(args_wd_mult)
+        attr = self.sym_info[0] if self.sym_info else {}
+        for n in self.idx2name.values():
+            if (n.endswith("_gamma") and n not in args_wd_mult
+                    and "__wd_mult__" not in attr.get(n, {})):
+                self.wd_mult[n] = 0.0
+
+    def _get_lrs(self, indices):
+        # MXNet's LARS shifts cur_lr/last_lr on every call.
+        if self.cur_lr is not None:
+            self.last_lr = self.cur_lr
+        lr = self.lr_scheduler(self.num_update) if self.lr_scheduler is not None else self.lr
+        if self.cur_lr is None:
+            self.last_lr = lr
+        self.cur_lr = lr
+        return super()._get_lrs(indices)
+
+    def _call_hyper(self, indices):
+        self._update_count(indices)
+        lrs, wds = self._get_lrs(indices), self._get_wds(indices)
+        momentum = self.momentum
+        if momentum > 0 and self.momentum_correction and self.last_lr != 0:
+            momentum = momentum * (self.cur_lr / self.last_lr)
+        return lrs, wds, momentum
+
+    def _hyper(self, index, lr, wd, momentum):
+        name = self.idx2name[index] if index in self.idx2name else str(index)
+        hyper = dict(lr=tuple_float(lr), wd=tuple_float(wd), momentum=received_float(momentum),
+                     rescale_grad=received_float(self.rescale_grad),
+                     eta=received_float(self.eta), eps=received_float(self.eps))
+        return hyper, dict(trust=not name.endswith(alias.LARS_KEEPS_RATE))
+
+    def _inner(self, index, weight, state, mp):
+        master, inner = super()._inner(index, weight, state, mp)
+        # momentum_choice keeps a buffer; MXNet's momentum-0 path has none.
+        zero = jnp.zeros(weight.shape, jnp.float32 if mp else weight.dtype)
+        return master, inner if inner else (zero,)
+
+    def _pack(self, master, inner):
+        return super()._pack(master, inner if self._has_state() else ())
+
+
+@register
+class LAMB(_ListOptimizer):
+    """MXNet 1.9.1's ``mxnet.optimizer.LAMB`` on JAX arrays: :func:`mxopt.lamb`'s
+    arithmetic (``multi_lamb_update`` / ``multi_mp_lamb_update``). State
+    ``(mean, var)``; ``(master, (mean, var))`` under ``multi_precision``.
+
+    MXNet's Updater always hands LAMB a tuple of indices, so it always runs
+    ``multi_lamb_update``; so does this class, for an index or a list. (A
+    direct ``LAMB.update(int, ...)`` in MXNet runs ``lamb_update_phase1/2``
+    instead, which round a few operations differently.)
+
+    Args:
+      learning_rate, beta1, beta2, epsilon, lower_bound, upper_bound,
+        bias_correction: as in MXNet (the signature rate overwrites a
+        scheduler's ``base_lr``, with MXNet's warning).
+      **kwargs: the :class:`Optimizer` arguments.
+    """
+
+    _own_fields = ("beta1", "beta2", "epsilon", "lower_bound", "upper_bound",
+                   "bias_correction")
+    _state_names = ("mean", "var")
+    _kernel = staticmethod(K.lamb_update)
+
+    def __init__(self, learning_rate=0.001, beta1=0.9, beta2=0.999, epsilon=1e-6,
+                 lower_bound=None, upper_bound=None, bias_correction=True, **kwargs):
+        self.beta1, self.beta2, self.epsilon = beta1, beta2, epsilon
+        self.lower_bound, self.upper_bound = lower_bound, upper_bound
+        self.bias_correction = bias_correction
+        self._check_own()
+        super().__init__(learning_rate=learning_rate, **kwargs)
+        self.aggregate_num = 45  # MXNet's LAMB
+
+    def _check_own(self):
+        # The functional form's checks are the rules of these arguments.
+        alias.lamb(beta1=self.beta1, beta2=self.beta2, epsilon=self.epsilon,
+                   lower_bound=self.lower_bound, upper_bound=self.upper_bound,
+                   bias_correction=self.bias_correction)
+
+    def _call_hyper(self, indices):
+        lrs, wds = [], []
+        for i in indices:  # MXNet's LAMB counts and reads the rate index by index
+            self._update_count(i)
+            lrs.append(self._get_lr(i))
+            wds.append(self._get_wd(i))
+        return lrs, wds, None
+
+    def _hyper(self, index, lr, wd, _):
+        t = self._index_update_count[index]
+        powers = K.lamb_fold(dict(t=t, beta1=self.beta1, beta2=self.beta2))
+        hyper = dict(lr=tuple_float(lr), wd=tuple_float(wd), beta1=received_float(self.beta1),
+                     beta2=received_float(self.beta2), epsilon=received_float(self.epsilon),
+                     rescale_grad=received_float(self.rescale_grad),
+                     beta1_t=powers["beta1_t"], beta2_t=powers["beta2_t"])
+        bounds = {}
+        for name in ("lower_bound", "upper_bound"):
+            value = getattr(self, name)
+            bounds[name] = received_float(value) if value else None
+            if bounds[name] is not None:
+                hyper[name] = bounds[name]
+        static = {k: None for k, b in bounds.items() if b is None}
+        return hyper, dict(static, bias_correction=bool(self.bias_correction))
+
+
 class Updater:
     """MXNet's ``Updater``: creates states on first sight of an index and
     updates. ``__call__(index, grad, weight)`` returns the new weight (a list for
@@ -1039,7 +1334,37 @@ class Updater:
             return self._update_one(index, grad, weight)
         if not (len(index) == len(grad) == len(weight)):
             raise ValueError("index, grad and weight lists must have the same length")
+        if getattr(self.optimizer, "_takes_lists", False):
+            return self._update_lists(list(index), grad, weight)
         return [self._update_one(i, g, w) for i, g, w in zip(index, grad, weight)]
+
+    def _update_lists(self, indices, grads, weights):
+        """MXNet's aggregated path, for an optimizer whose result depends on how
+        a list call is split (LARS): the indices grouped by weight dtype, in
+        order of first appearance, each group handed over ``aggregate_num`` at
+        a time."""
+        indices = [i.decode() if isinstance(i, bytes) else i for i in indices]
+        groups = {}
+        for k, (i, w) in enumerate(zip(indices, weights)):
+            if i not in self.states:
+                self.states[i] = self.optimizer.create_state_multi_precision(i, w)
+                self.states_synced[i] = True
+            groups.setdefault(_as_array("weight", w).dtype, []).append(k)
+        out = [None] * len(indices)
+        size = self.optimizer.aggregate_num
+        for ks in groups.values():
+            for start in range(0, len(ks), size):
+                chunk = ks[start:start + size]
+                with self.optimizer._dropped.outer():
+                    new_weights, new_states = self.optimizer.update_multi_precision(
+                        [indices[k] for k in chunk], [weights[k] for k in chunk],
+                        [grads[k] for k in chunk], [self.states[indices[k]] for k in chunk])
+                for k, w, st in zip(chunk, new_weights, new_states):
+                    out[k], self.states[indices[k]] = w, st
+        for i, w in zip(indices, weights):
+            self.optimizer._dropped.note(self.optimizer, i, w,
+                                         "weights = updater(indices, grads, weights)")
+        return out
 
     def _update_one(self, index, grad, weight):
         if isinstance(index, bytes):

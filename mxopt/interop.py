@@ -43,6 +43,7 @@ Leaves of a param tree are named by their key path joined with ``/`` (``{"a":
 """
 from __future__ import annotations
 
+import math
 import numbers
 import os
 import warnings
@@ -791,7 +792,8 @@ def state_from_mxnet(states: MXNetStates, params, index_to_leaf: Mapping[Index, 
 
     fields = {b: treedef.unflatten(col) for b, col in zip(buffer_names, columns)}
     for field, attr in fmt.carry:
-        fields[field] = jnp.asarray(_fmt.real_field(record, attr),
+        value = _fmt.real_field(record, attr, allow_none=True)
+        fields[field] = jnp.asarray(math.nan if value is None else value,
                                     getattr(inner_template, field).dtype)
     state = state_cls(count=jnp.asarray(int(count), jnp.int32), **fields)
     master_leaves = tuple(n for n, m in zip(names, masters) if m is not None)
@@ -1036,6 +1038,7 @@ def state_to_mxnet(state, params, index_to_leaf: Mapping[Index, str],
     counts.update({i: count for i in out})
     num_update = max([count, *counts.values()])
     carry = {attr: float(np.asarray(getattr(inner, field))) for field, attr in fmt.carry}
+    carry = {attr: None if math.isnan(value) else value for attr, value in carry.items()}
     record = optimizer.replace(num_update=num_update, _all_index_update_counts={0: counts},
                                _index_update_count=counts, **carry)
     return MXNetStates(out, record)

@@ -586,3 +586,134 @@ def nadam_update(weight, grad, m, v, *, lr, t, m_schedule, beta1=0.9, beta2=0.99
         m_bar = s(1. - momentum_t) * g_prime + s(momentum_t_1) * m_prime
         w = weight - s(lr) * m_bar / (np.sqrt(v_prime) + s(epsilon))
     return w.astype(dtype), m.astype(dtype), v.astype(dtype), m_schedule
+
+
+# ---------------------------------------------------------------------------
+# LARS and LAMB (src/operator/contrib: multi_sum_sq, multi_lars,
+# preloaded_multi_sgd, multi_lamb)
+# ---------------------------------------------------------------------------
+
+__all__ += ["multi_sum_sq", "multi_lars", "preloaded_multi_sgd_update",
+            "preloaded_multi_sgd_mom_update", "multi_lamb_update"]
+
+
+def multi_sum_sq(x) -> np.float32:
+    """One array of ``multi_sum_sq`` on CPU: ``float sum = 0; sum += x[j] * x[j]``
+    over the flat array in order, each product rounded in ``x``'s dtype (a float16
+    product is a float16) and added to a float32 accumulator.
+
+    ``np.cumsum`` accumulates sequentially in its dtype, as the C++ loop does
+    (``np.sum`` would sum pairwise, which rounds differently)."""
+    x = np.asarray(x).ravel()
+    if x.size == 0:
+        return np.float32(0)
+    with np.errstate(all="ignore"):
+        return np.cumsum((x * x).astype(np.float32), dtype=np.float32)[-1]
+
+
+def multi_lars(lr, w_sum_sq, g_sum_sq, wd, *, eta, eps, rescale_grad=1.0) -> np.float32:
+    """One entry of ``multi_lars`` (``MultiLARSKernel``): the rate of a LARS layer.
+    ``lr`` and ``wd`` arrive in float32 arrays (``mx.nd.array(..., dtype=
+    'float32')``: correctly rounded), ``eta``, ``eps`` and ``rescale_grad`` as C++
+    ``float`` fields (:func:`kernel_float`); all float32:
+
+    .. math::
+        \\eta' = \\frac{\\eta\\, \\mathrm{eta}\\, \\|w\\|}
+                      {\\sqrt{s_g}\\, r + \\lambda \\|w\\| + \\epsilon}
+        \\quad\\text{if } \\|w\\| > 0 \\text{ and } s_g > 0, \\text{ else } \\eta
+    """
+    lr, wd = np.float32(lr), np.float32(wd)
+    w_norm = np.sqrt(np.float32(w_sum_sq))
+    g_sum_sq = np.float32(g_sum_sq)
+    if not (w_norm > 0 and g_sum_sq > 0):
+        return lr
+    f = lambda v: hyperparameter(v, np.float32)  # noqa: E731
+    with np.errstate(all="ignore"):
+        return np.float32(lr * f(eta) * w_norm
+                          / (np.sqrt(g_sum_sq) * f(rescale_grad) + wd * w_norm + f(eps)))
+
+
+def preloaded_multi_sgd_mom_update(weight, grad, mom, *, lr, momentum, wd=0.0,
+                                   rescale_grad=1.0, clip_gradient=None):
+    """One weight of ``preloaded_multi_sgd_mom_update`` / ``preloaded_multi_mp_sgd_mom_update``
+    (what ``mx.optimizer.LARS`` runs with ``momentum > 0``): :func:`multi_sgd_mom_update`'s
+    arithmetic, with ``lr`` and ``wd`` read from float32 arrays (pass the float32 rate
+    :func:`multi_lars` computed); returns ``(new_weight, new_mom)``."""
+    return multi_sgd_mom_update(weight, grad, mom, lr=np.float32(lr), momentum=momentum,
+                                wd=np.float32(wd), rescale_grad=rescale_grad,
+                                clip_gradient=clip_gradient)
+
+
+def preloaded_multi_sgd_update(weight, grad, *, lr, wd=0.0, rescale_grad=1.0,
+                               clip_gradient=None):
+    """``preloaded_multi_sgd_update`` / ``preloaded_multi_mp_sgd_update`` (LARS with
+    ``momentum=0``): :func:`multi_sgd_update` with float32 ``lr`` and ``wd``;
+    returns ``(new_weight,)``."""
+    return multi_sgd_update(weight, grad, lr=np.float32(lr), wd=np.float32(wd),
+                            rescale_grad=rescale_grad, clip_gradient=clip_gradient)
+
+
+def multi_lamb_update(weight, grad, mean, var, *, lr, t, wd=0.0, beta1=0.9, beta2=0.999,
+                      epsilon=1e-6, rescale_grad=1.0, clip_gradient=None, lower_bound=None,
+                      upper_bound=None, bias_correction=True, weight32=None):
+    """One tensor of ``multi_lamb_update`` (``MultiLAMBKernelStep1/2``), what
+    ``mx.optimizer.LAMB`` runs through its Updater; returns ``(new_weight, new_mean,
+    new_var)``, plus the new master with ``weight32`` (``multi_mp_lamb_update``:
+    the arithmetic is float32 on the master, and ``r1`` is the norm of the float16
+    ``weight``).
+
+    ``lr``, ``wd`` are ``Tuple<float>`` entries (:func:`tuple_float`), ``t`` this
+    tensor's update count; the powers are float32 :func:`powf`:
+
+    .. math::
+        r_1 &= \\|w\\| \\quad (\\text{the stored weight, before the step}) \\\\
+        g &= \\mathrm{clip}(r\\nabla) \\\\
+        m &\\leftarrow \\beta_1 m + (1-\\beta_1) g, \\quad
+        v \\leftarrow \\beta_2 v + ((1-\\beta_2) g) g \\\\
+        u &= \\frac{m / (1-\\beta_1^t)}{\\sqrt{v / (1-\\beta_2^t)} + \\epsilon} + \\lambda w
+        \\quad (\\text{in double, rounded once}), \\quad r_2 = \\|u\\| \\\\
+        w &\\leftarrow w - (\\eta\\, r_1 / r_2)\\, u
+
+    with ``r1`` clamped to ``[lower_bound, upper_bound]`` (each only if truthy,
+    as the Python layer passes them) and the ratio 1 where ``r1`` or ``r2`` is 0.
+    """
+    (weight, grad), dtype = _arrays(weight, grad)
+    mp = weight32 is not None
+    ctype = np.dtype(np.float32) if mp else dtype
+    w = np.asarray(weight32 if mp else weight).astype(ctype)
+    mean, var = np.asarray(mean).astype(ctype), np.asarray(var).astype(ctype)
+    p = lambda v: hyperparameter(v, ctype)  # noqa: E731
+    one = ctype.type(1)
+    r1 = np.sqrt(multi_sum_sq(weight))
+    b1, b2 = p(beta1), p(beta2)
+    with np.errstate(all="ignore"):
+        g = grad.astype(ctype) * p(rescale_grad)
+        bound = _kernel_clip(g, clip_gradient, ctype)
+        if bound is not None:
+            g = _clip(g, bound)
+        mean = (b1 * mean + (one - b1) * g).astype(ctype)
+        var = (b2 * var + (one - b2) * g * g).astype(ctype)
+        if bias_correction:
+            b1_t = powf(np.float32(received_float(beta1)), np.float32(t)).astype(ctype)
+            b2_t = powf(np.float32(received_float(beta2)), np.float32(t)).astype(ctype)
+            mean_hat, var_hat = mean / (one - b1_t), var / (one - b2_t)
+        else:
+            mean_hat, var_hat = mean, var
+        # The kernel's unqualified ``sqrt`` is C's double sqrt: the rest of the
+        # expression is evaluated in double and rounded once, when it is stored.
+        f64 = np.float64
+        decay = (np.asarray(tuple_float(wd)).astype(ctype) * w).astype(f64)
+        u = (mean_hat.astype(f64) / (np.sqrt(var_hat.astype(f64)) + f64(p(epsilon)))
+             + decay).astype(ctype).astype(np.float32)
+        r2 = np.sqrt(multi_sum_sq(u))
+        # Passed only when truthy; the kernel applies a bound only when >= 0.
+        if lower_bound and lower_bound >= 0:
+            r1 = np.maximum(r1, hyperparameter(lower_bound, np.float32))
+        if upper_bound and upper_bound >= 0:
+            r1 = np.minimum(r1, hyperparameter(upper_bound, np.float32))
+        ratio = np.float32(1) if (r1 == 0 or r2 == 0) else np.float32(r1 / r2)
+        lr_adjusted = np.asarray(tuple_float(lr)).astype(ctype) * ratio.astype(ctype)
+        w = (w - lr_adjusted * u.astype(ctype)).astype(ctype)
+    if mp:
+        return w.astype(dtype), mean, var, w
+    return w, mean, var

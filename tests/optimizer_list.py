@@ -213,3 +213,47 @@ ENTRIES += _family_entries() + _adam_family_entries()
 FUSED = [e for e in ENTRIES if e.path == "fused"]
 # Families with both paths, which test_fused_and_chained_paths_agree compares.
 FAMILIES = sorted({e.family for e in ENTRIES if e.path == "chain"})
+
+
+# LARS and LAMB: fused only. Both take layer-wise normalised steps (LARS's
+# eta * ||w|| / ||g||, LAMB's ||w|| / ||u||) whose size does not shrink near a
+# minimum, so the convergence problems decay the rate.
+def _decaying(lr, steps):
+    return optax.cosine_decay_schedule(lr, steps, alpha=0.01)
+
+
+LARS_OPTION_SETS = {
+    "momentum-wd+clips": dict(_MOMENTUM, eta=0.5, **BASE_OPTION_SETS["wd+clips"]),
+    "momentum-multipliers-schedule": dict(_MOMENTUM, eta=0.5, **_MULTIPLIERS_SCHEDULE),
+    "momentum-multi_precision-skip_nonfinite": dict(_MOMENTUM, eta=0.5, **_MP_SKIP),
+    # No momentum-0 entry: normalised steps without momentum crawl along
+    # Rosenbrock's valley (err ~0.4 after 10000 steps) and cannot meet
+    # test_converges; tests/test_family_lamb.py's golden runs cover momentum 0.
+    "momentum-eps-multi_precision": dict(_MOMENTUM, eta=0.5, eps=1e-5, **_MP),
+}
+LAMB_OPTION_SETS = {
+    "wd+clips": dict(BASE_OPTION_SETS["wd+clips"], beta2=0.99),
+    "multipliers-schedule-bounds": dict(_MULTIPLIERS_SCHEDULE, beta2=0.99, lower_bound=0.1,
+                                        upper_bound=5.0),
+    "no_bias_correction-multi_precision-skip_nonfinite": dict(_MP_SKIP, beta2=0.99,
+                                                              bias_correction=False),
+}
+_NORMALISED_CONVERGE = {"parabola": dict(learning_rate=_decaying(0.2, 300)),
+                        "rosenbrock": dict(learning_rate=_decaying(0.05, 3000))}
+
+
+def _lars_lamb_entries():
+    entries = []
+    for opt, option_sets in (("lars", LARS_OPTION_SETS), ("lamb", LAMB_OPTION_SETS)):
+        for name, kwargs in option_sets.items():
+            kwargs = {"learning_rate": 0.05, **kwargs}
+            # Norms are reductions XLA may order differently under jit: an ulp
+            # apart at times, as are LAMB's count-derived powers.
+            entries.append(Entry(f"{opt}-fused-{name}", getattr(mxopt, opt), kwargs,
+                                 f"{opt}-{name}", "fused", exact_paths=True, jit_exact=False,
+                                 converge=_NORMALISED_CONVERGE))
+    return entries
+
+
+ENTRIES += _lars_lamb_entries()
+FUSED = [e for e in ENTRIES if e.path == "fused"]
