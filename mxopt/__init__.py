@@ -65,6 +65,24 @@ from mxopt.alias import (
 )
 from mxopt.facade import FTML, Adam, Adamax, Ftrl, Nadam
 
+# isort: split
+# ccSGD, Test, DCASGD, SGLD, GroupAdaGrad, LBSGD
+from mxopt.alias import (
+    DCASGDState,
+    GroupAdaGradState,
+    LBSGDNoMomentumState,
+    LBSGDState,
+    MXNetTestState,
+    SGLDState,
+    ccsgd,
+    dcasgd,
+    groupadagrad,
+    lbsgd,
+    sgld,
+    test_optimizer,
+)
+from mxopt.facade import DCASGD, LBSGD, SGLD, GroupAdaGrad, Test, ccSGD
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -134,4 +152,23 @@ __all__ = [
     "ftml",
     "ftrl",
     "nadam",
+    # ccSGD, Test, DCASGD, SGLD, GroupAdaGrad, LBSGD
+    "DCASGD",
+    "DCASGDState",
+    "GroupAdaGrad",
+    "GroupAdaGradState",
+    "LBSGD",
+    "LBSGDNoMomentumState",
+    "LBSGDState",
+    "MXNetTestState",
+    "SGLD",
+    "SGLDState",
+    "Test",
+    "ccSGD",
+    "ccsgd",
+    "dcasgd",
+    "groupadagrad",
+    "lbsgd",
+    "sgld",
+    "test_optimizer",
 ]

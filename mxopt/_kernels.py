@@ -1037,8 +1037,16 @@ def lbsgd_warmup_mult(num_cums: Any, hp: Hyper) -> Any:
 def lbsgd_lars_mult(weight: jax.Array, g: jax.Array, wd: Any) -> jax.Array:
     """``LBSGD._get_lars``: ``sqrt(|w|^2 / (|g|^2 + wd * |w|^2 + 1e-18))`` clipped
     to [0.01, 100], on the averaged gradient before rescaling and clipping.
-    The squared norms are float32 sums (MXNet: NumPy's pairwise float32 sum,
-    so an ulp of the sum may differ), the rest in float64 where x64 is on."""
+    Concrete arrays (outside ``jax.jit``) are summed as MXNet sums them, with
+    NumPy in float32, the rest in Python float64; traced ones with a float32
+    ``jnp.sum`` (another order: the last bits may differ), the rest in float64
+    where x64 is on."""
+    if _host_scalars(weight, g, wd):
+        # MXNet's multiply(v, v).asnumpy().sum() (NumPy's float32 sum), then
+        # float64 scalars (NumPy 1.x promotes float32 * Python float).
+        w2 = float(np.multiply(np.asarray(weight), np.asarray(weight)).sum())
+        g2 = float(np.multiply(np.asarray(g), np.asarray(g)).sum())
+        return min(max(math.sqrt(w2 / (g2 + _as_host(wd) * w2 + 1e-18)), 0.01), 100.0)
     f = _device_float()
     w2 = jnp.sum(rounded(weight * weight), dtype=jnp.float32).astype(f)
     g2 = jnp.sum(rounded(g * g), dtype=jnp.float32).astype(f)
