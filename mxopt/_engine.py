@@ -328,8 +328,9 @@ def learning_rates(learning_rate: ScalarOrSchedule, count: jax.Array, lr_mult: A
         mults = multipliers.resolve(lr_mult, tree, "lr_mult")
         if before_count:
             rate = learning_rate(count)
-            return jax.tree.map(lambda m: rate if m == 1.0 else rate * m,
-                                mults if mults is not None else tree)
+            if mults is None:
+                return jax.tree.map(lambda _: rate, tree)
+            return jax.tree.map(lambda m: rate if m == 1.0 else rate * m, mults)
         if mults is None:
             return jax.tree.map(lambda _: learning_rate(count + 1), tree)
         return jax.tree.map(

@@ -968,9 +968,9 @@ def row_mean_square(g: jax.Array) -> jax.Array:
         t = s + y
         return (t, (t - s) - y), None
 
-    zero = jnp.zeros(sq.shape[:1], sq.dtype)
+    zero = jnp.zeros_like(sq[:, 0])  # sharded like the rows
     (total, _), _ = jax.lax.scan(add, (zero, zero), jnp.swapaxes(sq, 0, 1))
-    return (total / jnp.asarray(sq.shape[1], sq.dtype))[:, None]
+    return divide(total, jnp.asarray(sq.shape[1], sq.dtype))[:, None]
 
 
 def group_adagrad_update(grad: jax.Array, weight: jax.Array, history: jax.Array, hp: Hyper,
@@ -986,7 +986,11 @@ def group_adagrad_update(grad: jax.Array, weight: jax.Array, history: jax.Array,
     """
     g = python_clip(python_rescale(grad, hp["rescale_grad"]), hp["clip_gradient"])
     history = keep_if(finite, history + row_mean_square(g), history)
-    return -(rounded(g * operand(hp["lr"], g)) / root(history + operand(hp["eps"], g))), history
+    x = rounded(g * operand(hp["lr"], g))
+    # A division by the broadcast row root would become a multiplication by its
+    # reciprocal (as divide explains); adding min(|x|, 0) (+0) keeps it a division.
+    d = root(history + operand(hp["eps"], g)) + jnp.minimum(jnp.abs(x), jnp.zeros((), x.dtype))
+    return -(x / d), history
 
 
 def lbsgd_advance(num_cums: jax.Array, hp: Hyper):

@@ -1278,9 +1278,11 @@ class LBSGD(_KernelOptimizer):
         self._update_count(index)
         cgrad = self._cumulate_gradient(grad, index)
         if cgrad["num_cums"] % self.batch_scale:
-            return weight, state  # MXNet's sgd_update(lr=0): the weight stays
-        g = cgrad["cum_grad"] / jnp.asarray(scalar_operand(float(self.batch_scale),
-                                                           weight.dtype))
+            # MXNet's sgd_update(lr=0): the weight stays (a new array, as every
+            # update returns one).
+            return jnp.array(weight, copy=True), state
+        g = K.divide(cgrad["cum_grad"], jnp.asarray(scalar_operand(float(self.batch_scale),
+                                                                   weight.dtype)))
         hp = dict(batch_scale=self.batch_scale, warmup_strategy=self.warmup_strategy,
                   nwup=self.warmup_epochs * self.updates_per_epoch)
         if self.warmup_strategy == "lars":
