@@ -332,3 +332,112 @@ def test_functional_form_under_jit_matches_mxnet(opt, c):
 def test_class_form_matches_mxnet(opt, c):
     run, _ = run_class(opt, c)
     check_against_golden(opt, c, run, _bitwise(opt, c, CLASS_NOT_BITWISE))
+
+
+# ----------------------------------------------------------------------------------
+# SGLD: the deterministic half-step against the twin, the noise statistically,
+# and reproducibility from the key
+# ----------------------------------------------------------------------------------
+
+def _sgld_expected_steps(c, run, mp):
+    """Per step and index, what the weight (the master under mp) must be: the
+    twin's deterministic half-step (bit for bit MXNet's, test above) from the
+    previous value, plus the noise regenerated from the documented key chain
+    (``key, leaf_key = split(key)`` per leaf and step, in MXNet's index order)."""
+    cfg = golden("sgld")[1]["configs"][c]
+    names, w0, grads = inputs("sgld", cfg)
+    side = PythonSide("sgld", cfg)
+    key = KEY
+    what = "master" if mp else "weight"
+    for k, rec in enumerate(run):
+        for i, n in enumerate(names):
+            key, leaf_key = jax.random.split(key)
+            side.count(i)
+            lr, wd = side.lr_wd(i)
+            before = (w0[n].astype(np.float32) if k == 0 else np.asarray(run[k - 1][n][what]))
+            (drift,) = R.sgld_update(before, grads[n][k].astype(np.float32),
+                                     np.zeros(before.shape, np.float32), lr=lr, wd=wd,
+                                     rescale_grad=side.rescale_grad,
+                                     clip_gradient=side.clip_gradient)
+            z = np.asarray(jax.random.normal(leaf_key, before.shape, jnp.float32))
+            yield k, n, np.asarray(rec[n][what]), drift + z * np.float32(math.sqrt(lr)), drift
+
+
+@pytest.mark.parametrize("form", ["functional", "class"])
+@pytest.mark.parametrize("opt, c", list(configs(["sgld"])))
+def test_sgld_is_mxnets_drift_plus_the_keys_noise(opt, c, form):
+    cfg = golden(opt)[1]["configs"][c]
+    run, _ = run_functional(opt, c) if form == "functional" else run_class(opt, c)
+    mp = cfg["dtype"] == "float16"
+    moved = 0.0
+    for k, n, got, want, drift in _sgld_expected_steps(c, run, mp):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6, err_msg=f"step {k} {n}")
+        moved += float(np.abs(got - drift).max())
+        if mp:
+            np.testing.assert_array_equal(np.asarray(run[k][n]["weight"]),
+                                          got.astype(np.float16))
+    assert moved > 0  # the noise is there
+
+
+def test_sgld_noise_is_normal_with_variance_lr_and_the_drift_is_the_gradient_step():
+    lr, wd, size = 0.01, 0.1, 200_000
+    rng = np.random.RandomState(3)
+    w = jnp.asarray(rng.normal(size=size), jnp.float32)
+    g = jnp.asarray(rng.normal(scale=10.0, size=size), jnp.float32)
+    tx = mxopt.sgld(lr, key=jax.random.key(11), wd=wd)
+    u, _ = jax.jit(tx.update)({"w": g}, tx.init({"w": w}), {"w": w})
+    drift = -lr / 2 * (np.asarray(g, np.float64) + wd * np.asarray(w, np.float64))
+    noise = np.asarray(u["w"], np.float64) - drift
+    # The noise: mean 0 and standard deviation sqrt(lr) (= 0.1), to a few
+    # standard errors (0.1 / sqrt(n) for the mean, 0.1 / sqrt(2n) for the std).
+    assert abs(noise.mean()) < 4 * 0.1 / math.sqrt(size)
+    assert abs(noise.std() - math.sqrt(lr)) < 4 * 0.1 / math.sqrt(2 * size)
+    assert abs(np.corrcoef(noise, drift)[0, 1]) < 4 / math.sqrt(size)
+    # The drift: the update regressed on -lr/2 * (g + wd * w) has slope 1 and
+    # intercept 0 (standard error of the slope ~ 0.1 / (0.05 * sqrt(n))).
+    slope, intercept = np.polyfit(drift, np.asarray(u["w"], np.float64), 1)
+    assert abs(slope - 1.0) < 0.02 and abs(intercept) < 1e-3
+    # Without noise the drift would be the whole step: the noise is not zero.
+    assert noise.std() > 0.09
+
+
+def test_sgld_runs_are_reproducible_from_the_key():
+    params = {"a": jnp.zeros((4, 3)), "b": jnp.zeros(5)}
+    grads = {"a": jnp.ones((4, 3)), "b": jnp.ones(5)}
+
+    def run_functional_form(key):
+        tx = mxopt.sgld(0.05, key=key, wd=0.01)
+        state, p, out = tx.init(params), params, []
+        step = jax.jit(tx.update)
+        for _ in range(3):
+            u, state = step(grads, state, p)
+            p = optax.apply_updates(p, u)
+            out.append(p)
+        return out
+
+    def run_class_form(**kw):
+        updater = mxopt.get_updater(mxopt.create("sgld", learning_rate=0.05, **kw))
+        w, out = jnp.zeros(5), []
+        for _ in range(3):
+            w = updater(0, jnp.ones(5), w)
+            out.append(w)
+        return out
+
+    same = [run_functional_form(jax.random.key(5)), run_functional_form(jax.random.key(5))]
+    for x, y in zip(*same):
+        for n in params:
+            np.testing.assert_array_equal(x[n], y[n])
+    other = run_functional_form(jax.random.key(6))
+    assert not np.array_equal(other[0]["b"], same[0][0]["b"])
+    # The leaves draw different noise, and each step new noise.
+    assert not np.array_equal(same[0][0]["a"][0, :3], same[0][0]["b"][:3])
+    assert not np.array_equal(same[0][1]["b"] - same[0][0]["b"], same[0][0]["b"])
+    # A typed key and its raw data give the same run.
+    raw = run_functional_form(jax.random.key_data(jax.random.key(5)))
+    np.testing.assert_array_equal(raw[2]["a"], same[0][2]["a"])
+    # The class form: the documented default key, PRNGKey(0), and an explicit one.
+    for x, y in zip(run_class_form(), run_class_form(key=jax.random.PRNGKey(0))):
+        np.testing.assert_array_equal(x, y)
+    assert not np.array_equal(run_class_form(key=jax.random.PRNGKey(1))[0], run_class_form()[0])
+    with pytest.raises(TypeError, match="key must be a JAX PRNG key"):
+        mxopt.sgld(0.1, key=3)
