@@ -441,3 +441,173 @@ def test_sgld_runs_are_reproducible_from_the_key():
     assert not np.array_equal(run_class_form(key=jax.random.PRNGKey(1))[0], run_class_form()[0])
     with pytest.raises(TypeError, match="key must be a JAX PRNG key"):
         mxopt.sgld(0.1, key=3)
+
+
+# ----------------------------------------------------------------------------------
+# ccSGD, Test, DCASGD, GroupAdaGrad, LBSGD: names, refusals, counts, pickles
+# ----------------------------------------------------------------------------------
+
+def test_ccsgd_warns_and_is_sgd_exactly():
+    names, w0, grads = inputs("ccsgd", golden("ccsgd")[1]["configs"][1])
+    params = {n: jnp.asarray(w) for n, w in w0.items()}
+    kw = dict(momentum=0.9, wd=0.05, rescale_grad=0.5, clip_gradient=0.8)
+    with pytest.warns(DeprecationWarning, match="use mxopt.sgd instead"):
+        cc = mxopt.ccsgd(0.1, **kw)
+    plain = mxopt.sgd(0.1, **kw)
+    s, t, p, q = cc.init(params), plain.init(params), params, params
+    for k in range(5):
+        g = {n: jnp.asarray(grads[n][k]) for n in names}
+        u, s = jax.jit(cc.update)(g, s, p)
+        v, t = jax.jit(plain.update)(g, t, q)
+        p, q = optax.apply_updates(p, u), optax.apply_updates(q, v)
+    assert type(s) is type(t)
+    for n in names:
+        np.testing.assert_array_equal(p[n], q[n])
+        np.testing.assert_array_equal(s.mom[n], t.mom[n])
+    # The class: registered as "ccsgd", an SGD, warning with the replacement.
+    with pytest.warns(DeprecationWarning, match=r"use mxopt.SGD"):
+        opt = mxopt.create("ccsgd", learning_rate=0.1, momentum=0.9)
+    assert isinstance(opt, mxopt.SGD) and mxopt.Optimizer.opt_registry["ccsgd"] is mxopt.ccSGD
+    w1 = mxopt.get_updater(opt)(0, jnp.full(3, 0.5), jnp.ones(3))
+    w2 = mxopt.get_updater(mxopt.SGD(learning_rate=0.1, momentum=0.9))(0, jnp.full(3, 0.5),
+                                                                       jnp.ones(3))
+    np.testing.assert_array_equal(w1, w2)
+
+
+def test_test_optimizer_never_counts_and_ignores_everything_but_rescale_grad():
+    assert mxopt.test_optimizer.__test__ is False and mxopt.Test.__test__ is False
+    params = {"w": jnp.ones(3, jnp.float16)}
+    g = {"w": jnp.full(3, 2.0, jnp.float16)}
+    tx = mxopt.test_optimizer(5.0, wd=0.3, rescale_grad=0.5, clip_gradient=0.1,
+                              begin_num_update=7)
+    with pytest.warns(UserWarning, match="multi_precision=True"):  # as MXNet warns
+        state = tx.init(params)
+    assert state.weight_copy["w"].dtype == jnp.float32
+    for _ in range(2):
+        u, state = jax.jit(tx.update)(g, state, params)
+        params = optax.apply_updates(params, u)
+    assert int(state.count) == 7  # MXNet's Test never calls _update_count
+    np.testing.assert_array_equal(params["w"], np.full(3, 3.0, np.float16))
+    np.testing.assert_array_equal(state.weight_copy["w"], np.full(3, 3.0, np.float32))
+    # The golden runs agree: num_update stays at begin_num_update.
+    data, meta = golden("test")
+    for c, cfg in enumerate(meta["configs"]):
+        assert int(data[f"c{c}_num_update"][0]) == cfg["kwargs"].get("begin_num_update", 0)
+    opt = mxopt.create("test", begin_num_update=4)
+    w, st = opt.update(0, jnp.ones(2), jnp.ones(2), opt.create_state(0, jnp.ones(2)))
+    assert opt.num_update == 4 and st.dtype == jnp.float32
+
+
+def test_dcasgd_momentum_is_refused_in_both_forms_as_mxnet_raises():
+    cfg = next(cfg for cfg in golden("dcasgd")[1]["configs"] if cfg["name"] == "momentum")
+    assert "truth value of an NDArray" in cfg["raises"]
+    for make in (lambda: mxopt.dcasgd(0.1, momentum=0.9), lambda: mxopt.DCASGD(momentum=0.9),
+                 lambda: mxopt.create("dcasgd", momentum=0.5)):
+        with pytest.raises(ValueError, match="MXNet 1.9.1's DCASGD raises for any momentum"):
+            make()
+    # weight_previous starts as a copy of the params: the first step has no delay term.
+    params = {"w": jnp.array([1.0, -2.0])}
+    state = mxopt.dcasgd(0.1, lamda=10.0).init(params)
+    np.testing.assert_array_equal(state.weight_previous["w"], params["w"])
+    opt = mxopt.DCASGD(lamda=0.5)
+    state = opt.create_state(0, params["w"])
+    assert state[0] is None and np.array_equal(state[1], params["w"])
+    with pytest.raises(ValueError, match=r"makes \(None, weight_previous\)"):
+        opt.update(0, params["w"], params["w"], (params["w"],))
+
+
+def test_groupadagrad_refuses_what_mxnet_asserts_naming_the_leaf():
+    raises = {cfg["name"]: cfg["raises"] for cfg in golden("groupadagrad")[1]["configs"]
+              if "raises" in cfg}
+    assert "Weight decay is not supported" in raises["wd_positive"]
+    assert raises["conv_kernel"] == "AssertionError"
+    params = {"emb_weight": jnp.ones((3, 2)), "conv_weight": jnp.ones((2, 1, 3, 3))}
+    with pytest.raises(ValueError, match="'conv_weight' has shape \\(2, 1, 3, 3\\).*2-D"):
+        mxopt.groupadagrad(0.1).init(params)
+    matrices = {"emb_weight": jnp.ones((3, 2)), "fc_bias": jnp.ones((2, 2))}
+    with pytest.raises(ValueError, match="does not support weight decay"):
+        mxopt.groupadagrad(0.1, wd=0.01)
+    with pytest.raises(ValueError, match="'emb_weight' has weight decay 0.01"):
+        mxopt.groupadagrad(0.1, wd=0.01, wd_mult=mxopt.multipliers.mxnet_module_wd_mult
+                           ).init(matrices)
+    state = mxopt.groupadagrad(0.1, wd=0.01, wd_mult={"emb_weight": 0.0, "fc_bias": 0.0}
+                               ).init(matrices)
+    assert state.history["emb_weight"].shape == (3, 1)
+    with pytest.raises(ValueError, match="needs shape \\(3, 1\\)"):
+        tx = mxopt.groupadagrad(0.1)
+        tx.update(matrices, tx.init({"emb_weight": jnp.ones((3, 2)),
+                                     "fc_bias": jnp.ones((2, 2))})._replace(
+            history={"emb_weight": jnp.ones((3, 2)), "fc_bias": jnp.ones((2, 1))}), matrices)
+    opt = mxopt.create("groupadagrad", learning_rate=0.1)
+    with pytest.raises(ValueError, match="index 0 has shape \\(4,\\)"):
+        opt.create_state(0, jnp.ones(4))
+    opt = mxopt.create("groupadagrad", wd=0.1, param_idx2name={0: "fc_weight"})
+    w = jnp.ones((2, 2))
+    with pytest.raises(ValueError, match="index 0 has weight decay 0.1"):
+        opt.update(0, w, w, opt.create_state(0, w))
+    with pytest.raises(TypeError, match="multi_precision=True"):
+        mxopt.groupadagrad().init({"w": jnp.ones((2, 2), jnp.float16)})
+
+
+def test_lbsgd_accumulates_and_reads_the_rate_before_counting():
+    # batch_scale=3: two calls leave the weight, the third updates with the mean.
+    params = {"w": jnp.array([1.0, -2.0])}
+    tx = mxopt.lbsgd(0.1, batch_scale=3, warmup_epochs=0)
+    state, p = tx.init(params), params
+    for k, g in enumerate((1.0, 2.0, 6.0)):
+        u, state = tx.update({"w": jnp.full(2, g)}, state, p)
+        p = optax.apply_updates(p, u)
+        if k < 2:
+            np.testing.assert_array_equal(p["w"], params["w"])
+    np.testing.assert_allclose(p["w"], params["w"] - 0.1 * 3 * 3.0, rtol=1e-6)
+    assert int(state.num_cums) == 3 and not np.asarray(state.cum_grad["w"]).any()
+    # The first leaf of a step reads the scheduler at the old count, the
+    # others at the new one (MXNet's _get_lr before _update_count).
+    sched = mxopt.lr_scheduler.FactorScheduler(step=1, factor=0.5, base_lr=1.0)
+    two = {"a": jnp.zeros(1), "b": jnp.zeros(1)}
+    tx = mxopt.lbsgd(sched)
+    u, state = tx.update({"a": jnp.ones(1), "b": jnp.ones(1)}, tx.init(two), two)
+    u, state = tx.update({"a": jnp.ones(1), "b": jnp.ones(1)}, state, two)
+    assert float(u["a"][0]) == -1.0 and float(u["b"][0]) == -0.5  # sched(1), sched(2)
+    with pytest.raises(ValueError, match="batch_scale must be an int >= 1"):
+        mxopt.lbsgd(batch_scale=0)
+
+
+@pytest.mark.parametrize("opt, kwargs", [
+    ("test", {}), ("dcasgd", dict(lamda=0.5)), ("sgld", dict(key=jax.random.PRNGKey(3))),
+    ("groupadagrad", dict(eps=1e-3)), ("lbsgd", dict(momentum=0.9, batch_scale=2)),
+    ("lbsgd", dict(warmup_strategy="lars"))])
+def test_class_form_pickles_and_continues(opt, kwargs):
+    optimizer = mxopt.create(opt, learning_rate=0.1, **kwargs)
+    updater = mxopt.get_updater(optimizer)
+    w = jnp.ones((2, 3))
+    for _ in range(3):
+        w = updater(0, jnp.full((2, 3), 0.5), w)
+    restored = mxopt.get_updater(mxopt.create(opt))
+    restored.set_states(updater.get_states(dump_optimizer=True))
+    assert repr(restored.optimizer) == repr(optimizer)
+    np.testing.assert_array_equal(restored(0, jnp.full((2, 3), 0.5), w),
+                                  updater(0, jnp.full((2, 3), 0.5), w))
+
+
+def test_golden_grid_covers_the_issue():
+    for opt in OPTIMIZERS:
+        cfgs = [cfg for cfg in golden(opt)[1]["configs"] if "raises" not in cfg]
+        kw = [cfg["kwargs"] for cfg in cfgs]
+        assert golden(opt)[1]["steps"] >= 30
+        if opt != "groupadagrad":  # wd must be 0 there (its refusal is on record)
+            assert any(k.get("wd", 0) > 0 for k in kw), opt
+            assert any(len(cfg["names"]) == 3 and cfg.get("shapes") is None for cfg in cfgs)
+        assert any(k.get("rescale_grad", 1.0) != 1.0 for k in kw), opt
+        clips = {k.get("clip_gradient") for k in kw}
+        assert {None, 0.0} <= clips and any(c for c in clips if c), opt
+        assert any(k.get("begin_num_update", 0) > 0 for k in kw), opt
+        assert any(cfg["scheduler"] and cfg["scheduler"].get("warmup_steps") for cfg in cfgs)
+        assert any(cfg["idx2name"] and cfg["lr_mult"] and cfg["wd_mult"] for cfg in cfgs)
+        assert any(k.get("multi_precision") for k in kw), opt
+    shapes = golden("sgd")[1]["shapes"]
+    assert [3, 2, 2, 2] in shapes and [3] in shapes  # a 4-D kernel and a bias
+    lbsgd = [cfg["kwargs"] for cfg in golden("lbsgd")[1]["configs"]]
+    assert {k.get("warmup_strategy", "linear") for k in lbsgd} >= set(mxopt.alias.LBSGD_STRATEGIES)
+    assert any(k.get("begin_epoch") for k in lbsgd) and any(k.get("batch_scale", 1) > 1
+                                                           for k in lbsgd)
