@@ -1015,9 +1015,9 @@ def lbsgd_warmup_mult(num_cums: Any, hp: Hyper) -> Any:
     Python float64 for a concrete count, in MXNet's grouping; float64 (float32
     without x64) on device for a traced one.
     """
-    bs, nwup, strategy = float(hp["batch_scale"]), hp["nwup"], hp["warmup_strategy"]
-    if not v.is_traced(num_cums):
-        nup = int(num_cums)
+    bs, nwup, strategy = hp["batch_scale"], hp["nwup"], hp["warmup_strategy"]
+    if _host_scalars(num_cums, bs, nwup):
+        nup, bs, nwup = int(num_cums), float(bs), int(nwup)
         if nup >= nwup:
             return bs
         if nwup <= 1:
@@ -1030,12 +1030,12 @@ def lbsgd_warmup_mult(num_cums: Any, hp: Hyper) -> Any:
             return 1.0 + (bs - 1) * math.sqrt(float(nup) / nwup)
         return 1.0
     f = _device_float()
-    nup = jnp.asarray(num_cums, f)
+    nup, bs, nwup = jnp.asarray(num_cums, f), jnp.asarray(bs, f), jnp.asarray(nwup, f)
     ramp = {"linear": lambda: 1.0 + (bs - 1) * nup / nwup,
             "power2": lambda: 1.0 + (bs - 1) * (nup * nup) / (nwup * nwup),
             "sqrt": lambda: 1.0 + (bs - 1) * jnp.sqrt(nup / nwup)}.get(strategy)
-    mult = jnp.ones((), f) if (nwup <= 1 or ramp is None) else ramp()
-    return jnp.where(nup >= nwup, jnp.asarray(bs, f), mult)
+    mult = jnp.ones((), f) if ramp is None else jnp.where(nwup <= 1, 1.0, ramp())
+    return jnp.where(nup >= nwup, bs, mult)
 
 
 def lbsgd_lars_mult(weight: jax.Array, g: jax.Array, wd: Any) -> jax.Array:
@@ -1063,7 +1063,7 @@ def _lbsgd_step(grad, weight, cum_grad, mom, hp, finite):
     bs = hp["batch_scale"]
     num_cums = hp["num_cums"]
     do = num_cums % bs == 0  # a Python bool for a concrete count
-    g = divide(cum, operand(float(bs), cum))
+    g = divide(cum, operand(float(bs) if _is_python_number(bs) else bs, cum))
     if "lbmult" in hp:  # computed by the caller (the class form, as MXNet's host)
         mult = hp["lbmult"]
     elif hp["warmup_strategy"] == "lars":

@@ -1159,7 +1159,9 @@ def _row_zeros(p):
 def check_dcasgd_momentum(momentum: Scalar) -> None:
     """MXNet 1.9.1's DCASGD raises for any momentum other than 0."""
     v.check_scalar("momentum", momentum, low=0.0, high=1.0, high_open=True)
-    if v.is_traced(momentum) or v.static_value(momentum) != 0.0:
+    # A traced momentum (optax.inject_hyperparams injects the default 0 too)
+    # cannot be checked; it is never read.
+    if not v.is_traced(momentum) and v.static_value(momentum) != 0.0:
         raise ValueError(f"momentum={momentum!r}: MXNet 1.9.1's DCASGD raises for any momentum "
                          f"other than 0 (its update tests `if mom:` on the momentum NDArray, "
                          f"which raises 'The truth value of an NDArray with multiple elements "
@@ -1197,7 +1199,8 @@ def dcasgd(learning_rate: ScalarOrSchedule = 0.01, momentum: Scalar = 0.0,
 
     Args:
       learning_rate: as in :func:`sgd`.
-      momentum: must be 0 (see above).
+      momentum: must be 0 (see above); a traced value (``optax.inject_hyperparams``)
+        cannot be checked and is ignored.
       lamda: the delay-compensation scale, >= 0.
       {base_args}
 
@@ -1433,8 +1436,16 @@ def lbsgd(learning_rate: ScalarOrSchedule = 0.01, momentum: Scalar = 0.0,
     for name, value, low in (("warmup_epochs", warmup_epochs, 0), ("batch_scale", batch_scale, 1),
                              ("updates_per_epoch", updates_per_epoch, 0),
                              ("begin_epoch", begin_epoch, 0), ("num_epochs", num_epochs, 0)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        if isinstance(value, (jax.Array, np.ndarray)) and value.shape == () and jnp.issubdtype(
+                value.dtype, jnp.integer) and v.is_traced(value):
+            continue  # optax.inject_hyperparams' (checked when it was a Python int)
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer, jax.Array,
+                                                             np.ndarray)) or (
+                np.ndim(value) != 0 or not np.issubdtype(np.asarray(value).dtype, np.integer)
+                or int(value) < low):
             raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+    if not v.is_traced(batch_scale):
+        batch_scale = int(batch_scale)
     if isinstance(momentum, (jax.Array, np.ndarray)) or momentum > 0:
         kernel, state_cls = K.lbsgd_update, LBSGDState
     else:
@@ -1442,9 +1453,10 @@ def lbsgd(learning_rate: ScalarOrSchedule = 0.01, momentum: Scalar = 0.0,
     opt = E.Optimizer(
         who="mxopt.lbsgd", kernel=kernel, state_cls=state_cls,
         hyper=dict(momentum=momentum, rescale_grad=rescale_grad, clip_gradient=clip_gradient,
-                   batch_scale=int(batch_scale), nwup=int(warmup_epochs) * int(updates_per_epoch),
+                   batch_scale=batch_scale, nwup=warmup_epochs * updates_per_epoch,
                    warmup_strategy=warmup_strategy),
-        carry=E.Carry(field="num_cums", init=np.int32(int(begin_epoch) * int(updates_per_epoch)),
+        carry=E.Carry(field="num_cums",
+                      init=jnp.asarray(begin_epoch * updates_per_epoch, jnp.int32),
                       advance=K.lbsgd_advance, per_leaf=False),
         rate_before_count=True)
     return _fused(opt, learning_rate, wd, lr_mult, wd_mult, begin_num_update, multi_precision,
