@@ -265,7 +265,14 @@ def _fresh_carry(init: Any) -> jax.Array:
     without x64), any array (a PRNG key, an integer counter) as it is."""
     if isinstance(init, float):
         return jnp.asarray(init, _carry_dtype())
-    return jnp.asarray(init)
+    value = jnp.asarray(init)
+    if value.ndim == 0:
+        return value
+    # x * 1 is x, but a computed array: on a mesh with Explicit axes a constant
+    # is typed P() and the carry a step computes P(None, ...), which are the
+    # same sharding spelled differently, and the jitted step would compile
+    # twice (once per spelling).
+    return value * jnp.ones(value.shape, value.dtype)
 
 
 def _check_carry(value: Any, init: Any, field: str, who: str) -> jax.Array:
