@@ -581,8 +581,12 @@ class _KernelOptimizer(Optimizer):
         bare = self._bare_state and len(names) < 2
         layout = (("None" if not names else names[0]) if bare
                   else f"({', '.join(names)}{',' if len(names) == 1 else ''})")
+        fresh = [jax.eval_shape(functools.partial(self._fresh_buffer, index, name), weight)
+                 for name in names]
         made_by = (f"create_state(index, weight) of {self!r} makes {layout}"
-                   + (f", like the weight, {weight.dtype}{list(weight.shape)}" if names else ""))
+                   + (f", like the weight, {weight.dtype}{list(weight.shape)}"
+                      if all(f.shape == weight.shape and f.dtype == weight.dtype for f in fresh)
+                      else ", " + ", ".join(f"{f.dtype}{list(f.shape)}" for f in fresh)))
         if bare and not names:
             if state is not None:
                 raise ValueError(f"index {index!r}: the optimizer state does not match: got "
@@ -593,8 +597,7 @@ class _KernelOptimizer(Optimizer):
                 isinstance(s, (jax.Array, np.ndarray)) for s in buffers):
             raise ValueError(f"index {index!r}: the optimizer state does not match: got "
                              f"{_describe_state(state)}{self._other_layout(state)}; {made_by}")
-        for name, s in zip(names, buffers):
-            want = jax.eval_shape(functools.partial(self._fresh_buffer, index, name), weight)
+        for name, s, want in zip(names, buffers, fresh):
             if s.shape != want.shape or s.dtype != want.dtype:
                 raise ValueError(f"index {index!r}: the optimizer state does not match: "
                                  f"state {name} is {s.dtype}{list(s.shape)}, the weight "

@@ -611,3 +611,44 @@ def test_golden_grid_covers_the_issue():
     assert {k.get("warmup_strategy", "linear") for k in lbsgd} >= set(mxopt.alias.LBSGD_STRATEGIES)
     assert any(k.get("begin_epoch") for k in lbsgd) and any(k.get("batch_scale", 1) > 1
                                                            for k in lbsgd)
+
+
+_SHARDED_GROUPADAGRAD = """
+import jax, jax.numpy as jnp, numpy as np, optax, mxopt
+from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
+for kind in (AxisType.Explicit, AxisType.Auto):
+    mesh = jax.make_mesh((8,), ("x",), axis_types=(kind,))
+    sh = NamedSharding(mesh, P("x", None))
+    rng = np.random.RandomState(0)
+    tx = mxopt.groupadagrad(0.1, clip_gradient=0.5)
+    with jax.set_mesh(mesh):
+        p = {"emb_weight": jax.device_put(rng.normal(size=(16, 6)).astype(np.float32), sh)}
+        s = jax.jit(tx.init)(p)
+        specs = [s.history["emb_weight"].sharding.spec]
+        abstract = {"emb_weight": jax.ShapeDtypeStruct((16, 6), jnp.float32, sharding=sh)}
+        specs.append(tx.init(abstract).history["emb_weight"].sharding.spec)
+        step = jax.jit(lambda p, s, g: (lambda u, s: (optax.apply_updates(p, u), s))(
+            *tx.update(g, s, p)))
+        for k in range(2):
+            g = {"emb_weight": jax.device_put(rng.normal(size=(16, 6)).astype(np.float32), sh)}
+            p, s = step(p, s, g)
+        specs.append(s.history["emb_weight"].sharding.spec)
+        assert step._cache_size() == 1, kind
+        assert all(tuple(x) == ("x", None) for x in specs), (kind, specs)
+print("ok")
+"""
+
+
+def test_groupadagrad_history_follows_the_rows_sharding():
+    # The (rows, 1) history is sharded like its param's rows (init, abstract
+    # init, after jitted steps), on Explicit and Auto meshes of 8 CPU devices.
+    import os
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, JAX_PLATFORMS="cpu",
+               XLA_FLAGS="--xla_force_host_platform_device_count=8",
+               PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run([sys.executable, "-c", _SHARDED_GROUPADAGRAD], env=env, cwd=root,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stdout + proc.stderr
