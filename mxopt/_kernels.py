@@ -1129,3 +1129,6 @@ def lbsgd_plain_update(grad: jax.Array, weight: jax.Array, cum_grad: jax.Array, 
     ``(1 - lr * wd) * w - lr * clip(rescale_grad * g)`` minus ``w``. Returns
     ``(update, cum_grad)``."""
     return _lbsgd_step(grad, weight, cum_grad, None, hp, finite)
+
+
+test_update.__test__ = False  # MXNet's Test optimizer, not a pytest test

@@ -728,3 +728,6 @@ def lbsgd_update(weight, grad, mom, cum_grad, *, lr, num_cums, momentum=0.0, bat
     else:
         (w,) = sgd_update(weight, g, **common)
     return w, mom, np.zeros_like(cum)
+
+
+test_update.__test__ = False  # MXNet's Test optimizer, not a pytest test
