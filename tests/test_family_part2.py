@@ -16,7 +16,9 @@ half-step is checked against MXNet by subtracting the noise, which the tests
 regenerate from the documented key derivation, and the noise is checked
 statistically.
 """
+import json
 import math
+import os
 import warnings
 
 import jax
@@ -25,12 +27,26 @@ import numpy as np
 import optax
 import pytest
 from test_family_sgd import _mults, assert_close
-from test_reference_family import FactorScheduler, golden
+from test_reference_family import FactorScheduler
 
 import mxopt
 from mxopt import reference as R
 
 OPTIMIZERS = ("ccsgd", "test", "dcasgd", "sgld", "groupadagrad", "lbsgd")
+FAMILY = os.path.join(os.path.dirname(__file__), "golden", "family")
+# A held-out run (tools/make_golden_family2.py --heldout SEED --out DIR) replaces
+# the committed trajectories with DIR's.
+HELDOUT = os.environ.get("MXOPT_FAMILY_GOLDEN")
+_CACHE = {}
+
+
+def golden(opt):
+    """(arrays, metadata) of ``opt``'s golden file."""
+    if opt not in _CACHE:
+        root = os.path.join(HELDOUT, "family") if HELDOUT else FAMILY
+        data = np.load(os.path.join(root, f"{opt}.npz"))
+        _CACHE[opt] = data, json.loads(str(data["meta"]))
+    return _CACHE[opt]
 DEFAULTS = {
     "ccsgd": dict(momentum=0.0),
     "test": {},
@@ -605,7 +621,7 @@ def test_golden_grid_covers_the_issue():
         assert any(cfg["scheduler"] and cfg["scheduler"].get("warmup_steps") for cfg in cfgs)
         assert any(cfg["idx2name"] and cfg["lr_mult"] and cfg["wd_mult"] for cfg in cfgs)
         assert any(k.get("multi_precision") for k in kw), opt
-    shapes = golden("sgd")[1]["shapes"]
+    shapes = golden("dcasgd")[1]["shapes"]
     assert [3, 2, 2, 2] in shapes and [3] in shapes  # a 4-D kernel and a bias
     lbsgd = [cfg["kwargs"] for cfg in golden("lbsgd")[1]["configs"]]
     assert {k.get("warmup_strategy", "linear") for k in lbsgd} >= set(mxopt.alias.LBSGD_STRATEGIES)

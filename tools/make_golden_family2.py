@@ -23,7 +23,21 @@ Two optimizers need more:
   ``(w - lr/2 * (g + wd * w)) + noise`` with the recorded noise.
 
 Deterministic: fixed seeds; rerunning reproduces the files byte for byte.
+
+Held-out runs (not committed): ``--heldout SEED --out DIR`` writes the same files
+to DIR/family from other inputs and other noise, with every configuration's
+numbers (rates, decays, bounds, own hyperparameters, schedules,
+``begin_num_update``, LBSGD's epochs) drawn around the grid's from SEED, keeping
+each configuration's meaning (a 0 stays 0); the tests read them instead of the
+committed files when MXOPT_FAMILY_GOLDEN=DIR:
+
+    ../mxref/bin/python tools/make_golden_family2.py --heldout 7 --out /tmp/heldout7
+    MXOPT_FAMILY_GOLDEN=/tmp/heldout7 python -m pytest tests/test_family_part2.py
 """
+import argparse
+import json
+import os
+
 import numpy as np
 
 from _mxref import import_mxnet, save_golden
@@ -159,6 +173,9 @@ STATE_NAMES = {
 }
 
 
+NOISE_SEED = 20261202
+
+
 class NoiseRecorder:
     """Wraps ``mx.random.normal`` as SGLD calls it, keeping every draw."""
 
@@ -191,7 +208,7 @@ def run(opt, cfg, inputs, names):
     record = {}
     recorder = NoiseRecorder()
     mx_optimizer_module.normal = recorder
-    mx.random.seed(20261202)
+    mx.random.seed(NOISE_SEED)
     try:
         for step in range(STEPS):
             for i, (_, grads) in enumerate(inputs):
@@ -222,12 +239,69 @@ def run(opt, cfg, inputs, names):
     return out
 
 
+# The numbers a held-out run draws anew (a 0 stays 0), and how: "rate" scales by
+# 10**U(-0.5, 0.5), "unit" moves a value in [0, 1) to 1 - (1 - x) * 10**U(-0.3, 0.3)
+# (kept below 1), "count" adds an integer in [0, 7].
+HELDOUT_RULES = {
+    "learning_rate": "rate", "wd": "rate", "rescale_grad": "rate", "clip_gradient": "rate",
+    "eps": "rate", "lamda": "rate", "base_lr": "rate", "warmup_begin_lr": "rate",
+    "momentum": "unit", "factor": "unit",
+    "begin_num_update": "count", "step": "count", "warmup_epochs": "count",
+    "updates_per_epoch": "count", "begin_epoch": "count",
+}
+
+
+def draw(value, rule, rng):
+    if value == 0 and rule != "count":  # off stays off
+        return value
+    if rule == "rate":
+        return float(value * 10.0 ** rng.uniform(-0.5, 0.5))
+    if rule == "unit":
+        return float(min(1.0 - (1.0 - value) * 10.0 ** rng.uniform(-0.3, 0.3), 0.999))
+    return int(value + rng.randint(0, 8))
+
+
+def held_out(cfg, rng):
+    """``cfg`` with its numbers drawn around the grid's (HELDOUT_RULES)."""
+    for section in ("kwargs", "scheduler"):
+        values = cfg[section] or {}
+        for key in sorted(values):
+            rule = HELDOUT_RULES.get(key)
+            if rule and not isinstance(values[key], bool) and values[key] is not None:
+                values[key] = draw(values[key], rule, rng)
+    if cfg["scheduler"]:
+        cfg["scheduler"]["step"] = max(1, cfg["scheduler"]["step"])
+    return cfg
+
+
+def save(name, arrays, meta, what, root):
+    if root is None:
+        save_golden(name, arrays, meta, what)
+        return
+    path = os.path.join(root, name)
+    np.savez_compressed(path, meta=np.array(json.dumps(meta)), **arrays)
+    print(f"wrote {what} to {path}")
+
+
 def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--heldout", type=int, default=None,
+                        help="draw inputs and every configuration's numbers from this seed")
+    parser.add_argument("--out", default=None, help="directory for a held-out run's files")
+    args = parser.parse_args()
+    if (args.heldout is None) != (args.out is None):
+        parser.error("--heldout and --out go together")
+    base = 0 if args.heldout is None else 1000 * args.heldout + 17
+    rng = np.random.RandomState(20261130 + base)
+    if args.heldout is not None:
+        os.makedirs(os.path.join(args.out, "family"), exist_ok=True)
+        global NOISE_SEED
+        NOISE_SEED += base
     inputs = {
-        (None, "float32"): make_inputs(SHAPES, np.float32, 20261130),
-        (None, "float16"): make_inputs(SHAPES, np.float16, 20261131),
-        ("matrix", "float32"): make_inputs(MATRIX_SHAPES, np.float32, 20261203),
-        ("matrix", "float16"): make_inputs(MATRIX_SHAPES, np.float16, 20261204),
+        (None, "float32"): make_inputs(SHAPES, np.float32, 20261130 + base),
+        (None, "float16"): make_inputs(SHAPES, np.float16, 20261131 + base),
+        ("matrix", "float32"): make_inputs(MATRIX_SHAPES, np.float32, 20261203 + base),
+        ("matrix", "float16"): make_inputs(MATRIX_SHAPES, np.float16, 20261204 + base),
     }
     for opt in OPTIMIZERS:
         arrays = {}
@@ -238,6 +312,8 @@ def main():
                 arrays[f"{prefix}_p{i}_grads"] = grads
         configs = []
         for c, cfg in enumerate(grid(opt)):
+            if args.heldout is not None:
+                cfg = held_out(cfg, rng)
             shapes = cfg.get("shapes")
             names = MATRIX_NAMES if shapes == "matrix" else NAMES
             has_momentum = cfg["kwargs"].get("momentum", 0.0)
@@ -257,7 +333,8 @@ def main():
         meta = dict(mxnet=mx.__version__, numpy=np.__version__, optimizer=opt, steps=STEPS,
                     shapes=SHAPES, names=NAMES, matrix_shapes=MATRIX_SHAPES,
                     matrix_names=MATRIX_NAMES, configs=configs)
-        save_golden(f"family/{opt}.npz", arrays, meta, f"{len(configs)} {opt} configurations")
+        save(f"family/{opt}.npz", arrays, meta, f"{len(configs)} {opt} configurations",
+             args.out)
 
 
 if __name__ == "__main__":
