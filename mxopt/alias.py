@@ -1412,7 +1412,10 @@ def lbsgd(learning_rate: ScalarOrSchedule = 0.01, momentum: Scalar = 0.0,
 
     Args:
       learning_rate: as in :func:`sgd`.
-      momentum: in [0, 1); a buffer only when > 0.
+      momentum: in [0, 1); a buffer only when > 0. A JAX scalar (e.g. under
+        ``optax.inject_hyperparams``) keeps the buffer and runs the momentum
+        kernel, whose rounding differs from MXNet's momentum-free
+        ``sgd_update`` at 0.
       multi_precision: float32 master weights (in MXNet's position).
       warmup_strategy: ``'linear'``, ``'power2'``, ``'sqrt'``, ``'lars'`` (any
         other string: no warmup multiplier, as in MXNet).
