@@ -70,6 +70,24 @@ from mxopt.facade import FTML, Adam, Adamax, Ftrl, Nadam
 from mxopt.alias import LAMBState, LARSNoMomentumState, LARSState, lamb, lars
 from mxopt.facade import LAMB, LARS
 
+# isort: split
+# ccSGD, Test, DCASGD, SGLD, GroupAdaGrad, LBSGD
+from mxopt.alias import (
+    DCASGDState,
+    GroupAdaGradState,
+    LBSGDNoMomentumState,
+    LBSGDState,
+    MXNetTestState,
+    SGLDState,
+    ccsgd,
+    dcasgd,
+    groupadagrad,
+    lbsgd,
+    sgld,
+    test_optimizer,
+)
+from mxopt.facade import DCASGD, LBSGD, SGLD, GroupAdaGrad, Test, ccSGD
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -147,4 +165,23 @@ __all__ = [
     "LARSState",
     "lamb",
     "lars",
+    # ccSGD, Test, DCASGD, SGLD, GroupAdaGrad, LBSGD
+    "DCASGD",
+    "DCASGDState",
+    "GroupAdaGrad",
+    "GroupAdaGradState",
+    "LBSGD",
+    "LBSGDNoMomentumState",
+    "LBSGDState",
+    "MXNetTestState",
+    "SGLD",
+    "SGLDState",
+    "Test",
+    "ccSGD",
+    "ccsgd",
+    "dcasgd",
+    "groupadagrad",
+    "lbsgd",
+    "sgld",
+    "test_optimizer",
 ]

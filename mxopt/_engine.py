@@ -219,10 +219,11 @@ def check_state(state: Any, state_cls: type, who: str) -> None:
 
 
 def _check_buffer(buffer: Any, field: str, names, params_leaves, treedef, who: str,
-                  has_entry: Callable[[Any], bool] = None):
+                  has_entry: Callable[[Any], bool] = None, make: Callable = None):
     """The leaves of a state field, after checking that it has the params' tree
     structure and, for each param with an entry (``has_entry``, by default the
-    floating ones), an entry of the param's shape."""
+    floating ones), an entry of the param's shape (or, given ``make``, the
+    shape ``make`` gives a fresh entry of that param)."""
     has_entry = has_entry or is_float
     try:
         leaves = treedef.flatten_up_to(buffer)
@@ -232,8 +233,22 @@ def _check_buffer(buffer: Any, field: str, names, params_leaves, treedef, who: s
                          f"another params tree? Build it with tx.init(params)") from None
     for name, w, s in zip(names, params_leaves, leaves):
         if has_entry(w):
-            _check_entry(s, w, name, who, field=field)
+            if make is None:
+                _check_entry(s, w, name, who, field=field)
+            else:
+                _check_made_entry(s, w, make, name, who, field)
     return leaves
+
+
+def _check_made_entry(entry: Any, w: Any, make: Callable, name: str, who: str,
+                      field: str) -> None:
+    want = jax.eval_shape(make, jax.ShapeDtypeStruct(jnp.shape(w), _dtype(w)))
+    if isinstance(entry, optax.MaskedNode) or jnp.shape(entry) != want.shape:
+        got = "no entry" if isinstance(entry, optax.MaskedNode) else f"shape {jnp.shape(entry)}"
+        raise ValueError(f"{who}: the optimizer state does not match the params: "
+                         f"{_field(field)} has {got} for {name!r}, whose param of shape "
+                         f"{jnp.shape(w)} needs shape {want.shape}. Build the state with "
+                         f"tx.init(params)")
 
 
 def _field(field: str) -> str:
@@ -245,11 +260,28 @@ def _carry_dtype():
     return jax.dtypes.canonicalize_dtype(jnp.float64)
 
 
-def _check_carry(value: Any, field: str, who: str) -> jax.Array:
-    if jnp.shape(value) != () or not jnp.issubdtype(_dtype(value), jnp.floating):
+def _fresh_carry(init: Any) -> jax.Array:
+    """A carry's value in a fresh state: a Python float as MXNet's float64 (float32
+    without x64), any array (a PRNG key, an integer counter) as it is."""
+    if isinstance(init, float):
+        return jnp.asarray(init, _carry_dtype())
+    value = jnp.asarray(init)
+    if value.ndim == 0:
+        return value
+    # x * 1 is x, but a computed array: on a mesh with Explicit axes a constant
+    # is typed P() and the carry a step computes P(None, ...), which are the
+    # same sharding spelled differently, and the jitted step would compile
+    # twice (once per spelling).
+    return value * jnp.ones(value.shape, value.dtype)
+
+
+def _check_carry(value: Any, init: Any, field: str, who: str) -> jax.Array:
+    fresh = jax.eval_shape(_fresh_carry, init)
+    if jnp.shape(value) != fresh.shape or _dtype(value) != fresh.dtype:
         raise ValueError(f"{who}: the optimizer state does not match: state.{field} must be "
-                         f"a float scalar, got {_dtype(value)}{list(jnp.shape(value))}. Build "
-                         f"the state with tx.init(params)")
+                         f"{fresh.dtype}{list(fresh.shape)}, got "
+                         f"{_dtype(value)}{list(jnp.shape(value))}. Build the state with "
+                         f"tx.init(params)")
     return jnp.asarray(value)
 
 
@@ -282,7 +314,7 @@ def scale_by_multipliers(value: Any, spec: Any, params: Any, argname: str) -> An
 
 
 def learning_rates(learning_rate: ScalarOrSchedule, count: jax.Array, lr_mult: Any,
-                   tree: Any) -> Any:
+                   tree: Any, *, before_count: bool = False) -> Any:
     """Per-leaf learning rates of the update that follows ``count`` updates.
 
     An :mod:`mxopt.lr_scheduler` scheduler follows MXNet, which increments
@@ -290,6 +322,10 @@ def learning_rates(learning_rate: ScalarOrSchedule, count: jax.Array, lr_mult: A
     product ``rate * lr_mult`` taken in float64 on the host, as MXNet does,
     before the float32 cast. Any other schedule follows optax:
     ``schedule(count)``.
+
+    ``before_count``: the rate an MXNet optimizer reads *before* it counts
+    (LBSGD's first parameter of a step): ``scheduler(count) * lr_mult``. Only
+    MXNet schedulers are affected; their argument is MXNet's ``num_update``.
     """
     if isinstance(learning_rate, lr_scheduler.LRScheduler):
         if not v.is_traced(count):
@@ -297,6 +333,11 @@ def learning_rates(learning_rate: ScalarOrSchedule, count: jax.Array, lr_mult: A
             # MXNet's does, rather than reading its float32 table.
             count = int(count)
         mults = multipliers.resolve(lr_mult, tree, "lr_mult")
+        if before_count:
+            rate = learning_rate(count)
+            if mults is None:
+                return jax.tree.map(lambda _: rate, tree)
+            return jax.tree.map(lambda m: rate if m == 1.0 else rate * m, mults)
         if mults is None:
             return jax.tree.map(lambda _: learning_rate(count + 1), tree)
         return jax.tree.map(
@@ -581,13 +622,15 @@ class Carry(NamedTuple):
 
     Attributes:
       field: the state field holding it (a float64 scalar where
-        ``jax_enable_x64`` is on, else float32).
-      init: its value in a fresh state.
+        ``jax_enable_x64`` is on, else float32, for a float ``init``).
+      init: its value in a fresh state: a Python float, or any array (a PRNG
+        key, as SGLD carries its noise key; an integer counter), kept with
+        its shape and dtype.
       advance: ``advance(carry, hp) -> (hp_additions, new_carry)``, run per
         floating leaf after ``fold``; ``hp_additions`` are merged into the
-        leaf's ``hp``. ``carry`` is a Python float when the count is concrete
-        (outside ``jax.jit``: host float64, as MXNet's Python side computes),
-        a traced scalar otherwise.
+        leaf's ``hp``. A float carry is a Python float when the count is
+        concrete (outside ``jax.jit``: host float64, as MXNet's Python side
+        computes), a traced scalar otherwise; an array carry is an array.
       per_leaf: False advances it once per step instead, at the first
         floating leaf, every leaf of the step getting the same additions.
     """
@@ -627,6 +670,23 @@ class Optimizer(NamedTuple):
         ``multi_precision``, where the kernel sees float32 masters), both in
         the params' flatten order. LARS's name rule and the chunks of a Gluon
         list call, and the dtype LARS and LAMB take their norms in.
+      buffer_init: state field -> ``make(param) -> entry``, a fresh buffer
+        entry for one floating param, for buffers that are not zeros like the
+        param (DCASGD's copy of the weight, Test's float32 copy, GroupAdaGrad's
+        ``(rows, 1)`` history). ``make`` must accept an abstract param
+        (``jax.ShapeDtypeStruct``, with its sharding) and should derive the
+        entry from the param elementwise or by a reduction, so that the entry
+        follows the param's sharding; the state checks expect each entry to
+        have the shape ``make`` gives. Other buffers are zeros like the param.
+      counts: False where MXNet never counts updates (Test): the count stays
+        at ``begin_num_update``.
+      rate_before_count: True where MXNet reads the rate before counting
+        (LBSGD): the first floating leaf of a step gets an MXNet scheduler's
+        rate at the old count (:func:`learning_rates`, ``before_count``).
+      leaf_rule: None, or ``rule(name, param, wd)``, run by ``init`` for each
+        floating leaf with its decay after multipliers; it raises, naming the
+        leaf, for a param the optimizer cannot train (GroupAdaGrad: 2-D
+        weights, no decay).
     """
     who: str
     kernel: Callable
@@ -636,6 +696,10 @@ class Optimizer(NamedTuple):
     low_precision_state: bool = True
     carry: Optional[Carry] = None
     leaf_hyper: Optional[Callable[[list, list], list]] = None
+    buffer_init: Any = None
+    counts: bool = True
+    rate_before_count: bool = False
+    leaf_rule: Optional[Callable[[str, Any, Any], None]] = None
 
 
 def fused(opt: Optimizer, *, learning_rate: ScalarOrSchedule, wd: Any, lr_mult: Any,
@@ -664,6 +728,7 @@ def fused(opt: Optimizer, *, learning_rate: ScalarOrSchedule, wd: Any, lr_mult: 
         return optax.GradientTransformationExtraArgs(outer.init, stored_update)
     who, state_cls, carry = opt.who, opt.state_cls, opt.carry
     buffers = tuple(f for f in state_cls._fields[1:] if carry is None or f != carry.field)
+    made = dict(opt.buffer_init or {})
     _STATE_MAKERS.setdefault(state_cls, who)
     clips_weights = not K.clip_is_static_off(clip_weights)
 
@@ -689,9 +754,17 @@ def fused(opt: Optimizer, *, learning_rate: ScalarOrSchedule, wd: Any, lr_mult: 
         # Resolving the multipliers here reports a bad name before training starts.
         multipliers.resolve(lr_mult, params, "lr_mult")
         multipliers.resolve(wd_mult, params, "wd_mult")
-        fields = {b: zeros_for_float_leaves(params) for b in buffers}
+        if opt.leaf_rule is not None:
+            names, leaves, treedef = _named(params)
+            wds = treedef.flatten_up_to(scale_by_multipliers(wd, wd_mult, params, "wd_mult"))
+            for name, p, leaf_wd in zip(names, leaves, wds):
+                if is_float(p):
+                    opt.leaf_rule(name, p, leaf_wd)
+        fields = {b: zeros_for_float_leaves(params) if b not in made else jax.tree.map(
+            lambda p, make=made[b]: make(p) if is_float(p) else optax.MaskedNode(), params)
+            for b in buffers}
         if carry is not None:
-            fields[carry.field] = jnp.asarray(carry.init, _carry_dtype())
+            fields[carry.field] = _fresh_carry(carry.init)
         state = state_cls(count=initial_count(begin_num_update), **fields)
         return _fresh_skip_state(state) if skip_nonfinite else state
 
@@ -709,15 +782,21 @@ def fused(opt: Optimizer, *, learning_rate: ScalarOrSchedule, wd: Any, lr_mult: 
         check_state(state, state_cls, who)
         _check_count(state.count, who)
         flat_params = treedef.flatten_up_to(params)
-        columns = [_check_buffer(getattr(state, b), b, names, flat_params, treedef, who)
-                   for b in buffers]
+        columns = [_check_buffer(getattr(state, b), b, names, flat_params, treedef, who,
+                                 make=made.get(b)) for b in buffers]
         lrs = treedef.flatten_up_to(learning_rates(learning_rate, state.count, lr_mult, params))
+        if opt.rate_before_count:
+            first = next((i for i, w in enumerate(flat_params) if is_float(w)), None)
+            if first is not None:
+                lrs[first] = treedef.flatten_up_to(learning_rates(
+                    learning_rate, state.count, lr_mult, params, before_count=True))[first]
         wds = treedef.flatten_up_to(scale_by_multipliers(wd, wd_mult, params, "wd_mult"))
         t = state.count + 1 if v.is_traced(state.count) else int(state.count) + 1
         if carry is not None:
-            stored = _check_carry(getattr(state, carry.field), carry.field, who)
+            stored = _check_carry(getattr(state, carry.field), carry.init, carry.field, who)
             # Host float64 when the count is concrete, as MXNet's Python side.
-            value = float(stored) if isinstance(t, int) and not v.is_traced(stored) else stored
+            value = (float(stored) if isinstance(carry.init, float) and isinstance(t, int)
+                     and not v.is_traced(stored) else stored)
             additions = {}
         per_leaf_extra = leaf_hypers(names, flat_params, stored_params, treedef)
         outs = []
@@ -741,7 +820,9 @@ def fused(opt: Optimizer, *, learning_rate: ScalarOrSchedule, wd: Any, lr_mult: 
                                  for k in range(1, 1 + len(buffers)))))
         if carry is not None:
             new[carry.field] = K.keep_if(finite, jnp.asarray(value, stored.dtype), stored)
-        count = K.keep_if(finite, optax.safe_increment(state.count), state.count)
+        count = state.count
+        if opt.counts:
+            count = K.keep_if(finite, optax.safe_increment(state.count), state.count)
         return treedef.unflatten([o[0] for o in outs]), state_cls(count=count, **new)
 
     def update_fn(updates, state, params=None, grads_finite=None, **extra_args):

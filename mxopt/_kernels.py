@@ -1193,3 +1193,259 @@ def lamb_update(grad: jax.Array, weight: jax.Array, mean: jax.Array, var: jax.Ar
     lr = rounded(tuple_hyper(hp["lr"], g) * ratio.astype(g.dtype))
     # -(x) added to w is exactly MXNet's w - x.
     return (-rounded(lr * u), keep_if(finite, new_mean, mean), keep_if(finite, new_var, var))
+
+
+# ----------------------------------------------------------------------------------
+# Test, DCASGD, SGLD, GroupAdaGrad, LBSGD (issue 18; ccSGD is SGD's kernels)
+# ----------------------------------------------------------------------------------
+
+__all__ += ["test_update", "dcasgd_update", "sgld_update", "sgld_advance",
+            "group_adagrad_update", "row_mean_square", "lbsgd_update", "lbsgd_plain_update",
+            "lbsgd_advance", "lbsgd_warmup_mult", "lbsgd_lars_mult"]
+
+
+def test_update(grad: jax.Array, weight: jax.Array, weight_copy: jax.Array, hp: Hyper,
+                finite: Optional[jax.Array] = None):
+    """``mx.optimizer.Test.update`` (NDArray operators)::
+
+        w = w + grad * rescale_grad        # no lr, wd, clip, schedule or count
+        weight_copy = w                    # float32, whatever the weight's dtype
+
+    Returns ``(update, weight_copy)``.
+    """
+    u = python_rescale(grad, hp["rescale_grad"])
+    return u, keep_if(finite, (weight + u).astype(weight_copy.dtype), weight_copy)
+
+
+def dcasgd_update(grad: jax.Array, weight: jax.Array, weight_previous: jax.Array, hp: Hyper,
+                  finite: Optional[jax.Array] = None):
+    """``mx.optimizer.DCASGD.update`` with ``momentum=0`` (NDArray operators; each
+    scalar an :func:`operand`)::
+
+        g = clip(grad * rescale_grad, clip_gradient)    # whenever not None
+        update = ((g + wd * w) + ((lamda * g) * g) * (w - weight_previous)) * (-lr)
+        weight_previous = w
+
+    The delay-compensation term uses the weight *before* this step and the
+    one before the previous step. Returns ``(update, weight_previous)``.
+    """
+    g = python_clip(python_rescale(grad, hp["rescale_grad"]), hp["clip_gradient"])
+    t = g if is_static(hp["wd"], 0.0) else g + rounded(weight * operand(hp["wd"], g))
+    dc = rounded(rounded(rounded(g * operand(hp["lamda"], g)) * g) * (weight - weight_previous))
+    lr = hp["lr"]
+    minus_lr = operand(-lr, g) if _is_python_number(lr) else -operand(lr, g)
+    return rounded((t + dc) * minus_lr), keep_if(finite, weight, weight_previous)
+
+
+def sgld_advance(key: jax.Array, hp: Hyper):
+    """The PRNG key of one leaf's noise, and the key carried on: SGLD's key is
+    split once per floating leaf, in the params' flatten order
+    (``new_key, leaf_key = jax.random.split(key)``)."""
+    del hp
+    new_key, leaf_key = jax.random.split(key)
+    return {"key": leaf_key}, new_key
+
+
+def sgld_update(grad: jax.Array, weight: jax.Array, hp: Hyper,
+                finite: Optional[jax.Array] = None):
+    """``mx.optimizer.SGLD.update`` (NDArray operators; each scalar an
+    :func:`operand`)::
+
+        g = clip(grad * rescale_grad, clip_gradient)    # whenever not None
+        drift = (g + wd * w) * (-lr / 2)
+        update = drift + normal(0, sqrt(lr))            # from hp["key"]
+
+    MXNet adds the drift and the noise to the weight one after the other; here
+    their sum is the update, which rounds differently only in the random part.
+    The noise is drawn in the weight's dtype, as MXNet draws it. Returns
+    ``(update,)``.
+    """
+    del finite  # no state; the engine zeroes a skipped step's update
+    g = python_clip(python_rescale(grad, hp["rescale_grad"]), hp["clip_gradient"])
+    d = g if is_static(hp["wd"], 0.0) else g + rounded(weight * operand(hp["wd"], g))
+    lr = hp["lr"]
+    if _is_python_number(lr):
+        half, scale = operand(-lr / 2, g), operand(math.sqrt(lr), g)
+    else:
+        lr32 = jnp.asarray(lr, jnp.float32)
+        half, scale = (-(lr32 / 2)).astype(g.dtype), jnp.sqrt(lr32).astype(g.dtype)
+    noise = jax.random.normal(hp["key"], jnp.shape(weight), weight.dtype)
+    return (rounded(d * half) + rounded(noise * scale),)
+
+
+def row_mean_square(g: jax.Array) -> jax.Array:
+    """``mean(square(g), axis=1, keepdims=True)`` as MXNet computes it: each row
+    summed left to right with Kahan compensation (mshadow's ``red::sum``), then
+    divided by the row length. A plain ``jnp.mean`` rounds differently."""
+    sq = rounded(g * g)
+
+    def add(carry, x):
+        s, r = carry
+        y = x - r
+        t = s + y
+        return (t, (t - s) - y), None
+
+    zero = jnp.zeros_like(sq[:, 0])  # sharded like the rows
+    (total, _), _ = jax.lax.scan(add, (zero, zero), jnp.swapaxes(sq, 0, 1))
+    return divide(total, jnp.asarray(sq.shape[1], sq.dtype))[:, None]
+
+
+def group_adagrad_update(grad: jax.Array, weight: jax.Array, history: jax.Array, hp: Hyper,
+                         finite: Optional[jax.Array] = None):
+    """``mx.optimizer.contrib.GroupAdaGrad.update`` on dense arrays (NDArray
+    operators; each scalar an :func:`operand`), for a 2-D weight::
+
+        g = clip(grad * rescale_grad, clip_gradient)    # whenever not None
+        history = history + mean(g * g, axis=1, keepdims=True)     # (rows, 1)
+        update = -((lr * g) / sqrt(history + eps))
+
+    Returns ``(update, history)``.
+    """
+    g = python_clip(python_rescale(grad, hp["rescale_grad"]), hp["clip_gradient"])
+    history = keep_if(finite, history + row_mean_square(g), history)
+    x = rounded(g * operand(hp["lr"], g))
+    # A division by the broadcast row root would become a multiplication by its
+    # reciprocal (as divide explains); adding min(|x|, 0) (+0) keeps it a division.
+    d = root(history + operand(hp["eps"], g)) + jnp.minimum(jnp.abs(x), jnp.zeros((), x.dtype))
+    return -(x / d), history
+
+
+def lbsgd_advance(num_cums: jax.Array, hp: Hyper):
+    """LBSGD's ``num_cums``: every call counts, once per step for the whole tree
+    (each parameter is called once per step, so all share it)."""
+    del hp
+    new = num_cums + 1
+    return {"num_cums": new}, new
+
+
+def lbsgd_warmup_mult(num_cums: Any, hp: Hyper) -> Any:
+    """``LBSGD._get_lbmult(num_cums)``, the rate multiplier of the warmup
+    strategies, with ``nwup = warmup_epochs * updates_per_epoch``::
+
+        batch_scale                                   if num_cums >= nwup
+        1                                             elif nwup <= 1
+        1 + (batch_scale - 1) * num_cums / nwup       'linear'
+        1 + (batch_scale - 1) * num_cums**2 / nwup**2 'power2'
+        1 + (batch_scale - 1) * sqrt(num_cums / nwup) 'sqrt'
+        1                                             any other strategy
+
+    Python float64 for a concrete count, in MXNet's grouping; float64 (float32
+    without x64) on device for a traced one.
+    """
+    bs, nwup, strategy = hp["batch_scale"], hp["nwup"], hp["warmup_strategy"]
+    if _host_scalars(num_cums, bs, nwup):
+        nup, bs, nwup = int(num_cums), float(bs), int(nwup)
+        if nup >= nwup:
+            return bs
+        if nwup <= 1:
+            return 1.0
+        if strategy == "linear":
+            return 1.0 + (bs - 1) * nup / nwup
+        if strategy == "power2":
+            return 1.0 + (bs - 1) * (nup * nup) / (nwup * nwup)
+        if strategy == "sqrt":
+            return 1.0 + (bs - 1) * math.sqrt(float(nup) / nwup)
+        return 1.0
+    f = _device_float()
+    nup, bs, nwup = jnp.asarray(num_cums, f), jnp.asarray(bs, f), jnp.asarray(nwup, f)
+    ramp = {"linear": lambda: 1.0 + (bs - 1) * nup / nwup,
+            "power2": lambda: 1.0 + (bs - 1) * (nup * nup) / (nwup * nwup),
+            "sqrt": lambda: 1.0 + (bs - 1) * jnp.sqrt(nup / nwup)}.get(strategy)
+    mult = jnp.ones((), f) if ramp is None else jnp.where(nwup <= 1, 1.0, ramp())
+    return jnp.where(nup >= nwup, bs, mult)
+
+
+def lbsgd_lars_mult(weight: jax.Array, g: jax.Array, wd: Any) -> jax.Array:
+    """``LBSGD._get_lars``: ``sqrt(|w|^2 / (|g|^2 + wd * |w|^2 + 1e-18))`` clipped
+    to [0.01, 100], on the averaged gradient before rescaling and clipping.
+    Concrete arrays (outside ``jax.jit``) are summed as MXNet sums them, with
+    NumPy in float32, the rest in Python float64; traced ones with a float32
+    ``jnp.sum`` (another order: the last bits may differ), the rest in float64
+    where x64 is on."""
+    if _host_scalars(weight, g, wd):
+        # MXNet's multiply(v, v).asnumpy().sum() (NumPy's float32 sum), then
+        # float64 scalars (NumPy 1.x promotes float32 * Python float).
+        w2 = float(np.multiply(np.asarray(weight), np.asarray(weight)).sum())
+        g2 = float(np.multiply(np.asarray(g), np.asarray(g)).sum())
+        return min(max(math.sqrt(w2 / (g2 + _as_host(wd) * w2 + 1e-18)), 0.01), 100.0)
+    f = _device_float()
+    w2 = jnp.sum(rounded(weight * weight), dtype=jnp.float32).astype(f)
+    g2 = jnp.sum(rounded(g * g), dtype=jnp.float32).astype(f)
+    lars = jnp.sqrt(w2 / (g2 + jnp.asarray(wd, f) * w2 + 1e-18))
+    return jnp.clip(lars, 0.01, 100.0)
+
+
+def _lbsgd_step(grad, weight, cum_grad, mom, hp, finite):
+    cum = cum_grad + grad
+    bs = hp["batch_scale"]
+    num_cums = hp["num_cums"]
+    do = num_cums % bs == 0  # a Python bool for a concrete count
+    g = divide(cum, operand(float(bs) if _is_python_number(bs) else bs, cum))
+    if "lbmult" in hp:  # computed by the caller (the class form, as MXNet's host)
+        mult = hp["lbmult"]
+    elif hp["warmup_strategy"] == "lars":
+        mult = lbsgd_lars_mult(weight, g, hp["wd"])
+    else:
+        mult = lbsgd_warmup_mult(num_cums, hp)
+    lr = hp["lr"]
+    if _host_scalars(lr, mult):
+        lr = _as_host(lr) * _as_host(mult)
+    else:
+        f = _device_float()
+        lr = jnp.asarray(lr, f) * jnp.asarray(mult, f)
+    lr_ = hyper(lr, weight)
+    if mom is None:
+        update = _decayed(weight, None if is_static(hp["wd"], 0.0) else lr_ * hyper(
+            hp["wd"], weight), -_scaled_lr_gradient(g, lr_, hp))
+        new_mom = None
+    else:
+        m = rounded(hyper(hp["momentum"], weight) * mom)
+        if not is_static(hp["wd"], 0.0):
+            m = m - rounded(rounded(lr_ * hyper(hp["wd"], weight)) * weight)
+        new_mom = m - _scaled_lr_gradient(g, lr_, hp)
+        update = new_mom
+    zero = jnp.zeros((), cum.dtype)
+    if not v.is_traced(do):
+        do = bool(do)
+        new_cum = jnp.zeros_like(cum) if do else cum
+        update = update if do else jnp.zeros_like(weight)
+        new_mom = (new_mom if do else mom) if mom is not None else None
+    else:
+        new_cum = jnp.where(do, zero, cum)
+        update = jnp.where(do, update, jnp.zeros((), update.dtype))
+        new_mom = jnp.where(do, new_mom, mom) if mom is not None else None
+    new_cum = keep_if(finite, new_cum, cum_grad)
+    if mom is None:
+        return update, new_cum
+    return update, new_cum, keep_if(finite, new_mom, mom)
+
+
+def lbsgd_update(grad: jax.Array, weight: jax.Array, cum_grad: jax.Array, mom: jax.Array,
+                 hp: Hyper, finite: Optional[jax.Array] = None):
+    """``mx.optimizer.LBSGD.update`` with momentum, for one call::
+
+        cum_grad = cum_grad + grad                 # accumulated since the last update
+        if num_cums % batch_scale == 0:            # num_cums counts every call
+            g = cum_grad / batch_scale
+            lr = lr * lbmult                       # warmup strategy, or 'lars' on (w, g)
+            mom = momentum * mom - (lr * wd) * w - lr * clip(rescale_grad * g)
+            update = mom                           # sgd_mom_update (SGDMomKernel)
+            cum_grad = 0
+        else:
+            update = 0                             # sgd_update(lr=0): w unchanged
+
+    ``hp["lr"]`` is the rate MXNet read before counting. Returns
+    ``(update, cum_grad, mom)``.
+    """
+    return _lbsgd_step(grad, weight, cum_grad, mom, hp, finite)
+
+
+def lbsgd_plain_update(grad: jax.Array, weight: jax.Array, cum_grad: jax.Array, hp: Hyper,
+                       finite: Optional[jax.Array] = None):
+    """:func:`lbsgd_update` with ``momentum=0``: the update is ``sgd_update``'s
+    ``(1 - lr * wd) * w - lr * clip(rescale_grad * g)`` minus ``w``. Returns
+    ``(update, cum_grad)``."""
+    return _lbsgd_step(grad, weight, cum_grad, None, hp, finite)
+
+
+test_update.__test__ = False  # MXNet's Test optimizer, not a pytest test

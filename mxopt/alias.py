@@ -1,7 +1,8 @@
 """``mxopt.rmsprop``: MXNet 1.9.1's ``mxnet.optimizer.RMSProp`` in one call."""
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+import warnings
+from typing import Any, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -1237,5 +1238,488 @@ def lamb(learning_rate: ScalarOrSchedule = 0.001, beta1: Scalar = 0.9, beta2: Sc
         hyper=dict(rescale_grad=rescale_grad, clip_gradient=clip_gradient, beta1=beta1,
                    beta2=beta2, epsilon=epsilon, lower_bound=_truthy(lower_bound),
                    upper_bound=_truthy(upper_bound), bias_correction=bias_correction))
+    return _fused(opt, learning_rate, wd, lr_mult, wd_mult, begin_num_update, multi_precision,
+                  skip_nonfinite)
+
+
+# ----------------------------------------------------------------------------------
+# ccSGD, Test, DCASGD, SGLD, GroupAdaGrad, LBSGD (issue 18)
+# ----------------------------------------------------------------------------------
+
+__all__ += ["ccsgd", "test_optimizer", "dcasgd", "sgld", "groupadagrad", "lbsgd",
+            "MXNetTestState", "DCASGDState", "SGLDState", "GroupAdaGradState", "LBSGDState",
+            "LBSGDNoMomentumState", "CCSGD_DEPRECATION", "check_dcasgd_momentum",
+            "check_groupadagrad_leaf", "LBSGD_STRATEGIES"]
+
+CCSGD_DEPRECATION = ("ccSGD is MXNet's deprecated name for SGD (identical in every "
+                     "respect): use {replacement} instead")
+
+
+class MXNetTestState(NamedTuple):
+    """State of :func:`test_optimizer`: MXNet's state (a float32 copy of the
+    weight after each step, zeros before the first) and the count, which MXNet's
+    Test never advances (it stays at ``begin_num_update``)."""
+    __test__ = False  # not a pytest test class, whatever imports it
+    count: jax.Array
+    weight_copy: optax.Updates
+
+
+class DCASGDState(NamedTuple):
+    """State of :func:`dcasgd`: MXNet's ``(None, weight_previous)`` (the
+    momentum-free state; the weight before the last step, a copy of the param
+    at ``init``) plus the count."""
+    count: jax.Array
+    weight_previous: optax.Updates
+
+
+class SGLDState(NamedTuple):
+    """State of :func:`sgld`: the PRNG key the next step's noise comes from
+    (MXNet keeps no state; its noise comes from the global ``mx.random``) plus
+    the count."""
+    count: jax.Array
+    key: jax.Array
+
+
+class GroupAdaGradState(NamedTuple):
+    """State of :func:`groupadagrad`: MXNet's row-wise ``history`` (shape
+    ``(rows, 1)`` per 2-D param) plus the count."""
+    count: jax.Array
+    history: optax.Updates
+
+
+class LBSGDState(NamedTuple):
+    """State of :func:`lbsgd` with momentum: the number of calls ``num_cums``
+    (MXNet's, from ``begin_epoch * updates_per_epoch``), the gradients
+    accumulated since the last update ``cum_grad`` (MXNet keeps them on the
+    optimizer), MXNet's ``mom``, and the count."""
+    count: jax.Array
+    num_cums: jax.Array
+    cum_grad: optax.Updates
+    mom: optax.Updates
+
+
+class LBSGDNoMomentumState(NamedTuple):
+    """State of :func:`lbsgd` with ``momentum=0`` (MXNet's state: None):
+    ``num_cums``, ``cum_grad`` and the count."""
+    count: jax.Array
+    num_cums: jax.Array
+    cum_grad: optax.Updates
+
+
+@_documented
+def ccsgd(learning_rate: ScalarOrSchedule = 0.01, momentum: Scalar = 0.0,
+          lazy_update: bool = True, *, wd: Scalar = 0.0, rescale_grad: Scalar = 1.0,
+          clip_gradient: Optional[Scalar] = None, lr_mult: multipliers.MultiplierSpec = None,
+          wd_mult: multipliers.MultiplierSpec = None, begin_num_update: int = 0,
+          multi_precision: bool = False,
+          skip_nonfinite: bool = False) -> optax.GradientTransformationExtraArgs:
+    """MXNet 1.9.1's ccSGD: :func:`sgd` under its deprecated name (deprecated).
+
+    MXNet's ``ccSGD`` is a subclass of ``SGD`` that changes nothing, kept for
+    backward compatibility; this is :func:`sgd`, with a ``DeprecationWarning``
+    naming the replacement. The result is :func:`sgd`'s bit for bit.
+
+    >>> import warnings, jax.numpy as jnp, optax, mxopt
+    >>> params = {"w": jnp.array([1.0, -2.0])}
+    >>> with warnings.catch_warnings():
+    ...     warnings.simplefilter("ignore", DeprecationWarning)
+    ...     tx = mxopt.ccsgd(0.1, momentum=0.9)
+    >>> updates, state = tx.update({"w": jnp.array([0.5, 0.5])}, tx.init(params), params)
+    >>> [round(x, 4) for x in optax.apply_updates(params, updates)["w"].tolist()]
+    [0.95, -2.05]
+
+    Args:
+      learning_rate, momentum, lazy_update: as in :func:`sgd`.
+      {base_args}
+
+    Returns:
+      :func:`sgd`'s transformation (state :class:`SGDState` or
+      :class:`SGDNoMomentumState`).
+    """
+    warnings.warn(CCSGD_DEPRECATION.format(replacement="mxopt.sgd"), DeprecationWarning,
+                  stacklevel=v.caller_stacklevel())
+    return sgd(learning_rate, momentum, lazy_update, wd=wd, rescale_grad=rescale_grad,
+               clip_gradient=clip_gradient, lr_mult=lr_mult, wd_mult=wd_mult,
+               begin_num_update=begin_num_update, multi_precision=multi_precision,
+               skip_nonfinite=skip_nonfinite)
+
+
+@_documented
+def test_optimizer(learning_rate: ScalarOrSchedule = 0.01, *, wd: Scalar = 0.0,
+                   rescale_grad: Scalar = 1.0, clip_gradient: Optional[Scalar] = None,
+                   lr_mult: multipliers.MultiplierSpec = None,
+                   wd_mult: multipliers.MultiplierSpec = None, begin_num_update: int = 0,
+                   multi_precision: bool = False,
+                   skip_nonfinite: bool = False) -> optax.GradientTransformationExtraArgs:
+    """MXNet 1.9.1's ``Test`` optimizer (registered as ``test``), exactly.
+
+    Named ``test_optimizer`` rather than ``test`` so that test collectors do not
+    take it for a test (it is marked ``__test__ = False`` as well). Each step::
+
+        w = w + grad * rescale_grad
+        weight_copy = w                    # float32
+
+    That is all: MXNet's Test reads no learning rate, decay, clip bound,
+    schedule or multiplier (they are accepted, checked and ignored), and never
+    counts updates, so the state's count stays at ``begin_num_update``. It
+    *ascends* the gradient. Its state is a float32 copy of the weight (zeros
+    before the first step), as MXNet's ``zeros(weight.shape)`` default dtype
+    makes it. Bit for bit MXNet's on the golden runs.
+
+    >>> import jax.numpy as jnp, optax, mxopt
+    >>> params = {"w": jnp.array([1.0, -2.0])}
+    >>> tx = mxopt.test_optimizer(rescale_grad=0.5)
+    >>> updates, state = tx.update({"w": jnp.array([0.5, 4.0])}, tx.init(params), params)
+    >>> optax.apply_updates(params, updates)["w"].tolist(), int(state.count)
+    ([1.25, 0.0], 0)
+
+    Args:
+      learning_rate: ignored, as in MXNet.
+      {base_args}
+
+    Returns:
+      An ``optax.GradientTransformationExtraArgs`` with state :class:`MXNetTestState`.
+    """
+    _base_checks(learning_rate, wd, rescale_grad, clip_gradient, begin_num_update,
+                 multi_precision, skip_nonfinite)
+    opt = E.Optimizer(who="mxopt.test_optimizer", kernel=K.test_update,
+                      state_cls=MXNetTestState, hyper=dict(rescale_grad=rescale_grad),
+                      buffer_init={"weight_copy": _float32_zeros}, counts=False)
+    return _fused(opt, learning_rate, wd, lr_mult, wd_mult, begin_num_update, multi_precision,
+                  skip_nonfinite)
+
+
+test_optimizer.__test__ = False
+
+
+def _float32_zeros(p):
+    # MXNet's zeros(weight.shape): float32 whatever the weight's dtype; made from
+    # the param so that it is sharded like it (abstract params: from the struct).
+    if isinstance(p, jax.ShapeDtypeStruct):
+        return jnp.zeros_like(p, dtype=jnp.float32)
+    return E.zeros_like_sharded(p).astype(jnp.float32)
+
+
+def _copy(p):
+    # DCASGD's weight.copy(); an abstract param has no values (zeros of its type).
+    if isinstance(p, jax.ShapeDtypeStruct):
+        return jnp.zeros_like(p)
+    return jnp.array(p, copy=True)
+
+
+def _row_zeros(p):
+    # GroupAdaGrad's zeros((rows, 1)): a reduction of the param's zeros keeps its
+    # row sharding (a constant would be unsharded).
+    return jnp.sum(E.zeros_like_sharded(p) if not isinstance(p, jax.ShapeDtypeStruct)
+                   else jnp.zeros_like(p), axis=1, keepdims=True)
+
+
+def check_dcasgd_momentum(momentum: Scalar) -> None:
+    """MXNet 1.9.1's DCASGD raises for any momentum other than 0."""
+    v.check_scalar("momentum", momentum, low=0.0, high=1.0, high_open=True)
+    # A traced momentum (optax.inject_hyperparams injects the default 0 too)
+    # cannot be checked; it is never read.
+    if not v.is_traced(momentum) and v.static_value(momentum) != 0.0:
+        raise ValueError(f"momentum={momentum!r}: MXNet 1.9.1's DCASGD raises for any momentum "
+                         f"other than 0 (its update tests `if mom:` on the momentum NDArray, "
+                         f"which raises 'The truth value of an NDArray with multiple elements "
+                         f"is ambiguous'), so no MXNet run has one to reproduce; pass "
+                         f"momentum=0.0")
+
+
+@_documented
+def dcasgd(learning_rate: ScalarOrSchedule = 0.01, momentum: Scalar = 0.0,
+           lamda: Scalar = 0.04, *, wd: Scalar = 0.0, rescale_grad: Scalar = 1.0,
+           clip_gradient: Optional[Scalar] = None, lr_mult: multipliers.MultiplierSpec = None,
+           wd_mult: multipliers.MultiplierSpec = None, begin_num_update: int = 0,
+           multi_precision: bool = False,
+           skip_nonfinite: bool = False) -> optax.GradientTransformationExtraArgs:
+    """MXNet 1.9.1's DCASGD (delay-compensated asynchronous SGD, Python NDArray
+    operators). Each step::
+
+        g = clip(rescale_grad * grad, clip_gradient)
+        w_new = w - lr * ((g + wd * w) + lamda * g * g * (w - weight_previous))
+        weight_previous = w
+
+    ``weight_previous`` starts as a copy of the param (``init`` copies the
+    params, as MXNet's ``create_state`` copies the weight), so the first step
+    has no delay term. MXNet's quirks, reproduced: ``clip_gradient=0`` clips
+    every gradient to 0 (the Python-side rule). MXNet 1.9.1 raises for any
+    ``momentum`` other than 0 (``if mom:`` on an NDArray), so mxopt refuses it
+    with a ValueError saying so. Bit for bit MXNet's on the golden runs.
+
+    >>> import jax.numpy as jnp, optax, mxopt
+    >>> params = {"w": jnp.array([1.0, -2.0])}
+    >>> tx = mxopt.dcasgd(0.1, lamda=0.5)
+    >>> updates, state = tx.update({"w": jnp.array([0.5, 0.5])}, tx.init(params), params)
+    >>> [round(x, 4) for x in optax.apply_updates(params, updates)["w"].tolist()]
+    [0.95, -2.05]
+
+    Args:
+      learning_rate: as in :func:`sgd`.
+      momentum: must be 0 (see above); a traced value (``optax.inject_hyperparams``)
+        cannot be checked and is ignored.
+      lamda: the delay-compensation scale, >= 0.
+      {base_args}
+
+    Returns:
+      An ``optax.GradientTransformationExtraArgs`` with state :class:`DCASGDState`.
+    """
+    _base_checks(learning_rate, wd, rescale_grad, clip_gradient, begin_num_update,
+                 multi_precision, skip_nonfinite)
+    check_dcasgd_momentum(momentum)
+    v.check_scalar("lamda", lamda, low=0.0)
+    opt = E.Optimizer(who="mxopt.dcasgd", kernel=K.dcasgd_update, state_cls=DCASGDState,
+                      hyper=dict(lamda=lamda, rescale_grad=rescale_grad,
+                                 clip_gradient=clip_gradient),
+                      buffer_init={"weight_previous": _copy})
+    return _fused(opt, learning_rate, wd, lr_mult, wd_mult, begin_num_update, multi_precision,
+                  skip_nonfinite)
+
+
+def _check_key(key: Any) -> jax.Array:
+    """A PRNG key as SGLD's state carries it: raw ``uint32`` key data (a typed
+    key, from ``jax.random.key``, is unwrapped)."""
+    if isinstance(key, (jax.Array, np.ndarray)) and jax.dtypes.issubdtype(
+            key.dtype, jax.dtypes.prng_key):
+        if key.shape != ():
+            raise ValueError(f"key must be a single PRNG key, got an array of "
+                             f"{key.shape} keys")
+        return jax.random.key_data(key)
+    if (not isinstance(key, (jax.Array, np.ndarray)) or key.dtype != np.uint32
+            or key.ndim != 1):
+        raise TypeError(f"key must be a JAX PRNG key (jax.random.key(seed) or "
+                        f"jax.random.PRNGKey(seed)), got {type(key).__name__} "
+                        f"{getattr(key, 'dtype', '')}{list(np.shape(key))}")
+    return jnp.asarray(key)
+
+
+@_documented
+def sgld(learning_rate: ScalarOrSchedule = 0.01, *, key: jax.Array, wd: Scalar = 0.0,
+         rescale_grad: Scalar = 1.0, clip_gradient: Optional[Scalar] = None,
+         lr_mult: multipliers.MultiplierSpec = None, wd_mult: multipliers.MultiplierSpec = None,
+         begin_num_update: int = 0, multi_precision: bool = False,
+         skip_nonfinite: bool = False) -> optax.GradientTransformationExtraArgs:
+    """MXNet 1.9.1's SGLD (stochastic gradient Langevin dynamics). Each step::
+
+        g = clip(rescale_grad * grad, clip_gradient)
+        w = w - lr / 2 * (g + wd * w) + normal(0, sqrt(lr))
+
+    with ``lr`` after schedules and ``lr_mult``, the noise drawn per element in
+    the weight's dtype. MXNet draws the noise from its global ``mx.random``;
+    here it comes from ``key``, carried in the state (:class:`SGLDState`), so a
+    run is reproducible from its key: each step splits the key once per
+    floating leaf in the params' flatten order (``key, leaf_key =
+    jax.random.split(key)``) and draws ``jax.random.normal(leaf_key)``. The
+    deterministic half-step is MXNet's bit for bit (NDArray operators, each
+    scalar an operand; ``clip_gradient=0`` clips every gradient to 0); the
+    drift and the noise are summed before they reach the weight (MXNet adds
+    them one after the other), which rounds differently only in the random
+    part. A skipped step (``skip_nonfinite``) keeps the key.
+
+    >>> import jax, jax.numpy as jnp, optax, mxopt
+    >>> params = {"w": jnp.zeros(10000)}
+    >>> tx = mxopt.sgld(0.01, key=jax.random.key(0))
+    >>> updates, state = tx.update({"w": jnp.ones(10000)}, tx.init(params), params)
+    >>> w = optax.apply_updates(params, updates)["w"]
+    >>> # the drift -lr/2 * g = -0.005 plus noise of standard deviation sqrt(lr) = 0.1
+    >>> bool(abs(w.mean() + 0.005) < 0.003), bool(abs(w.std() - 0.1) < 0.003)
+    (True, True)
+
+    Args:
+      learning_rate: as in :func:`sgd`; also the noise's variance.
+      key: a JAX PRNG key (``jax.random.key(seed)`` or
+        ``jax.random.PRNGKey(seed)``); required, so every run says where its
+        noise comes from.
+      {base_args}
+
+    Returns:
+      An ``optax.GradientTransformationExtraArgs`` with state :class:`SGLDState`.
+    """
+    _base_checks(learning_rate, wd, rescale_grad, clip_gradient, begin_num_update,
+                 multi_precision, skip_nonfinite)
+    key = _check_key(key)
+    opt = E.Optimizer(who="mxopt.sgld", kernel=K.sgld_update, state_cls=SGLDState,
+                      hyper=dict(rescale_grad=rescale_grad, clip_gradient=clip_gradient),
+                      carry=E.Carry(field="key", init=key, advance=K.sgld_advance))
+    return _fused(opt, learning_rate, wd, lr_mult, wd_mult, begin_num_update, multi_precision,
+                  skip_nonfinite)
+
+
+def check_groupadagrad_leaf(name: str, param: Any, wd: Any) -> None:
+    """GroupAdaGrad's rules for one parameter (MXNet asserts both): a 2-D weight,
+    and no weight decay after multipliers."""
+    if jnp.ndim(param) != 2:
+        raise ValueError(f"GroupAdaGrad: {name} has shape {tuple(jnp.shape(param))}; "
+                         f"GroupAdaGrad keeps one history entry per row and takes 2-D weights "
+                         f"only (MXNet asserts len(weight.shape) == 2): reshape it to 2-D, or "
+                         f"give it another optimizer (optax.multi_transform)")
+    if not v.is_traced(wd) and v.static_value(wd) is not None and v.static_value(wd) != 0.0:
+        raise ValueError(f"GroupAdaGrad: {name} has weight decay {v.static_value(wd)!r} after "
+                         f"multipliers; GroupAdaGrad does not support weight decay (MXNet "
+                         f"asserts wd == 0): pass wd=0, or wd_mult 0 for this parameter")
+
+
+@_documented
+def groupadagrad(learning_rate: ScalarOrSchedule = 0.01, eps: Scalar = 1e-5, *,
+                 wd: Scalar = 0.0, rescale_grad: Scalar = 1.0,
+                 clip_gradient: Optional[Scalar] = None,
+                 lr_mult: multipliers.MultiplierSpec = None,
+                 wd_mult: multipliers.MultiplierSpec = None, begin_num_update: int = 0,
+                 multi_precision: bool = False,
+                 skip_nonfinite: bool = False) -> optax.GradientTransformationExtraArgs:
+    """MXNet 1.9.1's GroupAdaGrad (``mxnet.optimizer.contrib``, registered as
+    ``groupadagrad``; dense gradients, Python NDArray operators): AdaGrad with one
+    accumulator per row of a 2-D weight. Each step::
+
+        g = clip(rescale_grad * grad, clip_gradient)
+        history = history + mean(g * g, axis=1, keepdims=True)      # (rows, 1)
+        w = w - (lr * g) / sqrt(history + eps)
+
+    MXNet's rules, enforced by ``init`` with an error naming the leaf: every
+    floating param is 2-D, and its weight decay after multipliers is 0 (MXNet
+    asserts both). The row mean is MXNet's (a Kahan-compensated sum, then / n).
+    ``clip_gradient=0`` clips every gradient to 0; the history is float32, as
+    MXNet keeps it, so float16 weights need ``multi_precision``. Bit for bit
+    MXNet's on the golden runs.
+
+    >>> import jax.numpy as jnp, optax, mxopt
+    >>> params = {"emb_weight": jnp.ones((2, 2))}
+    >>> tx = mxopt.groupadagrad(0.1, eps=0.0)
+    >>> grads = {"emb_weight": jnp.array([[3.0, 4.0], [1.0, 1.0]])}
+    >>> updates, state = tx.update(grads, tx.init(params), params)
+    >>> state.history["emb_weight"].tolist()
+    [[12.5], [1.0]]
+
+    Args:
+      learning_rate: as in :func:`sgd`.
+      eps: added inside the square root, >= 0.
+      {base_args} Weight decay must come out 0 for every param.
+
+    Returns:
+      An ``optax.GradientTransformationExtraArgs`` with state
+      :class:`GroupAdaGradState`.
+    """
+    _base_checks(learning_rate, wd, rescale_grad, clip_gradient, begin_num_update,
+                 multi_precision, skip_nonfinite)
+    v.check_scalar("eps", eps, low=0.0)
+    if wd_mult is None and not v.is_traced(wd) and v.static_value(wd) != 0.0:
+        check_groupadagrad_leaf("every parameter", jnp.zeros((1, 1)), wd)
+    opt = E.Optimizer(who="mxopt.groupadagrad", kernel=K.group_adagrad_update,
+                      state_cls=GroupAdaGradState,
+                      hyper=dict(eps=eps, rescale_grad=rescale_grad, clip_gradient=clip_gradient),
+                      low_precision_state=False, buffer_init={"history": _row_zeros},
+                      leaf_rule=lambda name, p, leaf_wd: check_groupadagrad_leaf(
+                          f"the leaf {name!r}", p, leaf_wd))
+    return _fused(opt, learning_rate, wd, lr_mult, wd_mult, begin_num_update, multi_precision,
+                  skip_nonfinite)
+
+
+LBSGD_STRATEGIES = ("linear", "power2", "sqrt", "lars")
+
+
+@_documented
+def lbsgd(learning_rate: ScalarOrSchedule = 0.01, momentum: Scalar = 0.0,
+          multi_precision: bool = False, warmup_strategy: str = "linear",
+          warmup_epochs: int = 5, batch_scale: int = 1, updates_per_epoch: int = 32,
+          begin_epoch: int = 0, num_epochs: int = 60, *, wd: Scalar = 0.0,
+          rescale_grad: Scalar = 1.0, clip_gradient: Optional[Scalar] = None,
+          lr_mult: multipliers.MultiplierSpec = None, wd_mult: multipliers.MultiplierSpec = None,
+          begin_num_update: int = 0,
+          skip_nonfinite: bool = False) -> optax.GradientTransformationExtraArgs:
+    """MXNet 1.9.1's LBSGD (large-batch SGD: gradient accumulation and warmup).
+
+    Every call adds the gradient to ``cum_grad`` and counts ``num_cums``
+    (starting at ``begin_epoch * updates_per_epoch + 1``). Only when
+    ``num_cums % batch_scale == 0`` does the weight change::
+
+        g = cum_grad / batch_scale;  cum_grad = 0
+        lr = lr * lbmult
+        momentum > 0:  mom = momentum * mom - (lr * wd) * w - lr * clip(rescale_grad * g)
+                       w = w + mom                              # sgd_mom_update
+        momentum = 0:  w = (1 - lr * wd) * w - lr * clip(rescale_grad * g)  # sgd_update
+
+    Other calls leave the weight and ``mom`` as they are. ``lbmult``, with
+    ``nwup = warmup_epochs * updates_per_epoch``: ``batch_scale`` once
+    ``num_cums >= nwup``; before, ``'linear'`` ``1 + (batch_scale - 1) *
+    num_cums / nwup``, ``'power2'`` the same with both squared, ``'sqrt'`` with
+    the square root of the ratio, any other string 1; ``'lars'`` instead
+    ``sqrt(|w|^2 / (|g|^2 + wd * |w|^2 + 1e-18))`` clipped to [0.01, 100], from
+    the averaged gradient before rescaling and clipping.
+
+    MXNet's quirks, reproduced: it reads the learning rate *before* counting, so
+    with an :mod:`mxopt.lr_scheduler` scheduler the first floating leaf of each
+    step (flatten order) gets the rate at the previous count and the others the
+    rate at the new one (optax schedules see the count as usual);
+    ``clip_gradient`` None or 0 is off (kernel rule); ``num_epochs`` is unused.
+    ``multi_precision`` keeps float32 master weights (MXNet's generic path: its
+    own float16 branch is never reached). A 'lars' norm is a float32 sum (MXNet
+    sums with NumPy, pairwise), so it can differ in the last bits. One MXNet
+    behaviour is not reproduced: MXNet keeps a reference to the caller's first
+    gradient array as the start of the sum, so a reused buffer changes it; JAX
+    arrays are immutable.
+
+    >>> import jax.numpy as jnp, optax, mxopt
+    >>> params = {"w": jnp.array([1.0, -2.0])}
+    >>> tx = mxopt.lbsgd(0.1, batch_scale=2, warmup_epochs=0)
+    >>> state = tx.init(params)
+    >>> u1, state = tx.update({"w": jnp.array([1.0, 1.0])}, state, params)
+    >>> u2, state = tx.update({"w": jnp.array([3.0, 3.0])}, state, params)
+    >>> u1["w"].tolist(), [round(x, 4) for x in u2["w"].tolist()]   # 2 * 0.1 * mean
+    ([0.0, 0.0], [-0.4, -0.4])
+
+    Args:
+      learning_rate: as in :func:`sgd`.
+      momentum: in [0, 1); a buffer only when > 0. A JAX scalar (e.g. under
+        ``optax.inject_hyperparams``) keeps the buffer and runs the momentum
+        kernel, whose rounding differs from MXNet's momentum-free
+        ``sgd_update`` at 0.
+      multi_precision: float32 master weights (in MXNet's position).
+      warmup_strategy: ``'linear'``, ``'power2'``, ``'sqrt'``, ``'lars'`` (any
+        other string: no warmup multiplier, as in MXNet).
+      warmup_epochs, updates_per_epoch: ints >= 0; the warmup lasts their product
+        in calls.
+      batch_scale: int >= 1, the calls accumulated per update.
+      begin_epoch: int >= 0; ``num_cums`` starts at ``begin_epoch *
+        updates_per_epoch``.
+      num_epochs: accepted, unused (as in MXNet).
+      {base_args}
+
+    Returns:
+      An ``optax.GradientTransformationExtraArgs`` with state :class:`LBSGDState`
+      (:class:`LBSGDNoMomentumState` for ``momentum=0``).
+    """
+    _base_checks(learning_rate, wd, rescale_grad, clip_gradient, begin_num_update,
+                 multi_precision, skip_nonfinite)
+    v.check_scalar("momentum", momentum, low=0.0, high=1.0, high_open=True)
+    if not isinstance(warmup_strategy, str):
+        raise TypeError(f"warmup_strategy must be a str ({', '.join(LBSGD_STRATEGIES)}), got "
+                        f"{type(warmup_strategy).__name__}")
+    for name, value, low in (("warmup_epochs", warmup_epochs, 0), ("batch_scale", batch_scale, 1),
+                             ("updates_per_epoch", updates_per_epoch, 0),
+                             ("begin_epoch", begin_epoch, 0), ("num_epochs", num_epochs, 0)):
+        if isinstance(value, (jax.Array, np.ndarray)) and value.shape == () and jnp.issubdtype(
+                value.dtype, jnp.integer) and v.is_traced(value):
+            continue  # optax.inject_hyperparams' (checked when it was a Python int)
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer, jax.Array,
+                                                             np.ndarray)) or (
+                np.ndim(value) != 0 or not np.issubdtype(np.asarray(value).dtype, np.integer)
+                or int(value) < low):
+            raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+    if not v.is_traced(batch_scale):
+        batch_scale = int(batch_scale)
+    if isinstance(momentum, (jax.Array, np.ndarray)) or momentum > 0:
+        kernel, state_cls = K.lbsgd_update, LBSGDState
+    else:
+        kernel, state_cls = K.lbsgd_plain_update, LBSGDNoMomentumState
+    opt = E.Optimizer(
+        who="mxopt.lbsgd", kernel=kernel, state_cls=state_cls,
+        hyper=dict(momentum=momentum, rescale_grad=rescale_grad, clip_gradient=clip_gradient,
+                   batch_scale=batch_scale, nwup=warmup_epochs * updates_per_epoch,
+                   warmup_strategy=warmup_strategy),
+        carry=E.Carry(field="num_cums",
+                      init=jnp.asarray(begin_epoch * updates_per_epoch, jnp.int32),
+                      advance=K.lbsgd_advance, per_leaf=False),
+        rate_before_count=True)
     return _fused(opt, learning_rate, wd, lr_mult, wd_mult, begin_num_update, multi_precision,
                   skip_nonfinite)

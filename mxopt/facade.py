@@ -46,7 +46,8 @@ from mxopt._mxnumbers import received_float, scalar_operand, tuple_float
 from mxopt.precision import LOW_PRECISION_DTYPES
 
 __all__ = ["Optimizer", "RMSProp", "SGD", "NAG", "Signum", "AdaGrad", "AdaDelta", "Adam",
-           "Adamax", "Nadam", "Ftrl", "FTML", "Updater", "create", "register", "get_updater",
+           "Adamax", "Nadam", "Ftrl", "FTML", "ccSGD", "Test", "DCASGD", "SGLD", "GroupAdaGrad",
+           "LBSGD", "Updater", "create", "register", "get_updater",
            "optimizer_from_mxnet", "optimizer_to_mxnet", "updater_states_from_mxnet"]
 __all__ += ["LARS", "LAMB"]
 
@@ -517,6 +518,7 @@ class _KernelOptimizer(Optimizer):
     _float32_state = False   # MXNet's state is float32: float16/bfloat16 weights are refused
     _rate_divides = False    # lr 0 gives NaN in MXNet: refused
     _rebuild = None          # the new weight from the new state (Ftrl, FTML)
+    _counts = True           # False: MXNet never counts updates (Test)
 
     def _own_values(self):
         return {arg: getattr(self, attr) for arg, attr in self._own.items()}
@@ -564,10 +566,15 @@ class _KernelOptimizer(Optimizer):
     def create_state(self, index, weight):
         weight = _as_array("weight", weight)
         self._refuse_low_precision(index, weight)
-        zeros = tuple(jnp.zeros_like(weight) for _ in self._state_names())
+        zeros = tuple(self._fresh_buffer(index, name, weight) for name in self._state_names())
         if self._bare_state and len(zeros) < 2:
             return zeros[0] if zeros else None
         return zeros
+
+    def _fresh_buffer(self, index, name, weight):  # pylint: disable=unused-argument
+        """A new state buffer ``name`` for ``weight`` (zeros like it, unless a
+        subclass's MXNet state is another shape or dtype)."""
+        return jnp.zeros_like(weight)
 
     def _buffers(self, index, weight, state):
         """``state`` (MXNet's layout) as a tuple of buffers, after checking it."""
@@ -575,8 +582,12 @@ class _KernelOptimizer(Optimizer):
         bare = self._bare_state and len(names) < 2
         layout = (("None" if not names else names[0]) if bare
                   else f"({', '.join(names)}{',' if len(names) == 1 else ''})")
+        fresh = [jax.eval_shape(functools.partial(self._fresh_buffer, index, name), weight)
+                 for name in names]
         made_by = (f"create_state(index, weight) of {self!r} makes {layout}"
-                   + (f", like the weight, {weight.dtype}{list(weight.shape)}" if names else ""))
+                   + (f", like the weight, {weight.dtype}{list(weight.shape)}"
+                      if all(f.shape == weight.shape and f.dtype == weight.dtype for f in fresh)
+                      else ", " + ", ".join(f"{f.dtype}{list(f.shape)}" for f in fresh)))
         if bare and not names:
             if state is not None:
                 raise ValueError(f"index {index!r}: the optimizer state does not match: got "
@@ -587,8 +598,8 @@ class _KernelOptimizer(Optimizer):
                 isinstance(s, (jax.Array, np.ndarray)) for s in buffers):
             raise ValueError(f"index {index!r}: the optimizer state does not match: got "
                              f"{_describe_state(state)}{self._other_layout(state)}; {made_by}")
-        for name, s in zip(names, buffers):
-            if s.shape != weight.shape or s.dtype != weight.dtype:
+        for name, s, want in zip(names, buffers, fresh):
+            if s.shape != want.shape or s.dtype != want.dtype:
                 raise ValueError(f"index {index!r}: the optimizer state does not match: "
                                  f"state {name} is {s.dtype}{list(s.shape)}, the weight "
                                  f"{weight.dtype}{list(weight.shape)}; {made_by}")
@@ -609,7 +620,8 @@ class _KernelOptimizer(Optimizer):
         self._dropped.note(self, index, given,
                            "weight, state = optimizer.update(index, weight, grad, state)")
         counts = (dict(self._index_update_count), self.num_update)
-        self._update_count(index)
+        if self._counts:
+            self._update_count(index)
         lr = self._get_lr(index) if self._reads_lr else None
         wd = self._get_wd(index)
         if self._rate_divides and lr == 0:
@@ -620,7 +632,7 @@ class _KernelOptimizer(Optimizer):
             raise ValueError(f"index {index!r}: the learning rate is 0 (after lr_mult), which "
                              f"{type(self).__name__} divides by: MXNet makes the weight NaN. "
                              f"Use a rate > 0, or leave the parameter out of the update")
-        t = self._index_update_count[index]
+        t = self._index_update_count.get(index, self.begin_num_update)
         hyper = dict(self._host_hyper(index, lr, wd, t), rescale_grad=self.rescale_grad)
         clip = self.clip_gradient if (self._python_clip or self.clip_gradient) else 0.0
         # None switches the clip off (static); a kernel optimizer's 0 also means off.
@@ -1312,6 +1324,281 @@ class LAMB(_ListOptimizer):
                 hyper[name] = bounds[name]
         static = {k: None for k, b in bounds.items() if b is None}
         return hyper, dict(static, bias_correction=bool(self.bias_correction))
+# ccSGD, Test, DCASGD, SGLD, GroupAdaGrad, LBSGD (issue 18)
+# ----------------------------------------------------------------------------------
+
+@register
+class ccSGD(SGD):  # noqa: N801  (MXNet's name; registered as "ccsgd")
+    """MXNet 1.9.1's ``mxnet.optimizer.ccSGD``: :class:`SGD` under its deprecated
+    name, identical in every respect (as in MXNet). Constructing one warns
+    (``DeprecationWarning``) that :class:`SGD` replaces it.
+
+    Args:
+      *args, **kwargs: as :class:`SGD`'s.
+    """
+
+    def __init__(self, *args, **kwargs):
+        warnings.warn(alias.CCSGD_DEPRECATION.format(replacement="mxopt.SGD "
+                                                     "(mxopt.create('sgd'))"),
+                      DeprecationWarning, stacklevel=v.caller_stacklevel())
+        super().__init__(*args, **kwargs)
+
+
+@register
+class Test(_KernelOptimizer):
+    """MXNet 1.9.1's ``mxnet.optimizer.Test`` (registered as ``test``), exactly:
+    ``w += grad * rescale_grad``, and the state (float32 zeros from
+    ``create_state``, MXNet's ``zeros`` default dtype) becomes a copy of the new
+    weight. It reads no rate, decay or clip bound and never counts updates
+    (``num_update`` stays at ``begin_num_update``). See
+    :func:`mxopt.test_optimizer`. Marked ``__test__ = False`` for pytest.
+
+    Args:
+      **kwargs: the :class:`Optimizer` arguments.
+    """
+
+    __test__ = False
+    _alias = "test_optimizer"
+    _kernel = staticmethod(K.test_update)
+    _states = ("weight_copy",)
+    _bare_state = True
+    _operands = frozenset({"rescale_grad"})
+    _reads_lr = False
+    _counts = False
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+
+    def _fresh_buffer(self, index, name, weight):
+        return jnp.zeros(weight.shape, jnp.float32)
+
+    def _host_hyper(self, index, lr, wd, t):
+        return {}
+
+
+@register
+class DCASGD(_KernelOptimizer):
+    """MXNet 1.9.1's ``mxnet.optimizer.DCASGD``: :func:`mxopt.dcasgd`'s arithmetic.
+    State: MXNet's ``(None, weight_previous)``, the second a copy of the weight
+    at ``create_state``. Any ``momentum`` other than 0 is a ValueError at
+    construction (MXNet 1.9.1 raises at the first update). ``clip_gradient=0``
+    clips every gradient to 0.
+
+    Args:
+      momentum: must be 0.
+      lamda: the delay-compensation scale.
+      **kwargs: the :class:`Optimizer` arguments.
+    """
+
+    _alias = "dcasgd"
+    _own = {"momentum": "momentum", "lamda": "lamda"}
+    _kernel = staticmethod(K.dcasgd_update)
+    _states = ("weight_previous",)
+    _operands = frozenset({"lr", "wd", "rescale_grad", "lamda"})
+    _python_clip = True
+
+    def __init__(self, momentum=0.0, lamda=0.04, **kwargs):
+        self.momentum, self.lamda = momentum, lamda
+        self._check_own()
+        super().__init__(**kwargs)
+        self.weight_previous = {}  # as MXNet's (unused there too)
+
+    def _fresh_buffer(self, index, name, weight):
+        return jnp.array(weight, copy=True)
+
+    def create_state(self, index, weight):
+        return (None,) + super().create_state(index, weight)
+
+    def _buffers(self, index, weight, state):
+        if not (isinstance(state, (tuple, list)) and len(state) == 2 and state[0] is None):
+            raise ValueError(f"index {index!r}: the optimizer state does not match: got "
+                             f"{_describe_state(state)}; create_state(index, weight) of "
+                             f"{self!r} makes (None, weight_previous), MXNet's layout")
+        return super()._buffers(index, weight, (state[1],))
+
+    def update(self, index, weight, grad, state):
+        new_weight, (previous,) = super().update(index, weight, grad, state)
+        return new_weight, (None, previous)
+
+    def _host_hyper(self, index, lr, wd, t):
+        return dict(lr=lr, wd=wd, lamda=self.lamda)
+
+
+@register
+class SGLD(_KernelOptimizer):
+    """MXNet 1.9.1's ``mxnet.optimizer.SGLD``: :func:`mxopt.sgld`'s arithmetic.
+    State: None, as in MXNet. MXNet draws the noise from its global
+    ``mx.random``; this class draws it from ``key``, split on every update
+    call (``key, call_key = jax.random.split(key)``), so a run is reproducible
+    from its key.
+
+    Args:
+      key: a JAX PRNG key; default ``jax.random.PRNGKey(0)`` (every SGLD made
+        without one draws the same noise: pass your own for independent runs).
+      **kwargs: the :class:`Optimizer` arguments.
+    """
+
+    _alias = "sgld"
+    _own = {"key": "key"}
+    _kernel = staticmethod(K.sgld_update)
+    _bare_state = True
+    _operands = frozenset({"lr", "wd", "rescale_grad"})
+    _python_clip = True
+
+    def __init__(self, key=None, **kwargs):
+        key = jax.random.PRNGKey(0) if key is None else key
+        alias.sgld(key=key)  # its rules
+        self.key = np.asarray(_raw_key(key))
+        super().__init__(**kwargs)
+
+    def _host_hyper(self, index, lr, wd, t):
+        new_key, call_key = jax.random.split(jnp.asarray(self.key))
+        self.key = np.asarray(new_key)
+        return dict(lr=lr, wd=wd, key=call_key)
+
+    def _received(self, name, value, dtype):
+        if name == "key":
+            return value
+        return super()._received(name, value, dtype)
+
+
+def _raw_key(key):
+    # uint32 key data, as mxopt.sgld's state keeps it (typed keys unwrapped).
+    if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
+        return jax.random.key_data(key)
+    return key
+
+
+@register
+class GroupAdaGrad(_KernelOptimizer):
+    """MXNet 1.9.1's ``mxnet.optimizer.contrib.GroupAdaGrad`` (registered as
+    ``groupadagrad``), dense: :func:`mxopt.groupadagrad`'s arithmetic. State:
+    ``history`` of shape ``(rows, 1)``, float32. A weight that is not 2-D is a
+    ValueError at ``create_state``, and a weight decay that is not 0 after
+    multipliers one at ``update`` (MXNet asserts both), each naming the index.
+
+    Args:
+      eps: as in MXNet (stored, as there, as ``float_stable_eps``).
+      **kwargs: the :class:`Optimizer` arguments.
+    """
+
+    _alias = "groupadagrad"
+    _own = {"eps": "float_stable_eps"}
+    _kernel = staticmethod(K.group_adagrad_update)
+    _states = ("history",)
+    _bare_state = True
+    _operands = frozenset({"lr", "rescale_grad", "eps"})
+    _python_clip = True
+    _float32_state = True
+
+    def __init__(self, eps=1e-5, **kwargs):
+        self.float_stable_eps = eps
+        self._check_own()
+        super().__init__(**kwargs)
+
+    def _fresh_buffer(self, index, name, weight):
+        alias.check_groupadagrad_leaf(f"index {index!r}", weight, 0.0)
+        return jnp.zeros((weight.shape[0], 1), weight.dtype)
+
+    def _host_hyper(self, index, lr, wd, t):
+        alias.check_groupadagrad_leaf(f"index {index!r}", jnp.zeros((1, 1)), wd)
+        return dict(lr=lr, eps=self.float_stable_eps)
+
+
+@register
+class LBSGD(_KernelOptimizer):
+    """MXNet 1.9.1's ``mxnet.optimizer.LBSGD``: :func:`mxopt.lbsgd`'s rule with
+    MXNet's Python side: the rate and decay are read *before* the update is
+    counted; gradients accumulate per index in ``cumgrads`` (on the optimizer,
+    as in MXNet) and every ``batch_scale``-th call of an index updates the
+    weight through ``sgd_mom_update`` / ``sgd_update`` with ``lr * lbmult``
+    (the other calls leave it as it is). State: ``mom`` or None (float16 under
+    ``multi_precision``: the base class's ``(master, state)``, as MXNet ends up
+    with). The 'lars' norms are NumPy float32 sums on the host, as MXNet's.
+
+    Args:
+      momentum, multi_precision, warmup_strategy, warmup_epochs, batch_scale,
+      updates_per_epoch, begin_epoch, num_epochs: as in MXNet.
+      **kwargs: the :class:`Optimizer` arguments.
+    """
+
+    _alias = "lbsgd"
+    _own = {name: name for name in ("momentum", "warmup_strategy", "warmup_epochs",
+                                    "batch_scale", "updates_per_epoch", "begin_epoch",
+                                    "num_epochs")}
+    _bare_state = True
+
+    def __init__(self, momentum=0.0, multi_precision=False, warmup_strategy='linear',
+                 warmup_epochs=5, batch_scale=1, updates_per_epoch=32, begin_epoch=0,
+                 num_epochs=60, **kwargs):
+        self.momentum, self.warmup_strategy = momentum, warmup_strategy
+        self.warmup_epochs, self.batch_scale = warmup_epochs, batch_scale
+        self.updates_per_epoch, self.begin_epoch = updates_per_epoch, begin_epoch
+        self.num_epochs = num_epochs
+        self._check_own()
+        super().__init__(multi_precision=multi_precision, **kwargs)
+        self.init_updates = begin_epoch * updates_per_epoch
+        self.lbmult = 1
+        self.cumgrads = {}
+        self.adaptive = False
+        self.admult = 1
+
+    def _kernel_for(self):
+        return K.sgd_mom_update if self.momentum > 0 else K.sgd_update
+
+    def _state_names(self):
+        return ("mom",) if self.momentum != 0.0 else ()
+
+    def _cumulate_gradient(self, grad, index):
+        """MXNet's: the first call (and the first after an update) starts the sum."""
+        cgrad = self.cumgrads.get(index)
+        if cgrad and cgrad["num_cums"] > 0:
+            cgrad = {"cum_grad": cgrad["cum_grad"] + grad, "num_cums": cgrad["num_cums"] + 1}
+        else:
+            cgrad = {"cum_grad": grad, "num_cums": self.init_updates + 1}
+        self.cumgrads[index] = cgrad
+        return cgrad
+
+    def update(self, index, weight, grad, state):
+        given = weight
+        weight, grad = _as_array("weight", weight), _as_array("grad", grad)
+        if grad.shape != weight.shape or grad.dtype != weight.dtype:
+            raise ValueError(f"index {index!r}: grad {grad.shape} {grad.dtype} does not match "
+                             f"weight {weight.shape} {weight.dtype}")
+        buffers = self._buffers(index, weight, state)
+        self._dropped.note(self, index, given,
+                           "weight, state = optimizer.update(index, weight, grad, state)")
+        lr = self._get_lr(index)  # MXNet reads the rate and decay before counting
+        wd = self._get_wd(index)
+        self._update_count(index)
+        cgrad = self._cumulate_gradient(grad, index)
+        if cgrad["num_cums"] % self.batch_scale:
+            # MXNet's sgd_update(lr=0): the weight stays (a new array, as every
+            # update returns one).
+            return jnp.array(weight, copy=True), state
+        g = K.divide(cgrad["cum_grad"], jnp.asarray(scalar_operand(float(self.batch_scale),
+                                                                   weight.dtype)))
+        hp = dict(batch_scale=self.batch_scale, warmup_strategy=self.warmup_strategy,
+                  nwup=self.warmup_epochs * self.updates_per_epoch)
+        if self.warmup_strategy == "lars":
+            lbmult = K.lbsgd_lars_mult(weight, g, wd)
+        else:
+            lbmult = K.lbsgd_warmup_mult(cgrad["num_cums"], hp)
+        lr = lr * lbmult
+        cgrad["cum_grad"] = 0  # MXNet's reset; num_cums goes on counting
+        hyper = dict(lr=lr, wd=wd, momentum=self.momentum, rescale_grad=self.rescale_grad,
+                     clip_gradient=self.clip_gradient or 0.0)
+        parsed = {name: self._received(name, value, weight.dtype)
+                  for name, value in hyper.items()}
+        new_weight, new = _kernel_step(weight, g, buffers, parsed, kernel=self._kernel_for())
+        return new_weight, (new[0] if new else None)
+
+    def __getstate__(self):
+        ret = super().__getstate__()
+        ret["cumgrads"] = {i: {"cum_grad": c["cum_grad"] if isinstance(c["cum_grad"], int)
+                               else np.asarray(c["cum_grad"]), "num_cums": c["num_cums"]}
+                           for i, c in self.cumgrads.items()}
+        return ret
 
 
 class Updater:

@@ -717,3 +717,148 @@ def multi_lamb_update(weight, grad, mean, var, *, lr, t, wd=0.0, beta1=0.9, beta
     if mp:
         return w.astype(dtype), mean, var, w
     return w, mean, var
+
+
+# ---------------------------------------------------------------------------
+# Test, DCASGD, SGLD, GroupAdaGrad, LBSGD (issue 18; ccSGD runs SGD's kernels)
+# ---------------------------------------------------------------------------
+
+__all__ += ["test_update", "dcasgd_update", "sgld_update", "group_adagrad_update",
+            "lbsgd_update"]
+
+
+def test_update(weight, grad, weight_copy, *, rescale_grad=1.0):
+    """``mx.optimizer.Test.update``; returns ``(new_weight, new_weight_copy)``.
+
+    .. math::
+        w \\leftarrow w + \\nabla r, \\quad \\mathrm{copy} \\leftarrow w \\ (\\text{float32})
+    """
+    (weight, grad), dtype = _arrays(weight, grad)
+    with np.errstate(all="ignore"):
+        w = (weight + grad * scalar_operand(rescale_grad, dtype)).astype(dtype)
+    return w, w.astype(np.asarray(weight_copy).dtype)
+
+
+def dcasgd_update(weight, grad, weight_previous, *, lr, lamda=0.04, wd=0.0, rescale_grad=1.0,
+                  clip_gradient=None):
+    """``mx.optimizer.DCASGD.update`` with ``momentum=0`` (NDArray operators, each
+    scalar a :func:`scalar_operand`); returns ``(new_weight, new_weight_previous)``.
+
+    .. math::
+        g &= \\mathrm{clip}(\\nabla r) \\\\
+        w &\\leftarrow w + ((g + \\lambda w) + ((\\lambda_{dc} g) g)(w - w_{prev}))(-\\eta),
+        \\quad w_{prev} \\leftarrow w_{old}
+    """
+    (weight, grad, weight_previous), dtype = _arrays(weight, grad, weight_previous)
+    s = lambda x: scalar_operand(x, dtype)  # noqa: E731
+    with np.errstate(all="ignore"):
+        g = _python_clip(grad * s(rescale_grad), clip_gradient)
+        mom = ((g + weight * s(wd)) + ((g * s(lamda)) * g) * (weight - weight_previous)) * s(-lr)
+        w = weight + mom
+    return w.astype(dtype), weight.copy()
+
+
+def sgld_update(weight, grad, noise, *, lr, wd=0.0, rescale_grad=1.0, clip_gradient=None):
+    """``mx.optimizer.SGLD.update`` with the noise given (MXNet draws ``noise`` from
+    ``normal(0, sqrt(lr))``); returns ``(new_weight,)``.
+
+    .. math::
+        g = \\mathrm{clip}(\\nabla r), \\quad
+        w \\leftarrow (w + (g + \\lambda w)(-\\eta / 2)) + \\mathrm{noise}
+    """
+    (weight, grad, noise), dtype = _arrays(weight, grad, noise)
+    s = lambda x: scalar_operand(x, dtype)  # noqa: E731
+    with np.errstate(all="ignore"):
+        g = _python_clip(grad * s(rescale_grad), clip_gradient)
+        w = (weight + (g + weight * s(wd)) * s(-lr / 2)).astype(dtype)
+        w = w + noise
+    return (w.astype(dtype),)
+
+
+def _kahan_row_mean(x):
+    # mshadow's red::sum (Kahan compensation, left to right), then / n: MXNet's mean.
+    dtype = x.dtype
+    out = np.empty((x.shape[0], 1), dtype)
+    for i, row in enumerate(x):
+        total, residual = dtype.type(0), dtype.type(0)
+        for value in row:
+            y = dtype.type(value - residual)
+            t = dtype.type(total + y)
+            residual = dtype.type(dtype.type(t - total) - y)
+            total = t
+        out[i, 0] = total / dtype.type(x.shape[1])
+    return out
+
+
+def group_adagrad_update(weight, grad, history, *, lr, eps=1e-5, rescale_grad=1.0,
+                         clip_gradient=None):
+    """``mx.optimizer.contrib.GroupAdaGrad.update`` on dense 2-D arrays; returns
+    ``(new_weight, new_history)``; ``history`` has shape ``(rows, 1)``.
+
+    .. math::
+        g &= \\mathrm{clip}(\\nabla r) \\\\
+        h &\\leftarrow h + \\mathrm{mean}(g^2, \\mathrm{axis}=1) \\\\
+        w &\\leftarrow w - (\\eta g) / \\sqrt{h + \\epsilon}
+    """
+    (weight, grad, history), dtype = _arrays(weight, grad, history)
+    s = lambda x: scalar_operand(x, dtype)  # noqa: E731
+    with np.errstate(all="ignore"):
+        g = _python_clip(grad * s(rescale_grad), clip_gradient)
+        history = (history + _kahan_row_mean((g * g).astype(dtype))).astype(dtype)
+        w = weight - (g * s(lr)) / np.sqrt(history + s(eps))
+    return w.astype(dtype), history
+
+
+def _lbsgd_mult(weight, g, wd, num_cums, *, batch_scale, warmup_strategy, nwup):
+    if warmup_strategy == "lars":
+        # multiply(v, v).asnumpy().sum(): a float32 NumPy sum, then float64 scalars
+        # (NumPy 1.x promotes float32 scalar * Python float to float64).
+        w2 = float(np.multiply(weight, weight).sum())
+        g2 = float(np.multiply(g, g).sum())
+        return min(max(math.sqrt(w2 / (g2 + wd * w2 + 1e-18)), 0.01), 100.0)
+    maxmult = float(batch_scale)
+    if num_cums >= nwup:
+        return maxmult
+    if nwup <= 1:
+        return 1.0
+    if warmup_strategy == "linear":
+        return 1.0 + (maxmult - 1) * num_cums / nwup
+    if warmup_strategy == "power2":
+        return 1.0 + (maxmult - 1) * (num_cums * num_cums) / (nwup * nwup)
+    if warmup_strategy == "sqrt":
+        return 1.0 + (maxmult - 1) * math.sqrt(float(num_cums) / nwup)
+    return 1.0
+
+
+def lbsgd_update(weight, grad, mom, cum_grad, *, lr, num_cums, momentum=0.0, batch_scale=1,
+                 warmup_strategy="linear", warmup_epochs=5, updates_per_epoch=32, wd=0.0,
+                 rescale_grad=1.0, clip_gradient=None):
+    """One ``mx.optimizer.LBSGD.update`` call after the caller's counting:
+    ``lr`` is the rate read before counting, ``num_cums`` this call's count
+    (``begin_epoch * updates_per_epoch + calls``), ``cum_grad`` the sum since
+    the last update (None on the first call). Returns ``(new_weight, new_mom,
+    new_cum_grad)`` (``mom`` None without momentum).
+
+    Every ``batch_scale``-th call: ``g = cum_grad / batch_scale``, ``lr *=
+    lbmult`` and :func:`sgd_mom_update` (:func:`sgd_update` without momentum);
+    the other calls run ``sgd_update`` with ``lr=0``.
+    """
+    (weight, grad), dtype = _arrays(weight, grad)
+    with np.errstate(all="ignore"):
+        cum = grad.copy() if cum_grad is None else (cum_grad + grad).astype(dtype)
+        if num_cums % batch_scale:
+            (w,) = sgd_update(weight, grad, lr=0.0, wd=wd)
+            return w, mom, cum
+        g = (cum / scalar_operand(float(batch_scale), dtype)).astype(dtype)
+    lr = lr * _lbsgd_mult(weight, g, wd, num_cums, batch_scale=batch_scale,
+                          warmup_strategy=warmup_strategy,
+                          nwup=warmup_epochs * updates_per_epoch)
+    common = dict(lr=lr, wd=wd, rescale_grad=rescale_grad, clip_gradient=clip_gradient)
+    if mom is not None:
+        w, mom = sgd_mom_update(weight, g, mom, momentum=momentum, **common)
+    else:
+        (w,) = sgd_update(weight, g, **common)
+    return w, mom, np.zeros_like(cum)
+
+
+test_update.__test__ = False  # MXNet's Test optimizer, not a pytest test

@@ -9,8 +9,11 @@ entry, so a new optimizer gets them all by adding its entries here.
 Params are always a tree with the float leaves ``w`` (a matrix) and ``b`` (a
 vector), so that multiplier option sets can name them.
 """
+import functools
+import warnings
 from typing import Callable, NamedTuple, Optional
 
+import jax
 import optax
 
 import mxopt
@@ -41,6 +44,9 @@ class Entry(NamedTuple):
     # How far from the optimum bfloat16 leaves without master weights may stall;
     # None: they are only required to train (finite, lower loss).
     low_precision_bound: Optional[float] = 0.4
+    # True for MXNet's Test optimizer, which adds the gradient (w += r * g): on
+    # the convergence problems it must climb, finitely, instead of converging.
+    ascends: bool = False
 
     @property
     def multi_precision(self):
@@ -256,4 +262,79 @@ def _lars_lamb_entries():
 
 
 ENTRIES += _lars_lamb_entries()
+# ccSGD, Test, DCASGD, SGLD, LBSGD (issue 18): fused only, a few option sets
+# each. ccSGD is SGD under a deprecated name (its warning is silenced here).
+# SGLD, whose state holds only the key, runs with multi_precision, so that
+# its state has per-leaf entries for the state checks. LBSGD runs with
+# batch_scale=1 (an update every call, as the contracts expect), so its warmup
+# multiplier is 1.
+# GroupAdaGrad is not in the list: it takes 2-D weights only (MXNet asserts
+# it), and every contract's params hold a vector leaf; tests/test_family_part2.py
+# covers its rules.
+
+@functools.wraps(mxopt.ccsgd)  # its signature, for optax.inject_hyperparams
+def _quiet_ccsgd(**kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return mxopt.ccsgd(**kwargs)
+
+
+def _sgld_converge():
+    # SGLD samples exp(-loss / temperature) with temperature 1 / rescale_grad:
+    # a large rescale_grad (and a rate that keeps lr * rescale_grad * curvature
+    # below 2) makes its samples sit within the tolerance of the optimum.
+    return {"parabola": dict(learning_rate=5e-4, rescale_grad=2000.0, clip_gradient=None,
+                             wd=0.0, steps=300),
+            "rosenbrock": dict(learning_rate=2e-8, rescale_grad=1e5, clip_gradient=None,
+                               steps=20000)}
+
+
+PART2_OPTION_SETS = {
+    # family: (maker, option sets, test_converges overrides, jit_exact)
+    "ccsgd": (_quiet_ccsgd, {"momentum-wd+clips": dict(_MOMENTUM, **BASE_OPTION_SETS[
+        "wd+clips"])}, {"rosenbrock": dict(learning_rate=0.002, steps=20000)}, True),
+    "test_optimizer": (mxopt.test_optimizer, {
+        "plain": {}, "rescale-multi_precision-skip_nonfinite": dict(rescale_grad=0.5, **_MP_SKIP),
+    }, {"parabola": dict(steps=5), "rosenbrock": dict(steps=2)}, True),
+    # DCASGD keeps no memory of its steps (like SGD's momentum-free path): in
+    # bfloat16 without master weights it stalls on Rosenbrock's flat valley,
+    # so it runs with multi_precision here.
+    "dcasgd": (mxopt.dcasgd, {
+        "wd+clips-multi_precision": dict(BASE_OPTION_SETS["wd+clips"], **_MP),
+        "multipliers-schedule-multi_precision": dict(_MULTIPLIERS_SCHEDULE, **_MP),
+        "lamda-multi_precision-skip_nonfinite": dict(lamda=0.5, **_MP_SKIP),
+    }, {"rosenbrock": dict(learning_rate=0.001, clip_gradient=50.0, steps=20000)}, True),
+    "sgld": (mxopt.sgld, {
+        "multi_precision": dict(_MP, key=jax.random.PRNGKey(2)),
+        "wd+clips-multipliers-schedule-multi_precision-skip_nonfinite": dict(
+            BASE_OPTION_SETS["wd+clips"], **_MULTIPLIERS_SCHEDULE, **_MP_SKIP,
+            key=jax.random.PRNGKey(1)),
+    }, _sgld_converge(), False),
+    "lbsgd": (mxopt.lbsgd, {
+        "momentum-wd+clips": dict(_MOMENTUM, **BASE_OPTION_SETS["wd+clips"]),
+        # Not 'lars': its multiplier |w| / |g| has a floor of 0.01, so a weight
+        # crawls through 0, and Rosenbrock's weights start at -1 with the
+        # optimum at 1 (tests/test_family_part2.py checks 'lars' against MXNet).
+        # Momentum-free: master weights, as for SGD's (see above).
+        "sqrt-multipliers-schedule-multi_precision": dict(_MULTIPLIERS_SCHEDULE, **_MP,
+                                                          warmup_strategy="sqrt"),
+        "momentum-multi_precision-skip_nonfinite": dict(_MOMENTUM, **_MP_SKIP),
+    }, {"rosenbrock": dict(learning_rate=0.002, steps=20000)}, False),
+}
+
+
+def _part2_entries():
+    entries = []
+    for opt, (make, option_sets, converge, jit_exact) in PART2_OPTION_SETS.items():
+        for name, kwargs in option_sets.items():
+            kwargs = {"learning_rate": 0.05, **kwargs}
+            entries.append(Entry(f"{opt}-fused-{name}", make, kwargs, f"{opt}-{name}", "fused",
+                                 exact_paths=True, converge=converge, jit_exact=jit_exact,
+                                 learning_rate_arg=None if opt == "test_optimizer"
+                                 else "learning_rate",
+                                 ascends=opt == "test_optimizer"))
+    return entries
+
+
+ENTRIES += _part2_entries()
 FUSED = [e for e in ENTRIES if e.path == "fused"]

@@ -395,6 +395,10 @@ def test_converges(entry, problem, dtype):
     with pytest.warns(UserWarning, match="multi_precision=True") if low else (
             contextlib.nullcontext()):
         final = jax.jit(lambda p: jax.lax.fori_loop(0, steps, body, (p, tx.init(p)))[0])(params)
+    if entry.ascends:  # MXNet's Test adds the gradient: it climbs, finitely
+        assert all(np.isfinite(np.asarray(final[k], np.float32)).all() for k in shapes)
+        assert float(loss(final)) > float(loss(params))
+        return
     if low and entry.low_precision_bound is None:  # trains, finitely, without converging
         assert all(np.isfinite(np.asarray(final[k], np.float32)).all() for k in shapes)
         assert float(loss(final)) < float(loss(params))
