@@ -31,7 +31,7 @@ import os
 
 import numpy as np
 
-from _mxref import import_mxnet, save_golden
+from _mxref import held_out, import_mxnet, make_updater, save_golden
 
 mx = import_mxnet()
 
@@ -149,17 +149,7 @@ def split_state(opt, cfg, state):
 
 
 def run(opt, cfg, inputs):
-    kwargs = dict(cfg["kwargs"])
-    if cfg["scheduler"]:
-        kwargs["lr_scheduler"] = mx.lr_scheduler.FactorScheduler(**cfg["scheduler"])
-    if cfg["idx2name"]:
-        kwargs["param_idx2name"] = dict(enumerate(NAMES))
-    optimizer = mx.optimizer.create(opt, **kwargs)
-    if cfg["lr_mult"]:
-        optimizer.set_lr_mult(dict(cfg["lr_mult"]))
-    if cfg["wd_mult"]:
-        optimizer.set_wd_mult(dict(cfg["wd_mult"]))
-    updater = mx.optimizer.get_updater(optimizer)
+    optimizer, updater = make_updater(mx, opt, cfg, NAMES)
     dtype = cfg["dtype"]
     weights = [mx.nd.array(w0, dtype=dtype) for w0, _ in inputs]
     record = {}
@@ -231,39 +221,8 @@ def probe_sgd_mom_kernel(inputs):
     save_golden("family/kernels.npz", arrays, meta, "direct sgd_mom_update calls")
 
 
-# The numbers a held-out run draws anew (a 0 stays 0), and how: "rate" scales by
-# 10**U(-0.5, 0.5), "unit" moves a value in [0, 1) to 1 - (1 - x) * 10**U(-0.3, 0.3)
-# (kept below 1), "count" adds an integer in [0, 7].
-HELDOUT_RULES = {
-    "learning_rate": "rate", "wd": "rate", "rescale_grad": "rate", "clip_gradient": "rate",
-    "epsilon": "rate", "eps": "rate", "lamda1": "rate", "beta": "rate", "wd_lh": "rate",
-    "schedule_decay": "rate", "base_lr": "rate", "warmup_begin_lr": "rate",
-    "momentum": "unit", "beta1": "unit", "beta2": "unit", "rho": "unit", "factor": "unit",
-    "begin_num_update": "count", "step": "count",
-}
 
 
-def draw(value, rule, rng):
-    if value == 0 and rule != "count":  # off stays off
-        return value
-    if rule == "rate":
-        return float(value * 10.0 ** rng.uniform(-0.5, 0.5))
-    if rule == "unit":
-        return float(min(1.0 - (1.0 - value) * 10.0 ** rng.uniform(-0.3, 0.3), 0.999))
-    return int(value + rng.randint(0, 8))
-
-
-def held_out(cfg, rng):
-    """``cfg`` with its numbers drawn around the grid's (HELDOUT_RULES)."""
-    for section in ("kwargs", "scheduler"):
-        values = cfg[section] or {}
-        for key in sorted(values):
-            rule = HELDOUT_RULES.get(key)
-            if rule and not isinstance(values[key], bool) and values[key] is not None:
-                values[key] = draw(values[key], rule, rng)
-    if cfg["scheduler"]:
-        cfg["scheduler"]["step"] = max(1, cfg["scheduler"]["step"])
-    return cfg
 
 
 def main():

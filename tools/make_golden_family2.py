@@ -30,14 +30,12 @@ import argparse
 import os
 
 import numpy as np
-from make_golden_family import HELDOUT_RULES, draw
 
-from _mxref import import_mxnet, save_golden
+from _mxref import held_out, import_mxnet, make_updater, save_golden
 
 mx = import_mxnet()
 
 # The family script's rules, and LARS's and LAMB's own numbers.
-RULES = dict(HELDOUT_RULES, eta="rate", lower_bound="rate", upper_bound="rate")
 
 STEPS = 30
 SHAPES = ((3, 2, 2, 2), (3,), (3,), (3,), (4, 5), (4,))
@@ -144,17 +142,7 @@ def split_state(opt, cfg, state):
 
 
 def run(opt, cfg, inputs):
-    kwargs = dict(cfg["kwargs"])
-    if cfg["scheduler"]:
-        kwargs["lr_scheduler"] = mx.lr_scheduler.FactorScheduler(**cfg["scheduler"])
-    if cfg["idx2name"]:
-        kwargs["param_idx2name"] = dict(enumerate(NAMES))
-    optimizer = mx.optimizer.create(opt, **kwargs)
-    if cfg["lr_mult"]:
-        optimizer.set_lr_mult(dict(cfg["lr_mult"]))
-    if cfg["wd_mult"]:
-        optimizer.set_wd_mult(dict(cfg["wd_mult"]))
-    updater = mx.optimizer.get_updater(optimizer)
+    optimizer, updater = make_updater(mx, opt, cfg, NAMES)
     dtype = cfg["dtype"]
     weights = [mx.nd.array(w0, dtype=dtype) for w0, _ in inputs]
     indices = list(range(len(weights)))
@@ -175,18 +163,6 @@ def run(opt, cfg, inputs):
                 record.setdefault(f"p{i}_{key}", []).append(value.asnumpy())
     return {key: np.stack(values) for key, values in record.items()}
 
-
-def held_out(cfg, rng):
-    """``cfg`` with its numbers drawn around the grid's (a 0 or a None stays so)."""
-    for section in ("kwargs", "scheduler"):
-        values = cfg[section] or {}
-        for key in sorted(values):
-            rule = RULES.get(key)
-            if rule and not isinstance(values[key], bool) and values[key] is not None:
-                values[key] = draw(values[key], rule, rng)
-    if cfg["scheduler"]:
-        cfg["scheduler"]["step"] = max(1, cfg["scheduler"]["step"])
-    return cfg
 
 
 def main():

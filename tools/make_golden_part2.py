@@ -40,7 +40,7 @@ import os
 
 import numpy as np
 
-from _mxref import import_mxnet, save_golden
+from _mxref import held_out, import_mxnet, make_updater, save_golden
 
 mx = import_mxnet()
 import mxnet.optimizer.optimizer as mx_optimizer_module  # noqa: E402
@@ -190,17 +190,7 @@ class NoiseRecorder:
 
 
 def run(opt, cfg, inputs, names):
-    kwargs = dict(cfg["kwargs"])
-    if cfg["scheduler"]:
-        kwargs["lr_scheduler"] = mx.lr_scheduler.FactorScheduler(**cfg["scheduler"])
-    if cfg["idx2name"]:
-        kwargs["param_idx2name"] = dict(enumerate(names))
-    optimizer = mx.optimizer.create(opt, **kwargs)
-    if cfg["lr_mult"]:
-        optimizer.set_lr_mult(dict(cfg["lr_mult"]))
-    if cfg["wd_mult"]:
-        optimizer.set_wd_mult(dict(cfg["wd_mult"]))
-    updater = mx.optimizer.get_updater(optimizer)
+    optimizer, updater = make_updater(mx, opt, cfg, names)
     dtype = cfg["dtype"]
     mp = bool(cfg["kwargs"].get("multi_precision"))
     fused_mp = opt == "ccsgd"  # SGD's fused kernels: (inner, master)
@@ -239,39 +229,8 @@ def run(opt, cfg, inputs, names):
     return out
 
 
-# The numbers a held-out run draws anew (a 0 stays 0), and how: "rate" scales by
-# 10**U(-0.5, 0.5), "unit" moves a value in [0, 1) to 1 - (1 - x) * 10**U(-0.3, 0.3)
-# (kept below 1), "count" adds an integer in [0, 7].
-HELDOUT_RULES = {
-    "learning_rate": "rate", "wd": "rate", "rescale_grad": "rate", "clip_gradient": "rate",
-    "eps": "rate", "lamda": "rate", "base_lr": "rate", "warmup_begin_lr": "rate",
-    "momentum": "unit", "factor": "unit",
-    "begin_num_update": "count", "step": "count", "warmup_epochs": "count",
-    "updates_per_epoch": "count", "begin_epoch": "count",
-}
 
 
-def draw(value, rule, rng):
-    if value == 0 and rule != "count":  # off stays off
-        return value
-    if rule == "rate":
-        return float(value * 10.0 ** rng.uniform(-0.5, 0.5))
-    if rule == "unit":
-        return float(min(1.0 - (1.0 - value) * 10.0 ** rng.uniform(-0.3, 0.3), 0.999))
-    return int(value + rng.randint(0, 8))
-
-
-def held_out(cfg, rng):
-    """``cfg`` with its numbers drawn around the grid's (HELDOUT_RULES)."""
-    for section in ("kwargs", "scheduler"):
-        values = cfg[section] or {}
-        for key in sorted(values):
-            rule = HELDOUT_RULES.get(key)
-            if rule and not isinstance(values[key], bool) and values[key] is not None:
-                values[key] = draw(values[key], rule, rng)
-    if cfg["scheduler"]:
-        cfg["scheduler"]["step"] = max(1, cfg["scheduler"]["step"])
-    return cfg
 
 
 def save(name, arrays, meta, what, root):
