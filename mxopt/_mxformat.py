@@ -1017,6 +1017,10 @@ class OptimizerFormat(NamedTuple):
         ``num_cums`` (no entry: no call yet, ``num_cums`` is ``init_updates``).
       restore: the mxopt constructor arguments MXNet keeps no attribute for,
         from the record's fields (LBSGD's ``begin_epoch``, of ``init_updates``).
+      name_rule: the arithmetic reads parameter names (LARS keeps the rate of
+        names ending in ``gamma``/``beta``/``bias``): MXNet's are ``idx2name``'s,
+        else ``str(index)`` (a Gluon Trainer gives none), mxopt's the leaf
+        names, and a resume needs them to agree.
     """
     alias: str
     states: Tuple[str, ...]
@@ -1037,6 +1041,7 @@ class OptimizerFormat(NamedTuple):
     caller: Tuple[str, ...] = ()
     cumgrads: bool = False
     restore: Optional[Callable[[Mapping[str, Any]], dict]] = None
+    name_rule: bool = False
 
 
 def _lbsgd_restore(fields: Mapping[str, Any]) -> dict:
@@ -1101,7 +1106,8 @@ OPTIMIZER_FORMATS = types.MappingProxyType({
         (("momentum", "momentum", 0.0), ("momentum_correction", "momentum_correction", True),
          ("lazy_update", "lazy_update", True), ("eta", "eta", 0.001), ("eps", "eps", 0),
          (None, "skip", 0), (None, "last_lr", None), (None, "cur_lr", None)),
-        bare=True, master_last=True, aggregate_num=4, carry=(("last_lr", "cur_lr"),)),
+        bare=True, master_last=True, aggregate_num=4, carry=(("last_lr", "cur_lr"),),
+        name_rule=True),
     "LAMB": OptimizerFormat(
         "lamb", ("LAMBState",),
         (("beta1", "beta1", 0.9), ("beta2", "beta2", 0.999), ("epsilon", "epsilon", 1e-6),

@@ -371,6 +371,8 @@ def optimizer_kwargs(optimizer: MXNetObject, leaves: Mapping[Index, str], *,
     if not isinstance(leaves, Mapping) or not leaves:
         raise ValueError("leaves must be a non-empty mapping of MXNet index -> leaf name")
     _check_overrides(param_lr_mult, param_wd_mult)
+    if fmt.name_rule:
+        _check_name_rule(optimizer, leaves)
     mults = {}
     for field, overrides in (("lr_mult", param_lr_mult), ("wd_mult", param_wd_mult)):
         table = {leaf: _multiplier(optimizer, i, field, overrides) for i, leaf in leaves.items()}
@@ -382,6 +384,27 @@ def optimizer_kwargs(optimizer: MXNetObject, leaves: Mapping[Index, str], *,
         else learning_rate,
         **_own_kwargs(optimizer, fmt), **_base_kwargs(optimizer, fmt), **mults,
         begin_num_update=int(begin), multi_precision=bool(optimizer.get("multi_precision")))
+
+
+def _check_name_rule(optimizer: MXNetObject, leaves: Mapping[Index, str]) -> None:
+    """LARS's trust ratio skips names ending in gamma/beta/bias: MXNet's names
+    (``idx2name``, else the index as a string) and the leaf names must agree."""
+    idx2name = optimizer.get("idx2name") or {}
+    for index, leaf in leaves.items():
+        mxnet_name = str(idx2name.get(index, index))
+        keeps, mxopt_keeps = (n.endswith(alias_module.LARS_KEEPS_RATE)
+                              for n in (mxnet_name, leaf))
+        if keeps != mxopt_keeps:
+            given = ("idx2name" if index in idx2name
+                     else "no name in idx2name (a Gluon Trainer gives none)")
+            raise ValueError(
+                f"leaf {leaf!r} (MXNet index {index!r}): MXNet's {optimizer.name} "
+                f"{'keeps the rate of' if keeps else 'applies the trust ratio to'} it, named "
+                f"{mxnet_name!r} ({given}), but mxopt.lars "
+                f"{'keeps the rate of' if mxopt_keeps else 'applies the trust ratio to'} the "
+                f"leaf by its name (names ending in {', '.join(alias_module.LARS_KEEPS_RATE)} "
+                f"keep it): key the leaves so that their names follow MXNet's, e.g. nest each "
+                f"one a level deeper ({{{leaf!r}: {{'w': ...}}}}, leaf name '{leaf}/w')")
 
 
 def optimizer_alias(optimizer: MXNetObject) -> str:
