@@ -1255,6 +1255,8 @@ def _own_value(fmt: OptimizerFormat, key: str, default: Any, value: Any) -> Any:
         if not isinstance(value, type(default)):
             raise TypeError(f"{key} must be a {type(default).__name__}, got {value!r}")
         return dict(value) if isinstance(value, dict) else value
+    if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
+        return int(value)  # as MXNet keeps what it was given (LARS's eps=0, Ftrl's beta=1)
     return _real_or_none(key, value)
 
 
