@@ -575,3 +575,112 @@ def test_the_format_table_covers_every_mxnet_optimizer_mxopt_has():
         assert type(opt).__name__ == name
         # ... and the class form writes the record back.
         assert dict(mxopt.facade.optimizer_to_mxnet(opt).fields) == dict(record.fields)
+
+
+# --------------------------------------------------------------------------------------
+# SGLD: MXNet's noise comes from its global mx.random, mxopt's from a key
+# --------------------------------------------------------------------------------------
+
+def _drift_of(step, params, state, grads):
+    """mxopt's update minus its noise: the same step on zero weights and gradients
+    draws the same noise (the same key) and no drift."""
+    update, _ = step(grads, state, params)
+    noise, _ = step(jax.tree.map(jnp.zeros_like, grads), state,
+                    jax.tree.map(jnp.zeros_like, params))
+    return jax.tree.map(lambda u, n: u - n, update, noise)
+
+
+def test_sgld_resume_continues_mxnets_deterministic_part():
+    """A resumed SGLD matches MXNet in all it can: the drift -lr/2 * (g + wd * w),
+    step by step from MXNet's own weights (the golden script recorded them and the
+    noise MXNet drew), with MXNet's rates, multipliers, clipping and counts. The
+    noise is mxopt's, from the key the caller passes."""
+    run = run_of("sgld")
+    with pytest.raises(ValueError, match=r"an MXNet checkpoint has no key, which mxopt.sgld "
+                                         r"carries in its state: pass key="):
+        run.resume()
+    resumed = I.resume(run.ckpt, run.trainable, run.index_map, key=jax.random.key(3),
+                       **run.mults)
+    assert resumed.alias == "sgld" and resumed.kwargs["clip_gradient"] == 0.5
+    assert resumed.state.key.tolist() == jax.random.key_data(jax.random.key(3)).tolist()
+    tx = resumed.transformation()
+    step = jax.jit(tx.update)
+    state = resumed.state
+    steps = run.meta["steps_after"]
+    largest = 0.0
+    for t in range(steps):
+        before = {run.full[s]: run.z[f"before/{t}/{s}"] for s in run.meta["structural_names"]
+                  if run.full[s] in run.trainable}
+        grads = run.grads(t)
+        drift = _drift_of(step, before, state, grads)
+        for k, w in before.items():
+            after = (run.z[f"before/{t + 1}/{[s for s, f in run.full.items() if f == k][0]}"]
+                     if t + 1 < steps else run.final(k))
+            want = (after - run.z[f"noise/{t}/{run.index_of[k]}"]) - w  # MXNet's drift
+            np.testing.assert_allclose(drift[k], want, rtol=RTOL, atol=ATOL, err_msg=(t, k))
+            largest = max(largest, float(np.abs(want).max()))
+        _, state = step(grads, state, before)
+    assert largest > 1e-3  # a drift to see (lr / 2 * the clip bound is 2.5e-3)
+    assert int(state.count) == run.meta["final_num_update"]
+
+
+def test_sgld_export_and_handoff():
+    """The export drops the key (MXNet's state is None) and is the file MXNet
+    continued from; the handoff is reproducible from its key (the golden script
+    resumed with key=jax.random.key(7), and MXNet loaded what mxopt wrote)."""
+    run = run_of("sgld")
+    key = jax.random.key(7)
+    converted = I.state_from_mxnet(run.ckpt, run.trainable, run.index_map, key=key)
+    exported = I.state_to_mxnet(converted.state, converted.params, run.index_map,
+                                run.ckpt.optimizer)
+    assert I.dumps_states(exported) == read("sgld.mxopt.states")
+    assert all(v is None for v in exported.states.values())
+    resumed = I.resume(run.ckpt, run.trainable, run.index_map, key=key, **run.mults)
+    step = jitted_step("sgld", resumed.transformation())
+    params, state = resumed.params, resumed.state
+    for t in range(run.meta["handoff_steps"]):
+        params, state = step(params, state, run.grads(t))
+    exported = I.state_to_mxnet(state, params, run.index_map, run.ckpt.optimizer)
+    want = I.load_states(golden("sgld.jax.states"))
+    assert dict(exported.optimizer.fields) == dict(want.optimizer.fields)
+    assert dict(exported.states) == dict(want.states)
+    weights = I.load_params(golden("sgld.jax.params"))
+    for k, v in params.items():
+        assert_weight(v, weights[[s for s, f in run.full.items() if f == k][0]], k)
+    with pytest.raises(ValueError, match=r"key= is for optimizers whose state carries one "
+                                         r"\(SGLD's PRNG key\); mxopt.adam has none"):
+        I.resume(run_of("adam").ckpt, run_of("adam").trainable, run_of("adam").index_map,
+                 key=key)
+
+
+def test_sgld_class_form_restores_with_a_key():
+    """Updater.set_states makes an SGLD with MXNet's counts and the caller's key
+    (default: the class's documented PRNGKey(0)); its first step's drift is MXNet's
+    and get_states writes the file MXNet continued from."""
+    run = run_of("sgld")
+    data = read("sgld.states")
+    updater = mxopt.get_updater(mxopt.Adam())
+    updater.set_states(data)
+    assert type(updater.optimizer) is mxopt.SGLD
+    assert updater.optimizer.key.tolist() == jax.random.PRNGKey(0).tolist()
+    assert updater.get_states(dump_optimizer=True, mxnet=True) == read("sgld.mxopt.states")
+    updater.set_states(data, key=jax.random.key(5))
+    opt = updater.optimizer
+    assert opt.key.tolist() == jax.random.key_data(jax.random.key(5)).tolist()
+    assert opt.num_update == run.meta["final_num_update"] - run.meta["steps_after"]
+    opt.param_dict = {i: _Param(run.mults["param_lr_mult"].get(i, 1.0),
+                                run.mults["param_wd_mult"].get(i, 1.0))
+                      for i in set(run.mults["param_lr_mult"]) | set(run.mults["param_wd_mult"])}
+    grads = run.grads(0)
+    for k in sorted(run.trainable, key=run.index_of.get):  # the Trainer's order
+        i, w, key = run.index_of[k], jnp.asarray(run.trainable[k]), opt.key
+        new = updater(i, jnp.asarray(grads[k]), w)
+        opt.key, opt._index_update_count[i] = key, opt._index_update_count[i] - 1
+        noise = updater(i, jnp.zeros_like(w), jnp.zeros_like(w))  # same key, no drift
+        structural = [s for s, f in run.full.items() if f == k][0]
+        want = (run.z[f"before/1/{structural}"] - run.z[f"noise/0/{i}"]) - run.trainable[k]
+        np.testing.assert_allclose(np.asarray(new - w) - np.asarray(noise), want, rtol=RTOL,
+                                   atol=ATOL, err_msg=k)
+    with pytest.raises(I.MXNetFormatError, match="key= is for SGLD, whose state carries one; "
+                                                 "Adam has none"):
+        mxopt.get_updater(mxopt.SGD()).set_states(read("adam.states"), key=jax.random.key(1))
