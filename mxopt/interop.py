@@ -12,9 +12,10 @@ for the byte layouts):
   rebuilds only MXNet's NDArray, optimizer and LR-scheduler classes, as inert
   records, and refuses anything else (``os.system``, ``eval``, ...) before it runs.
 
-Continuing a Gluon run of any MXNet optimizer mxopt has (SGD, NAG, Signum,
-AdaGrad, AdaDelta, Adam, Adamax, Nadam, Ftrl, FTML, RMSProp; the table is
-``mxopt._mxformat.OPTIMIZER_FORMATS``)::
+Continuing a Gluon run of any MXNet optimizer mxopt has (all of MXNet 1.9.1's
+registry: SGD, NAG, Signum, AdaGrad, AdaDelta, Adam, Adamax, Nadam, Ftrl, FTML,
+RMSProp, LARS, LAMB, LBSGD, DCASGD, SGLD (with ``key=``), ccSGD, Test and
+GroupAdaGrad; the table is ``mxopt._mxformat.OPTIMIZER_FORMATS``)::
 
     params = mxopt.interop.load_params("net.params")          # save_parameters: "0.weight", ...
     ckpt = mxopt.interop.load_states("net.states")             # Trainer.save_states
@@ -1096,6 +1097,12 @@ def state_to_mxnet(state, params, index_to_leaf: Mapping[Index, str],
         MXNet float16 weights, where the state has no
         :class:`mxopt.MasterWeightsState` (as :func:`rmsprop_state_from_mxnet`
         returns them).
+
+    What MXNet keeps elsewhere: LARS's ``last_lr`` becomes ``cur_lr``, LBSGD's
+    ``num_cums``/``cum_grad`` the optimizer's ``cumgrads`` (so a states-only
+    export, ``optimizer=None``, leaves MXNet its own sums), SGLD's key is
+    dropped (MXNet has none), and Test, which never counts, keeps the record's
+    counts.
 
     Returns:
       The :class:`MXNetStates`. ``Trainer.load_states`` replaces the Trainer's

@@ -684,3 +684,39 @@ def test_sgld_class_form_restores_with_a_key():
     with pytest.raises(I.MXNetFormatError, match="key= is for SGLD, whose state carries one; "
                                                  "Adam has none"):
         mxopt.get_updater(mxopt.SGD()).set_states(read("adam.states"), key=jax.random.key(1))
+
+
+def test_part2_layouts_that_cannot_map_fail_naming_the_leaf():
+    # LARS: Gluon gives MXNet no names, so every parameter got the trust ratio;
+    # a leaf named ...beta would keep its rate in mxopt.lars.
+    lars = run_of("lars")
+    plain = {k: v["w"] for k, v in lars.trainable.items()}
+    index_map = I.trainer_index_map(lars.meta["full_names"])
+    with pytest.raises(ValueError, match=r"leaf 'net_bn_beta' \(MXNet index 0\): MXNet's LARS "
+                                         r"applies the trust ratio to it, named '0' \(no name in "
+                                         r"idx2name .*nest each one a level deeper"):
+        I.resume(lars.ckpt, plain, index_map)
+    # LBSGD: one num_cums for the tree; MXNet's per-index call counts must agree.
+    lbsgd = run_of("lbsgd")
+    cumgrads = {i: dict(c) for i, c in lbsgd.ckpt.optimizer["cumgrads"].items()}
+    first = next(iter(cumgrads))
+    cumgrads[first]["num_cums"] += 1
+    skewed = I.MXNetStates(lbsgd.ckpt.states, lbsgd.ckpt.optimizer.replace(cumgrads=cumgrads))
+    with pytest.raises(ValueError, match=r"LBSGD call counts \(cumgrads num_cums\) .* differ"):
+        I.state_from_mxnet(skewed, lbsgd.trainable, lbsgd.index_map)
+    assert isinstance(lbsgd.ckpt.optimizer["cumgrads"][first]["cum_grad"], np.ndarray)
+    plain_lb = run_of("lbsgd_plain")  # checkpointed right after an update: MXNet's int 0
+    assert {c["cum_grad"] for c in plain_lb.ckpt.optimizer["cumgrads"].values()} == {0}
+    # GroupAdaGrad: the export checks the (rows, 1) history against what init builds.
+    g = run_of("groupadagrad")
+    state = I.state_from_mxnet(g.ckpt, g.trainable, g.index_map).state
+    wide = state._replace(history=jax.tree.map(jnp.zeros_like, g.trainable))
+    with pytest.raises(ValueError, match=r"leaf 'net_fc_weight': state.history is "
+                                         r"float32\[4, 6\] but mxopt.groupadagrad keeps "
+                                         r"float32\[4, 1\]"):
+        I.state_to_mxnet(wide, g.trainable, g.index_map, g.ckpt.optimizer)
+    # DCASGD: MXNet's (None, weight_previous), exactly.
+    d = run_of("dcasgd")
+    broken = I.MXNetStates({i: s[1] for i, s in d.ckpt.states.items()}, d.ckpt.optimizer)
+    with pytest.raises(ValueError, match=r"expected \(None, weight_previous\), got an array"):
+        I.state_from_mxnet(broken, d.trainable, d.index_map)
