@@ -1163,10 +1163,10 @@ def state_to_mxnet(state, params, index_to_leaf: Mapping[Index, str],
                else np.asarray(leaf) for k, leaf in enumerate(leaves)]
     weights = [np.asarray(leaves[k]) if n in in_params else w
                for k, (n, w) in enumerate(zip(names, weights))]
-    record = optimizer if optimizer is not None else _fmt.optimizer_record(
-        next(n for n, f in _fmt.OPTIMIZER_FORMATS.items() if f is fmt))
-    template = _unwrap(_template(fmt, record.replace(multi_precision=False),
-                                 treedef.unflatten(weights))[0])[0]
+    weights_tree = treedef.unflatten(weights)
+    record = (optimizer if optimizer is not None
+              else _record_of_variant(fmt, type(inner), weights_tree))
+    template = _unwrap(_template(fmt, record.replace(multi_precision=False), weights_tree)[0])[0]
     wanted = [treedef.flatten_up_to(getattr(template, field)) for field in fields]
 
     out, sums = {}, {}
@@ -1208,6 +1208,24 @@ def state_to_mxnet(state, params, index_to_leaf: Mapping[Index, str],
         changes["cumgrads"] = _cumgrads_to_mxnet(optimizer, int(np.asarray(inner.num_cums)),
                                                  sums)
     return MXNetStates(out, optimizer.replace(**changes))
+
+
+def _record_of_variant(fmt, state_cls, params):
+    """A fresh record of ``fmt``'s class whose variant keeps ``state_cls`` (a
+    states-only export has no record to say it): the defaults, or the variant
+    switch (momentum or centered) flipped."""
+    name = next(n for n, f in _fmt.OPTIMIZER_FORMATS.items() if f is fmt)
+    own = {field for _, field, _ in fmt.own}
+    tries = [{}] + [{k: v} for k, v in (("momentum", 0.9), ("momentum", 0.0),
+                                         ("centered", True)) if k in own]
+    for changes in tries:
+        record = _fmt.optimizer_record(name, **changes)
+        try:
+            if _template(fmt, record, params)[1] is state_cls:
+                return record
+        except ValueError:  # a variant the class refuses (DCASGD's momentum)
+            continue
+    raise AssertionError(f"no {name} record keeps a {state_cls.__name__}")  # table bug
 
 
 def _cumgrads_to_mxnet(optimizer, num_cums, sums):

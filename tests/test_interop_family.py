@@ -720,3 +720,19 @@ def test_part2_layouts_that_cannot_map_fail_naming_the_leaf():
     broken = I.MXNetStates({i: s[1] for i, s in d.ckpt.states.items()}, d.ckpt.optimizer)
     with pytest.raises(ValueError, match=r"expected \(None, weight_previous\), got an array"):
         I.state_from_mxnet(broken, d.trainable, d.index_map)
+
+
+def test_states_only_export_of_every_variant():
+    """optimizer=None writes the states alone (dump_optimizer=False): the layout
+    follows the state's variant, with no record to say it."""
+    p = {"w": jnp.ones((2, 3), jnp.float32)}
+    for tx, want in [(mxopt.sgd(0.1, momentum=0.9), "array"), (mxopt.sgd(0.1), None),
+                     (mxopt.signum(0.1, momentum=0.0), None),
+                     (mxopt.rmsprop(centered=True), ("array", "array", "array")),
+                     (mxopt.lars(momentum=0.9), "array"), (mxopt.lbsgd(momentum=0.5), "array"),
+                     (mxopt.dcasgd(), (None, "array")), (mxopt.groupadagrad(), "array"),
+                     (mxopt.sgld(key=jax.random.key(0)), None),
+                     (mxopt.test_optimizer(), "array")]:
+        entry = I.state_to_mxnet(tx.init(p), p, {0: "w"}).states[0]
+        kind = jax.tree.map(lambda a: "array", entry) if entry is not None else None
+        assert kind == want, (tx, entry)
