@@ -1720,6 +1720,9 @@ class Updater:
                 if record.cls in _fmt.OPTIMIZER_CLASSES:
                     optimizer = optimizer_from_mxnet(record, key=key)
                 else:
+                    if key is not None:
+                        raise ValueError("key= is for an MXNet SGLD, which has none; mxopt's "
+                                         "own pickle carries its key")
                     optimizer = _rebuild(record, own, {})
             except (TypeError, ValueError, KeyError) as e:
                 raise _fmt.MXNetFormatError(
