@@ -55,7 +55,7 @@ import reprlib
 import struct
 import types
 import uuid
-from typing import Any, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -999,6 +999,28 @@ class OptimizerFormat(NamedTuple):
         attribute's None is a NaN in the state).
       aggregate_num: what the constructor sets ``aggregate_num`` to (SGD: 4,
         ``MXNET_OPTIMIZER_AGGREGATION_SIZE``'s default).
+      module: the module that defines the class (GroupAdaGrad's is
+        ``mxnet.optimizer.contrib``).
+      none_slots: positions of MXNet's state tuple that always hold None, which
+        no state field stands for (DCASGD's momentum-free ``(None, w_prev)``).
+      counts: the class counts its updates; False (Test) leaves ``num_update``
+        and the per-index counts at the record's on export, as MXNet leaves them.
+      integers: own attributes that are ints (LBSGD's epochs and scales); the
+        others are reals, bools, strings (``warmup_strategy``) or dicts, by
+        their default.
+      caller: state fields MXNet has no counterpart for, given by the caller on
+        resume under the alias keyword of the same name and dropped on export
+        (SGLD's PRNG ``key``: MXNet draws from its global generator).
+      cumgrads: the class keeps per-index gradient sums on the optimizer, as
+        MXNet's LBSGD: ``cumgrads = {index: {'cum_grad': array, or 0 after an
+        update, 'num_cums': calls}}``, which are the state's ``cum_grad`` and
+        ``num_cums`` (no entry: no call yet, ``num_cums`` is ``init_updates``).
+      restore: the mxopt constructor arguments MXNet keeps no attribute for,
+        from the record's fields (LBSGD's ``begin_epoch``, of ``init_updates``).
+      name_rule: the arithmetic reads parameter names (LARS keeps the rate of
+        names ending in ``gamma``/``beta``/``bias``): MXNet's are ``idx2name``'s,
+        else ``str(index)`` (a Gluon Trainer gives none), mxopt's the leaf
+        names, and a resume needs them to agree.
     """
     alias: str
     states: Tuple[str, ...]
@@ -1012,6 +1034,27 @@ class OptimizerFormat(NamedTuple):
     uses_count: bool = False
     carry: Tuple[Tuple[str, str], ...] = ()
     aggregate_num: int = 0
+    module: str = _OPTIMIZER_MODULE
+    none_slots: Tuple[int, ...] = ()
+    counts: bool = True
+    integers: Tuple[str, ...] = ()
+    caller: Tuple[str, ...] = ()
+    cumgrads: bool = False
+    restore: Optional[Callable[[Mapping[str, Any]], dict]] = None
+    name_rule: bool = False
+
+
+def _lbsgd_restore(fields: Mapping[str, Any]) -> dict:
+    """LBSGD's ``begin_epoch``: MXNet keeps only ``init_updates = begin_epoch *
+    updates_per_epoch``."""
+    init, per_epoch = fields.get("init_updates"), fields.get("updates_per_epoch")
+    for name, value in (("init_updates", init), ("updates_per_epoch", per_epoch)):
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+            raise ValueError(f"the optimizer's {name} is {_short(value)}, not an integer")
+    if init and (not per_epoch or init % per_epoch):
+        raise ValueError(f"the optimizer's init_updates {init} is not begin_epoch * "
+                         f"updates_per_epoch ({per_epoch}) for an integer begin_epoch")
+    return dict(begin_epoch=int(init // per_epoch) if init else 0)
 
 
 OPTIMIZER_FORMATS = types.MappingProxyType({
@@ -1063,7 +1106,8 @@ OPTIMIZER_FORMATS = types.MappingProxyType({
         (("momentum", "momentum", 0.0), ("momentum_correction", "momentum_correction", True),
          ("lazy_update", "lazy_update", True), ("eta", "eta", 0.001), ("eps", "eps", 0),
          (None, "skip", 0), (None, "last_lr", None), (None, "cur_lr", None)),
-        bare=True, master_last=True, aggregate_num=4, carry=(("last_lr", "cur_lr"),)),
+        bare=True, master_last=True, aggregate_num=4, carry=(("last_lr", "cur_lr"),),
+        name_rule=True),
     "LAMB": OptimizerFormat(
         "lamb", ("LAMBState",),
         (("beta1", "beta1", 0.9), ("beta2", "beta2", 0.999), ("epsilon", "epsilon", 1e-6),
@@ -1072,6 +1116,32 @@ OPTIMIZER_FORMATS = types.MappingProxyType({
         # Passed to the kernel only when truthy, applied only when >= 0: as clip bounds.
         learning_rate=0.001, clip_bounds=("lower_bound", "upper_bound"), uses_count=True,
         aggregate_num=45),
+    # MXNet's ccSGD is SGD under a deprecated name: mxopt.sgd (mxopt.ccsgd's
+    # replacement, without its warning) continues it.
+    "ccSGD": OptimizerFormat(
+        "sgd", ("SGDState", "SGDNoMomentumState"),
+        (("momentum", "momentum", 0.0), ("lazy_update", "lazy_update", True)),
+        bare=True, master_last=True, aggregate_num=4),
+    "Test": OptimizerFormat("test_optimizer", ("MXNetTestState",), (), bare=True,
+                            counts=False),
+    "DCASGD": OptimizerFormat(
+        "dcasgd", ("DCASGDState",),
+        (("momentum", "momentum", 0.0), (None, "weight_previous", {}), ("lamda", "lamda", 0.04)),
+        python_clip=True, none_slots=(0,)),
+    "SGLD": OptimizerFormat("sgld", ("SGLDState",), (), python_clip=True, caller=("key",)),
+    "GroupAdaGrad": OptimizerFormat(
+        "groupadagrad", ("GroupAdaGradState",), (("eps", "float_stable_eps", 1e-5),),
+        bare=True, python_clip=True, module="mxnet.optimizer.contrib"),
+    "LBSGD": OptimizerFormat(
+        "lbsgd", ("LBSGDState", "LBSGDNoMomentumState"),
+        (("momentum", "momentum", 0.0), ("warmup_strategy", "warmup_strategy", "linear"),
+         ("warmup_epochs", "warmup_epochs", 5), ("batch_scale", "batch_scale", 1),
+         ("updates_per_epoch", "updates_per_epoch", 32), (None, "init_updates", 0),
+         ("num_epochs", "num_epochs", 60), (None, "lbmult", 1), (None, "cumgrads", {}),
+         (None, "adaptive", False), (None, "admult", 1)),
+        bare=True, integers=("warmup_epochs", "batch_scale", "updates_per_epoch",
+                             "init_updates", "num_epochs", "lbmult", "admult"),
+        cumgrads=True, restore=_lbsgd_restore),
 })
 
 
@@ -1082,7 +1152,7 @@ def optimizer_format(optimizer, what: str = "optimizer") -> OptimizerFormat:
         raise TypeError(f"{what} must be an MXNetObject (the optimizer of a .states file, "
                         f"or optimizer_record(...)), got {type(optimizer).__name__}")
     fmt = OPTIMIZER_FORMATS.get(optimizer.name)
-    if optimizer.cls not in OPTIMIZER_CLASSES or fmt is None:
+    if fmt is None or optimizer.cls != f"{fmt.module}.{optimizer.name}":
         raise ValueError(f"{what} is a {optimizer.cls}; mxopt converts the MXNet optimizers "
                          f"{', '.join(sorted(OPTIMIZER_FORMATS))}")
     return fmt
@@ -1128,14 +1198,10 @@ def optimizer_record(name: str, *, learning_rate: Optional[float] = None, wd: fl
     if unknown:
         raise TypeError(f"mx.optimizer.{name} has no argument {unknown[0]!r}; its own "
                         f"arguments are {sorted(params)}")
+    defaults = dict(params)
     params.update(own)
     for key, value in params.items():
-        if not isinstance(value, bool) and key not in ("centered", "lazy_update"):
-            params[key] = _real_or_none(key, value)
-        elif not isinstance(value, (bool, np.bool_)):
-            raise TypeError(f"{key} must be a bool, got {value!r}")
-        else:
-            params[key] = bool(value)
+        params[key] = _own_value(fmt, key, defaults[key], value)
     for key, value in (("wd", wd), ("rescale_grad", rescale_grad)):
         if _real_or_none(key, value) is None:
             raise TypeError(f"{key} must be a real number, got None")
@@ -1172,7 +1238,26 @@ def optimizer_record(name: str, *, learning_rate: Optional[float] = None, wd: fl
             "eps" if field == "float_stable_eps" else field]
     if name == "Ftrl" and learning_rate is None:
         fields["lr"] = fmt.learning_rate  # Ftrl sets lr itself, scheduler or not
-    return MXNetObject(f"{_OPTIMIZER_MODULE}.{name}", fields)
+    return MXNetObject(f"{fmt.module}.{name}", fields)
+
+
+def _own_value(fmt: OptimizerFormat, key: str, default: Any, value: Any) -> Any:
+    """An own constructor argument as MXNet stores it, typed by its default."""
+    if key in fmt.integers:
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+            raise TypeError(f"{key} must be an int, got {value!r}")
+        return int(value)
+    if isinstance(default, bool) or key in ("centered", "lazy_update"):
+        if not isinstance(value, (bool, np.bool_)):
+            raise TypeError(f"{key} must be a bool, got {value!r}")
+        return bool(value)
+    if isinstance(default, (str, dict)):
+        if not isinstance(value, type(default)):
+            raise TypeError(f"{key} must be a {type(default).__name__}, got {value!r}")
+        return dict(value) if isinstance(value, dict) else value
+    if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
+        return int(value)  # as MXNet keeps what it was given (LARS's eps=0, Ftrl's beta=1)
+    return _real_or_none(key, value)
 
 
 _SCHEDULER_OWN = {

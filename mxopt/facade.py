@@ -1688,7 +1688,7 @@ class Updater:
         return pickle.dumps((states, self.optimizer) if dump_optimizer else states,
                             protocol=_PICKLE_PROTOCOL)
 
-    def set_states(self, states):
+    def set_states(self, states, *, key=None):
         """Restore from :meth:`get_states` bytes, or from MXNet 1.9.1's own
         (``Updater.get_states`` / ``Trainer.save_states`` files of any optimizer
         mxopt has; a pickled MXNet ``Adam`` becomes an :class:`Adam` with its
@@ -1699,7 +1699,11 @@ class Updater:
         schedulers are rebuilt, and the rebuilt optimizer is checked with the
         constructor's rules. Anything else, and any corrupted input, raises a
         ``ValueError`` (:class:`mxopt.interop.MXNetFormatError`) saying what is wrong;
-        the updater is then left unchanged."""
+        the updater is then left unchanged.
+
+        ``key`` is the PRNG key of a restored MXNet :class:`SGLD`, which MXNet's
+        file cannot hold (None: the class's default; see
+        :func:`optimizer_from_mxnet`)."""
         if not isinstance(states, (bytes, bytearray, memoryview)):
             raise TypeError(f"set_states expects bytes from get_states, got "
                             f"{type(states).__name__}")
@@ -1714,8 +1718,11 @@ class Updater:
         if record is not None:
             try:
                 if record.cls in _fmt.OPTIMIZER_CLASSES:
-                    optimizer = optimizer_from_mxnet(record)
+                    optimizer = optimizer_from_mxnet(record, key=key)
                 else:
+                    if key is not None:
+                        raise ValueError("key= is for an MXNet SGLD, which has none; mxopt's "
+                                         "own pickle carries its key")
                     optimizer = _rebuild(record, own, {})
             except (TypeError, ValueError, KeyError) as e:
                 raise _fmt.MXNetFormatError(
@@ -1771,15 +1778,18 @@ def _rebuild(value, classes, memo):
     return out
 
 
-def optimizer_from_mxnet(record):
+def optimizer_from_mxnet(record, *, key=None):
     """The mxopt class (:class:`Adam`, :class:`SGD`, ..., the one registered under
     MXNet's name) carrying a pickled MXNet optimizer's hyperparameters,
     multipliers, names, update counts, LR scheduler and optimizer-wide scalars
-    (Nadam's ``m_schedule``).
+    (Nadam's ``m_schedule``, LARS's ``cur_lr``, LBSGD's ``cumgrads``).
 
     Args:
       record: the optimizer of :func:`mxopt.interop.load_states`, any MXNet
         optimizer mxopt has.
+      key: :class:`SGLD`'s PRNG key, which MXNet does not have (its noise comes
+        from its global generator); None for the class's default
+        (``jax.random.PRNGKey(0)``). Other optimizers take none.
 
     Returns:
       The optimizer, restored as unpickling restores one (its attributes checked
@@ -1812,6 +1822,12 @@ def optimizer_from_mxnet(record):
     fields["_all_index_update_counts"] = {
         int(d): _field_dict(record, f"update counts of device {d}", c) for d, c in counts.items()}
     fields["_index_update_count"] = fields["_all_index_update_counts"].setdefault(0, {})
+    if fmt.restore is not None:  # what the class keeps and MXNet does not (LBSGD's begin_epoch)
+        fields.update(fmt.restore(record.fields))
+    if key is not None and "key" not in fmt.caller:
+        raise ValueError(f"key= is for SGLD, whose state carries one; {record.name} has none")
+    for field in fmt.caller:  # SGLD's key: the caller's, or the class's default
+        fields[field] = getattr(klass(**({} if key is None else {field: key})), field)
     opt = klass.__new__(klass)
     opt.__setstate__(fields)
     return opt
@@ -1836,7 +1852,7 @@ def optimizer_to_mxnet(optimizer):
     if fmt is None or Optimizer.opt_registry.get(name.lower()) is not type(optimizer):
         raise ValueError(f"{name} has no MXNet counterpart to write; mxopt writes MXNet's "
                          f"{', '.join(sorted(_fmt.OPTIMIZER_FORMATS))}")
-    own = {("eps" if field == "float_stable_eps" else field): getattr(optimizer, field)
+    own = {("eps" if field == "float_stable_eps" else field): _plain(getattr(optimizer, field))
            for _, field, _ in fmt.own if field != "m_schedule"}
     record = _fmt.optimizer_record(
         name, learning_rate=optimizer.lr, wd=optimizer.wd, rescale_grad=optimizer.rescale_grad,
@@ -1852,6 +1868,13 @@ def optimizer_to_mxnet(optimizer):
         num_update=optimizer.num_update, _all_index_update_counts=counts,
         _index_update_count=counts[device], aggregate_num=optimizer.aggregate_num,
         idx2name=dict(optimizer.idx2name), sym_info=optimizer.sym_info, **carried)
+
+
+def _plain(value):
+    # LBSGD's cumgrads hold JAX arrays; MXNet's file holds NDArrays (NumPy here).
+    if isinstance(value, dict):
+        return {k: _plain(x) for k, x in value.items()}
+    return np.asarray(value) if isinstance(value, jax.Array) else value
 
 
 def _scheduler_to_mxnet(sched):

@@ -12,9 +12,10 @@ for the byte layouts):
   rebuilds only MXNet's NDArray, optimizer and LR-scheduler classes, as inert
   records, and refuses anything else (``os.system``, ``eval``, ...) before it runs.
 
-Continuing a Gluon run of any MXNet optimizer mxopt has (SGD, NAG, Signum,
-AdaGrad, AdaDelta, Adam, Adamax, Nadam, Ftrl, FTML, RMSProp; the table is
-``mxopt._mxformat.OPTIMIZER_FORMATS``)::
+Continuing a Gluon run of any MXNet optimizer mxopt has (all of MXNet 1.9.1's
+registry: SGD, NAG, Signum, AdaGrad, AdaDelta, Adam, Adamax, Nadam, Ftrl, FTML,
+RMSProp, LARS, LAMB, LBSGD, DCASGD, SGLD (with ``key=``), ccSGD, Test and
+GroupAdaGrad; the table is ``mxopt._mxformat.OPTIMIZER_FORMATS``)::
 
     params = mxopt.interop.load_params("net.params")          # save_parameters: "0.weight", ...
     ckpt = mxopt.interop.load_states("net.states")             # Trainer.save_states
@@ -290,9 +291,10 @@ def _check_overrides(param_lr_mult, param_wd_mult):
 
 
 def _own_kwargs(optimizer: MXNetObject, fmt: _fmt.OptimizerFormat) -> dict:
-    """The functional form's own keyword arguments, read from MXNet's attributes."""
+    """The functional form's own keyword arguments, read from MXNet's attributes
+    (and those MXNet keeps none for, from the others: ``fmt.restore``)."""
     out = {}
-    for keyword, field, _ in fmt.own:
+    for keyword, field, default in fmt.own:
         if keyword is None:
             continue  # kept in the record only (Adam's lazy_update, Nadam's m_schedule)
         value = optimizer.get(field)
@@ -300,8 +302,17 @@ def _own_kwargs(optimizer: MXNetObject, fmt: _fmt.OptimizerFormat) -> dict:
             out[keyword] = _fmt.clip_bound(optimizer, field)
         elif isinstance(value, (bool, np.bool_)):
             out[keyword] = bool(value)
+        elif field in fmt.integers:
+            _check_int(f"the optimizer's {field}", value)
+            out[keyword] = int(value)
+        elif isinstance(default, str):
+            if not isinstance(value, str):
+                raise ValueError(f"the optimizer's {field} is {value!r}, not a str")
+            out[keyword] = value
         else:
             out[keyword] = _fmt.real_field(optimizer, field)
+    if fmt.restore is not None:
+        out.update(fmt.restore(optimizer.fields))
     return out
 
 
@@ -361,6 +372,8 @@ def optimizer_kwargs(optimizer: MXNetObject, leaves: Mapping[Index, str], *,
     if not isinstance(leaves, Mapping) or not leaves:
         raise ValueError("leaves must be a non-empty mapping of MXNet index -> leaf name")
     _check_overrides(param_lr_mult, param_wd_mult)
+    if fmt.name_rule:
+        _check_name_rule(optimizer, leaves)
     mults = {}
     for field, overrides in (("lr_mult", param_lr_mult), ("wd_mult", param_wd_mult)):
         table = {leaf: _multiplier(optimizer, i, field, overrides) for i, leaf in leaves.items()}
@@ -372,6 +385,27 @@ def optimizer_kwargs(optimizer: MXNetObject, leaves: Mapping[Index, str], *,
         else learning_rate,
         **_own_kwargs(optimizer, fmt), **_base_kwargs(optimizer, fmt), **mults,
         begin_num_update=int(begin), multi_precision=bool(optimizer.get("multi_precision")))
+
+
+def _check_name_rule(optimizer: MXNetObject, leaves: Mapping[Index, str]) -> None:
+    """LARS's trust ratio skips names ending in gamma/beta/bias: MXNet's names
+    (``idx2name``, else the index as a string) and the leaf names must agree."""
+    idx2name = optimizer.get("idx2name") or {}
+    for index, leaf in leaves.items():
+        mxnet_name = str(idx2name.get(index, index))
+        keeps, mxopt_keeps = (n.endswith(alias_module.LARS_KEEPS_RATE)
+                              for n in (mxnet_name, leaf))
+        if keeps != mxopt_keeps:
+            given = ("idx2name" if index in idx2name
+                     else "no name in idx2name (a Gluon Trainer gives none)")
+            raise ValueError(
+                f"leaf {leaf!r} (MXNet index {index!r}): MXNet's {optimizer.name} "
+                f"{'keeps the rate of' if keeps else 'applies the trust ratio to'} it, named "
+                f"{mxnet_name!r} ({given}), but mxopt.lars "
+                f"{'keeps the rate of' if mxopt_keeps else 'applies the trust ratio to'} the "
+                f"leaf by its name (names ending in {', '.join(alias_module.LARS_KEEPS_RATE)} "
+                f"keep it): key the leaves so that their names follow MXNet's, e.g. nest each "
+                f"one a level deeper ({{{leaf!r}: {{'w': ...}}}}, leaf name '{leaf}/w')")
 
 
 def optimizer_alias(optimizer: MXNetObject) -> str:
@@ -465,14 +499,17 @@ def optimizer_record(name: str, *, learning_rate: Optional[float] = None, wd: fl
     Args:
       name: MXNet's class name: ``"SGD"``, ``"NAG"``, ``"Signum"``, ``"AdaGrad"``,
         ``"AdaDelta"``, ``"Adam"``, ``"Adamax"``, ``"Nadam"``, ``"Ftrl"``,
-        ``"FTML"`` or ``"RMSProp"``.
+        ``"FTML"``, ``"RMSProp"``, ``"LARS"``, ``"LAMB"``, ``"LBSGD"``,
+        ``"DCASGD"``, ``"SGLD"``, ``"ccSGD"``, ``"Test"`` or ``"GroupAdaGrad"``.
       learning_rate: a number (None: the class's default). An optax schedule has
         no MXNet equivalent: pass ``lr_scheduler=`` an MXNet scheduler record.
       wd, rescale_grad, clip_gradient, multi_precision, begin_num_update: the
         Optimizer-base arguments, as MXNet takes them.
       lr_scheduler: an MXNet LR scheduler record (e.g. from a checkpoint).
       **own: the class's own constructor arguments by MXNet's names
-        (``momentum``, ``beta1``, ``eps``, ``lamda1``, ...).
+        (``momentum``, ``beta1``, ``eps``, ``lamda1``, ...). LBSGD's
+        ``begin_epoch`` is what MXNet keeps of it, ``init_updates=begin_epoch *
+        updates_per_epoch``.
 
     Returns:
       The optimizer record.
@@ -484,7 +521,8 @@ def optimizer_record(name: str, *, learning_rate: Optional[float] = None, wd: fl
                     clip_gradient=clip_gradient)
     numbers_ = {k: _as_float(k, v, k in ("learning_rate", "clip_gradient"))
                 for k, v in numbers_.items()}
-    own = {k: (bool(v) if isinstance(v, (bool, np.bool_)) else _as_float(k, v, True))
+    own = {k: (bool(v) if isinstance(v, (bool, np.bool_)) else v
+               if isinstance(v, (int, np.integer, str, dict)) else _as_float(k, v, True))
            for k, v in own.items()}
     return _fmt.optimizer_record(name, **numbers_, multi_precision=bool(multi_precision),
                                  lr_scheduler=lr_scheduler,
@@ -581,14 +619,23 @@ def _describe_entry(entry):
     return "None" if entry is None else type(entry).__name__
 
 
+def _slots(fmt, names):
+    """MXNet's state tuple: ``names``, with None where ``fmt.none_slots`` say."""
+    slots = list(names)
+    for k in fmt.none_slots:
+        slots.insert(k, None)
+    return slots
+
+
 def _layout(fmt, names, with_master):
     """MXNet's state entry for ``names``, in words."""
-    if not names:
+    slots = ["None" if n is None else n for n in _slots(fmt, names)]
+    if not slots:
         inner = "None"
-    elif fmt.bare and len(names) == 1:
-        inner = f"the array {names[0]}"
+    elif fmt.bare and len(slots) == 1:
+        inner = f"the array {slots[0]}"
     else:
-        inner = "(" + ", ".join(names) + (",)" if len(names) == 1 else ")")
+        inner = "(" + ", ".join(slots) + (",)" if len(slots) == 1 else ")")
     if not with_master:
         return inner
     return f"({inner}, float32 master)" if fmt.master_last else f"(float32 master, {inner})"
@@ -610,14 +657,16 @@ def _split_entry(entry, fmt, names, with_master, label, cls):
         if entry is not None:
             raise bad
         return master, ()
-    if fmt.bare and len(names) == 1:
+    slots = _slots(fmt, names)
+    if fmt.bare and len(slots) == 1:
         if not isinstance(entry, np.ndarray):
             raise bad
         return master, (entry,)
-    if (not isinstance(entry, tuple) or len(entry) != len(names)
-            or not all(isinstance(a, np.ndarray) for a in entry)):
+    if (not isinstance(entry, tuple) or len(entry) != len(slots)
+            or not all(isinstance(a, np.ndarray) if n is not None else a is None
+                       for n, a in zip(slots, entry))):
         raise bad
-    return master, entry
+    return master, tuple(a for n, a in zip(slots, entry) if n is not None)
 
 
 def _unwrap(state):
@@ -631,20 +680,51 @@ def _unwrap(state):
     return state, masters
 
 
-def _template(fmt, optimizer, params):
+# The state fields of MXNet's per-index gradient sums on the optimizer (LBSGD's
+# cumgrads; OptimizerFormat.cumgrads).
+_CUMGRADS_FIELDS = ("num_cums", "cum_grad")
+
+
+def _caller_values(fmt, given):
+    """``fmt.caller``'s values, checked: each given (``given``: keyword -> value or
+    None) exactly where the optimizer has the field."""
+    out = {}
+    for keyword, value in given.items():
+        if keyword in fmt.caller and value is None:
+            raise ValueError(f"an MXNet checkpoint has no {keyword}, which mxopt.{fmt.alias} "
+                             f"carries in its state: pass {keyword}=... "
+                             f"(e.g. key=jax.random.key(seed) for the noise from here on)")
+        if keyword not in fmt.caller and value is not None:
+            raise ValueError(f"{keyword}= is for optimizers whose state carries one "
+                             f"(SGLD's PRNG key); mxopt.{fmt.alias} has none")
+        if value is not None:
+            out[keyword] = value
+    return out
+
+
+def _template(fmt, optimizer, params, caller=None):
     """The abstract state ``mxopt.<alias>(...).init(params)`` builds for this
-    optimizer record: ``(state, inner state NamedTuple class, buffer names)``."""
+    optimizer record: ``(state, inner state NamedTuple class, MXNet's buffer
+    names)``; ``caller`` are ``fmt.caller``'s values (placeholders by default)."""
+    placeholders = {"key": jax.random.PRNGKey(0)}
     kwargs = dict(_own_kwargs(optimizer, fmt),
-                  multi_precision=bool(optimizer.get("multi_precision")))
+                  multi_precision=bool(optimizer.get("multi_precision")),
+                  **(caller if caller is not None
+                     else {k: placeholders[k] for k in fmt.caller}))
     tx = getattr(alias_module, fmt.alias)(**kwargs)  # the default rate: init ignores it
     with warnings.catch_warnings():
         # init's advice about float16 state is for new runs; MXNet's run chose it.
         warnings.simplefilter("ignore", UserWarning)
         template = jax.eval_shape(tx.init, params)
     inner, _ = _unwrap(template)
-    carried = {field for field, _ in fmt.carry}
-    buffers = tuple(f for f in type(inner)._fields[1:] if f not in carried)
-    return template, type(inner), buffers
+    return template, type(inner), _mxnet_buffers(fmt, type(inner))
+
+
+def _mxnet_buffers(fmt, state_cls):
+    """The state fields that are MXNet's per-index state arrays, in MXNet's order."""
+    other = ({field for field, _ in fmt.carry} | set(fmt.caller)
+             | (set(_CUMGRADS_FIELDS) if fmt.cumgrads else set()))
+    return tuple(f for f in state_cls._fields[1:] if f not in other)
 
 
 def _count_from(optimizer, fmt, indices):
@@ -674,7 +754,7 @@ def _count_from(optimizer, fmt, indices):
 
 def state_from_mxnet(states: MXNetStates, params, index_to_leaf: Mapping[Index, str], *,
                      optimizer: Optional[MXNetObject] = None, count: Optional[int] = None,
-                     allow_unused: bool = False) -> StateFromMXNet:
+                     allow_unused: bool = False, key: Any = None) -> StateFromMXNet:
     """MXNet optimizer states (any optimizer mxopt has) -> the state of the mxopt
     functional optimizer that continues them, for ``params``.
 
@@ -697,13 +777,18 @@ def state_from_mxnet(states: MXNetStates, params, index_to_leaf: Mapping[Index, 
         explains; ``count=`` chooses one deliberately.
       allow_unused: accept states in the file that no leaf of ``params`` receives
         (else a ValueError lists them, so that nothing is dropped by accident).
+      key: SGLD only, and required there: the JAX PRNG key the noise comes from
+        from here on (MXNet draws from its global generator, which no file
+        holds, so a resumed SGLD run matches MXNet's in the drift only).
 
     Returns:
       A :class:`StateFromMXNet`. Its state has the structure, shapes and dtypes
       of ``mxopt.<alias>(**kwargs).init(params)`` (with the
       :func:`optimizer_kwargs`), and MXNet's values: per-leaf arrays, the count,
       Nadam's ``m_schedule`` (the optimizer-wide scalar MXNet pickles; float32
-      in the state unless ``jax_enable_x64``), and under ``multi_precision`` the
+      in the state unless ``jax_enable_x64``), LARS's ``last_lr`` (``cur_lr``),
+      LBSGD's ``num_cums`` and ``cum_grad`` (the gradient sums MXNet keeps on the
+      optimizer, ``cumgrads``), SGLD's ``key``, and under ``multi_precision`` the
       float32 master copy of every float16 leaf. Shapes and dtypes must match
       the leaves (the errors name the leaf and its index).
     """
@@ -728,7 +813,8 @@ def state_from_mxnet(states: MXNetStates, params, index_to_leaf: Mapping[Index, 
         if name not in inverse:
             raise ValueError(f"leaf {name!r} has no MXNet index in index_to_leaf (leaf names "
                              f"join the key path with '/'; see leaf_names)")
-    template, state_cls, buffer_names = _template(fmt, record, params)
+    caller = _caller_values(fmt, {"key": key})
+    template, state_cls, buffer_names = _template(fmt, record, params, caller)
     inner_template, master_template = _unwrap(template)
     buffer_templates = [treedef.flatten_up_to(getattr(inner_template, b)) for b in buffer_names]
     with_masters = (treedef.flatten_up_to(master_template) if master_template is not None
@@ -791,6 +877,12 @@ def state_from_mxnet(states: MXNetStates, params, index_to_leaf: Mapping[Index, 
         raise ValueError(f"count must be in [0, {_INT32_MAX}], got {count}")
 
     fields = {b: treedef.unflatten(col) for b, col in zip(buffer_names, columns)}
+    if fmt.cumgrads:
+        fields.update(_cumgrads_from_mxnet(record, names, inverse, treedef,
+                                           treedef.flatten_up_to(inner_template.cum_grad)))
+    if caller:
+        fresh = getattr(alias_module, fmt.alias)(**_own_kwargs(record, fmt), **caller).init({})
+        fields.update({field: getattr(fresh, field) for field in caller})
     for field, attr in fmt.carry:
         value = _fmt.real_field(record, attr, allow_none=True)
         fields[field] = jnp.asarray(math.nan if value is None else value,
@@ -807,14 +899,55 @@ def state_from_mxnet(states: MXNetStates, params, index_to_leaf: Mapping[Index, 
     return StateFromMXNet(state, params, master_leaves)
 
 
+def _cumgrads_from_mxnet(record, names, inverse, treedef, templates):
+    """The state's ``num_cums`` and ``cum_grad`` from MXNet's ``cumgrads``."""
+    table = record.get("cumgrads") or {}
+    if not isinstance(table, dict):
+        raise ValueError(f"the optimizer's cumgrads is {type(table).__name__}, not a dict")
+    init = record.get("init_updates", 0)
+    _check_int("the optimizer's init_updates", init)
+    nums, sums = {}, []
+    for name, want in zip(names, templates):
+        idx = inverse[name]
+        label = f"leaf {name!r} (MXNet index {idx!r})"
+        entry = table.get(idx)
+        if entry is None:  # not called yet: MXNet starts at init_updates + 1
+            nums[idx], total = int(init), 0
+        else:
+            if not isinstance(entry, dict) or set(entry) != {"cum_grad", "num_cums"}:
+                raise ValueError(f"{label}: the optimizer's cumgrads entry is {entry!r}, not "
+                                 f"{{'cum_grad': ..., 'num_cums': ...}}")
+            _check_int(f"{label}: num_cums", entry["num_cums"])
+            nums[idx], total = int(entry["num_cums"]), entry["cum_grad"]
+        if isinstance(total, np.ndarray):
+            if total.shape != want.shape or total.dtype != want.dtype:
+                raise ValueError(f"{label}: cum_grad is {total.dtype}{list(total.shape)}, "
+                                 f"expected {want.dtype}{list(want.shape)}")
+            sums.append(jnp.asarray(total))
+        elif isinstance(total, (int, np.integer)) and not isinstance(total, bool) and total == 0:
+            sums.append(jnp.zeros(want.shape, want.dtype))  # MXNet's reset: the int 0
+        else:
+            raise ValueError(f"{label}: cum_grad is {_describe_entry(total)}, not an array or 0")
+    if len(set(nums.values())) > 1:
+        raise ValueError(f"the parameters' LBSGD call counts (cumgrads num_cums) {nums} differ: "
+                         f"mxopt.lbsgd counts calls once per step for the whole tree, as a "
+                         f"Trainer that updates every parameter each step does; convert each "
+                         f"group of equal counts separately")
+    return dict(num_cums=jnp.asarray(next(iter(nums.values())), jnp.int32),
+                cum_grad=treedef.unflatten(sums))
+
+
 def resume(states: MXNetStates, params, index_to_leaf: Mapping[Index, str], *,
            learning_rate: Any = None,
            param_lr_mult: Optional[Mapping[Index, float]] = None,
            param_wd_mult: Optional[Mapping[Index, float]] = None,
-           count: Optional[int] = None, allow_unused: bool = False) -> Resumed:
+           count: Optional[int] = None, allow_unused: bool = False,
+           key: Any = None) -> Resumed:
     """Continue a Gluon ``Trainer.save_states`` checkpoint of any MXNet optimizer
-    mxopt has (SGD, NAG, Signum, AdaGrad, AdaDelta, Adam, Adamax, Nadam, Ftrl,
-    FTML, RMSProp) with its mxopt functional form.
+    mxopt has (every class of MXNet 1.9.1's registry: SGD, NAG, Signum, AdaGrad,
+    AdaDelta, Adam, Adamax, Nadam, Ftrl, FTML, RMSProp, LARS, LAMB, LBSGD,
+    DCASGD, SGLD, ccSGD, Test and contrib's GroupAdaGrad) with its mxopt
+    functional form.
 
     :func:`state_from_mxnet` and :func:`optimizer_kwargs` in one call::
 
@@ -827,6 +960,8 @@ def resume(states: MXNetStates, params, index_to_leaf: Mapping[Index, str], *,
         always saves it).
       params, index_to_leaf, count, allow_unused: as :func:`state_from_mxnet`.
       learning_rate, param_lr_mult, param_wd_mult: as :func:`optimizer_kwargs`.
+      key: SGLD's PRNG key (required there, refused elsewhere): in the state
+        and in ``kwargs``, as :func:`mxopt.sgld` takes it.
 
     Returns:
       A :class:`Resumed`: the alias's name, its keyword arguments, the state and
@@ -840,11 +975,12 @@ def resume(states: MXNetStates, params, index_to_leaf: Mapping[Index, str], *,
                          "hyperparameters are unknown: use state_from_mxnet(..., optimizer=..., "
                          "count=...) and choose the optimizer's arguments yourself")
     converted = state_from_mxnet(states, params, index_to_leaf, count=count,
-                                 allow_unused=allow_unused)
+                                 allow_unused=allow_unused, key=key)
     inverse = _check_index_map(index_to_leaf)
     leaves = {inverse[name]: name for name in leaf_names(params)}
     kwargs = optimizer_kwargs(states.optimizer, leaves, learning_rate=learning_rate,
                               param_lr_mult=param_lr_mult, param_wd_mult=param_wd_mult)
+    kwargs.update(_caller_values(_fmt.optimizer_format(states.optimizer), {"key": key}))
     return Resumed(_fmt.optimizer_format(states.optimizer).alias, kwargs, converted.state,
                    converted.params, converted.master_leaves)
 
@@ -962,6 +1098,12 @@ def state_to_mxnet(state, params, index_to_leaf: Mapping[Index, str],
         :class:`mxopt.MasterWeightsState` (as :func:`rmsprop_state_from_mxnet`
         returns them).
 
+    What MXNet keeps elsewhere: LARS's ``last_lr`` becomes ``cur_lr``, LBSGD's
+    ``num_cums``/``cum_grad`` the optimizer's ``cumgrads`` (so a states-only
+    export, ``optimizer=None``, leaves MXNet its own sums), SGLD's key is
+    dropped (MXNet has none), and Test, which never counts, keeps the record's
+    counts.
+
     Returns:
       The :class:`MXNetStates`. ``Trainer.load_states`` replaces the Trainer's
       optimizer by the saved one, so the saved hyperparameters are the ones MXNet
@@ -971,9 +1113,10 @@ def state_to_mxnet(state, params, index_to_leaf: Mapping[Index, str],
     fmt = _format_of_state(inner)
     if optimizer is not None:
         record_fmt = _fmt.optimizer_format(optimizer)
-        if record_fmt is not fmt:
+        if record_fmt.states != fmt.states:
             raise ValueError(f"the optimizer is a {optimizer.cls} but the state is a "
                              f"{type(inner).__name__} (mxopt.{fmt.alias})")
+        fmt = record_fmt  # ccSGD keeps SGD's state
         expected = _template(fmt, optimizer, params)[1]
         if expected is not type(inner):
             own = ", ".join(f"{field}={optimizer.get(field)!r}" for kw, field, _ in fmt.own
@@ -999,8 +1142,9 @@ def state_to_mxnet(state, params, index_to_leaf: Mapping[Index, str],
     if has_master and (optimizer is None or not optimizer.get("multi_precision")):
         raise ValueError("master_leaves need an optimizer with multi_precision=True (MXNet "
                          "keeps master copies only then)")
-    carried = {field for field, _ in fmt.carry}
-    fields = tuple(f for f in type(inner)._fields[1:] if f not in carried)
+    fields = _mxnet_buffers(fmt, type(inner))
+    if fmt.cumgrads:
+        fields += ("cum_grad",)
     columns = []
     for field in fields:
         try:
@@ -1012,36 +1156,90 @@ def state_to_mxnet(state, params, index_to_leaf: Mapping[Index, str],
         raise TypeError(f"state.count must be an integer scalar, got {count!r}")
     count = int(count)
 
-    out = {}
+    # What init builds on the weights MXNet updates (the master copies where there
+    # are): each buffer's shape and dtype (GroupAdaGrad's (rows, 1); float32 for
+    # Test's copy whatever the weight).
+    weights = [flat_masters[k] if flat_masters[k] is not None
+               else np.asarray(leaf) for k, leaf in enumerate(leaves)]
+    weights = [np.asarray(leaves[k]) if n in in_params else w
+               for k, (n, w) in enumerate(zip(names, weights))]
+    weights_tree = treedef.unflatten(weights)
+    record = (optimizer if optimizer is not None
+              else _record_of_variant(fmt, type(inner), weights_tree))
+    template = _unwrap(_template(fmt, record.replace(multi_precision=False), weights_tree)[0])[0]
+    wanted = [treedef.flatten_up_to(getattr(template, field)) for field in fields]
+
+    out, sums = {}, {}
     for k, (name, leaf) in enumerate(zip(names, leaves)):
         if name not in inverse:
             raise ValueError(f"leaf {name!r} has no MXNet index in index_to_leaf")
         idx = inverse[name]
         master = np.asarray(leaf) if name in in_params else flat_masters[k]
-        weight = master if master is not None else np.asarray(leaf)
         if master is not None and master.dtype != np.float32:
             raise ValueError(f"leaf {name!r} is a master copy, so it must be float32, got "
                              f"{master.dtype}")
         arrays = tuple(np.asarray(col[k]) for col in columns)
-        for field, arr in zip(fields, arrays):
-            if arr.shape != weight.shape or arr.dtype != weight.dtype:
+        for field, arr, want in zip(fields, arrays, wanted):
+            if arr.shape != want[k].shape or arr.dtype != want[k].dtype:
                 raise ValueError(f"leaf {name!r}: state.{field} is {arr.dtype}{list(arr.shape)} "
-                                 f"but the leaf is {weight.dtype}{list(weight.shape)}")
-        entry = None if not arrays else arrays[0] if fmt.bare and len(arrays) == 1 else arrays
+                                 f"but mxopt.{fmt.alias} keeps {want[k].dtype}"
+                                 f"{list(want[k].shape)} for the leaf "
+                                 f"{weights[k].dtype}{list(weights[k].shape)}")
+        if fmt.cumgrads:
+            sums[idx], arrays = arrays[-1], arrays[:-1]
+        slots = _slots(fmt, range(len(arrays)))
+        entry = (None if not slots else arrays[0] if fmt.bare and len(slots) == 1
+                 else tuple(None if s is None else arrays[s] for s in slots))
         if master is not None:
             entry = (entry, master) if fmt.master_last else (master, entry)
         out[idx] = entry
     out = {i: out[i] for i in _sort_indices(out)}
     if optimizer is None:
         return MXNetStates(out, None)
-    counts = dict(optimizer.get("_index_update_count") or {})
-    counts.update({i: count for i in out})
-    num_update = max([count, *counts.values()])
+    changes = {}
+    if fmt.counts:  # Test never counts: MXNet's counts stay as they are
+        counts = dict(optimizer.get("_index_update_count") or {})
+        counts.update({i: count for i in out})
+        changes = dict(num_update=max([count, *counts.values()]),
+                       _all_index_update_counts={0: counts}, _index_update_count=counts)
     carry = {attr: float(np.asarray(getattr(inner, field))) for field, attr in fmt.carry}
-    carry = {attr: None if math.isnan(value) else value for attr, value in carry.items()}
-    record = optimizer.replace(num_update=num_update, _all_index_update_counts={0: counts},
-                               _index_update_count=counts, **carry)
-    return MXNetStates(out, record)
+    changes.update({attr: None if math.isnan(value) else value for attr, value in carry.items()})
+    if fmt.cumgrads:
+        changes["cumgrads"] = _cumgrads_to_mxnet(optimizer, int(np.asarray(inner.num_cums)),
+                                                 sums)
+    return MXNetStates(out, optimizer.replace(**changes))
+
+
+def _record_of_variant(fmt, state_cls, params):
+    """A fresh record of ``fmt``'s class whose variant keeps ``state_cls`` (a
+    states-only export has no record to say it): the defaults, or the variant
+    switch (momentum or centered) flipped."""
+    name = next(n for n, f in _fmt.OPTIMIZER_FORMATS.items() if f is fmt)
+    own = {field for _, field, _ in fmt.own}
+    tries = [{}] + [{k: v} for k, v in (("momentum", 0.9), ("momentum", 0.0),
+                                         ("centered", True)) if k in own]
+    for changes in tries:
+        record = _fmt.optimizer_record(name, **changes)
+        try:
+            if _template(fmt, record, params)[1] is state_cls:
+                return record
+        except ValueError:  # a variant the class refuses (DCASGD's momentum)
+            continue
+    raise AssertionError(f"no {name} record keeps a {state_cls.__name__}")  # table bug
+
+
+def _cumgrads_to_mxnet(optimizer, num_cums, sums):
+    """MXNet's ``cumgrads`` for the state's ``num_cums`` and ``cum_grad`` sums: no
+    entry before the first call, the int 0 right after an update (MXNet's reset)."""
+    table = dict(optimizer.get("cumgrads") or {})
+    if num_cums == optimizer.get("init_updates", 0):
+        for idx in sums:
+            table.pop(idx, None)
+        return table
+    reset = num_cums % _fmt.real_field(optimizer, "batch_scale") == 0
+    for idx, total in sums.items():
+        table[idx] = {"cum_grad": 0 if reset else total, "num_cums": num_cums}
+    return table
 
 
 def rmsprop_state_to_mxnet(state: Union[RMSPropState, CenteredRMSPropState], params,

@@ -22,10 +22,20 @@ G = os.path.join(GOLDEN_DIR, "interop_family")
 RTOL, ATOL = 1e-5, 1e-6
 NAMES = ("sgd", "nag", "signum", "adagrad", "adadelta", "adam", "adamax", "nadam", "ftrl",
          "ftml")
-CONFIGS = NAMES + tuple(f"{n}_fp16" for n in NAMES)
+# Issue 18's eight (SGLD, random, has its own tests below). lbsgd's checkpoint falls
+# mid-sum, lbsgd_plain's right after an update.
+PART2 = ("lars", "lamb", "ccsgd", "test", "dcasgd", "groupadagrad", "lbsgd", "lbsgd_plain")
+CONFIGS = (NAMES + tuple(f"{n}_fp16" for n in NAMES) + PART2
+           + tuple(f"{n}_fp16" for n in ("lars", "lamb", "test", "dcasgd", "lbsgd")))
 CLASSES = {"sgd": mxopt.SGD, "nag": mxopt.NAG, "signum": mxopt.Signum,
            "adagrad": mxopt.AdaGrad, "adadelta": mxopt.AdaDelta, "adam": mxopt.Adam,
-           "adamax": mxopt.Adamax, "nadam": mxopt.Nadam, "ftrl": mxopt.Ftrl, "ftml": mxopt.FTML}
+           "adamax": mxopt.Adamax, "nadam": mxopt.Nadam, "ftrl": mxopt.Ftrl, "ftml": mxopt.FTML,
+           "lars": mxopt.LARS, "lamb": mxopt.LAMB, "ccsgd": mxopt.ccSGD, "test": mxopt.Test,
+           "dcasgd": mxopt.DCASGD, "sgld": mxopt.SGLD, "groupadagrad": mxopt.GroupAdaGrad,
+           "lbsgd": mxopt.LBSGD}
+# State fields that are not MXNet's per-index arrays: optimizer-wide scalars, LBSGD's
+# sums (on MXNet's optimizer), SGLD's key.
+NOT_ARRAYS = {"m_schedule", "last_lr", "num_cums", "cum_grad", "key"}
 
 
 def golden(name):
@@ -51,15 +61,35 @@ class Run:
         self.full = dict(zip(self.meta["structural_names"], self.meta["full_names"]))
         self.index_map = I.trainer_index_map(self.meta["full_names"])
         self.index_of = {v: k for k, v in self.index_map.items()}
-        self.trainable = {self.full[k]: v for k, v in self.params.items() if "running_" not in k}
         # Gluon keeps Parameter multipliers on the Parameter, not in the file.
         self.mults = {f"param_{m}": {self.index_of[self.full[k]]: v
                                      for k, v in self.cfg[m].items()}
                       for m in ("lr_mult", "wd_mult")}
+        # LARS keeps the rate of leaves named ...gamma/beta/bias, but a Gluon Trainer
+        # gives MXNet no names (every parameter gets the trust ratio): leaves one
+        # level deeper ('net_bn_gamma/w') follow MXNet.
+        self.nest = self.cfg["optimizer"] == "lars"
+        if self.nest:
+            self.index_map = {i: f"{n}/w" for i, n in self.index_map.items()}
+        self.trainable = {self.full[k]: self.wrap(v) for k, v in self.params.items()
+                          if "running_" not in k}
+
+    def wrap(self, v):
+        return {"w": v} if self.nest else v
+
+    def leaf(self, tree, k):
+        """The leaf of parameter ``k`` (a full name) in a tree keyed like ``trainable``."""
+        return tree[k]["w"] if self.nest else tree[k]
+
+    def full_of_index(self, i):
+        return self.index_map[i][:-2] if self.nest else self.index_map[i]
+
+    def leaf_name(self, k):
+        return f"{k}/w" if self.nest else k
 
     def grads(self, step):
-        return {self.full[k]: self.z[f"grad/{step}/{k}"] for k in self.meta["structural_names"]
-                if self.full[k] in self.trainable}
+        return {self.full[k]: self.wrap(self.z[f"grad/{step}/{k}"])
+                for k in self.meta["structural_names"] if self.full[k] in self.trainable}
 
     def final(self, k):
         return self.z[f"final/{[s for s, f in self.full.items() if f == k][0]}"]
@@ -120,30 +150,35 @@ def inner_and_masters(state):
 def test_functional_form_continues_mxnet_under_jit(name):
     run = run_of(name)
     resumed, params, state = continue_in_jax(run, run.meta["steps_after"])
-    assert resumed.alias == run.cfg["optimizer"]
+    # ccSGD continues as mxopt.sgd, Test as mxopt.test_optimizer
+    assert resumed.alias == _mxformat.OPTIMIZER_FORMATS[run.ckpt.optimizer.name].alias
     for k in run.trainable:
-        assert_weight(params[k], run.final(k), k)
+        assert_weight(run.leaf(params, k), run.final(k), k)
     inner, masters = inner_and_masters(state)
     assert int(inner.count) == run.meta["final_num_update"]
     if run.meta["final_m_schedule"] is not None:
         assert float(inner.m_schedule) == pytest.approx(run.meta["final_m_schedule"], rel=1e-12)
+    if run.meta.get("final_cur_lr") is not None:  # LARS (a float32 carry)
+        assert float(inner.last_lr) == pytest.approx(run.meta["final_cur_lr"], rel=1e-7)
+    if run.meta.get("final_num_cums") is not None:  # LBSGD: every index called alike
+        assert [int(inner.num_cums)] == run.meta["final_num_cums"]
     fp16 = run.cfg["dtype"] == "float16"
     assert bool(resumed.master_leaves) == fp16 and (masters is not None) == fp16
-    carried = {"m_schedule"}
-    fields = [f for f in type(inner)._fields[1:] if f not in carried]
+    fields = [f for f in type(inner)._fields[1:] if f not in NOT_ARRAYS]
     for k in run.trainable:
         idx = run.index_of[k]
         arrays = sorted(f for f in run.z.files if f.startswith(f"final_state/{idx}/")
                         or f == f"final_state/{idx}")
         want = [run.z[f] for f in arrays]
         if fp16:  # the master sits where MXNet keeps it: first, or last for SGD/NAG
-            last = run.cfg["optimizer"] in ("sgd", "nag")
+            last = _mxformat.OPTIMIZER_FORMATS[run.ckpt.optimizer.name].master_last
             master, want = (want[-1], want[:-1]) if last else (want[0], want[1:])
-            np.testing.assert_allclose(masters[k], master, rtol=RTOL, atol=ATOL, err_msg=k)
+            np.testing.assert_allclose(run.leaf(masters, k), master, rtol=RTOL, atol=ATOL,
+                                       err_msg=k)
         assert len(want) == len(fields), (k, arrays, fields)
         for field, w in zip(fields, want):
-            np.testing.assert_allclose(getattr(inner, field)[k], w, rtol=RTOL, atol=ATOL,
-                                       err_msg=f"{field} {k}")
+            np.testing.assert_allclose(run.leaf(getattr(inner, field), k), w, rtol=RTOL,
+                                       atol=ATOL, err_msg=f"{field} {k}")
 
 
 @pytest.mark.parametrize("name", CONFIGS)
@@ -157,9 +192,9 @@ def test_resumed_state_is_what_init_builds(name):
     assert kw["multi_precision"] is (run.cfg["dtype"] == "float16")
     assert kw["begin_num_update"] == opt.get("begin_num_update", 0)
     assert kw["rescale_grad"] == opt.get("rescale_grad", 1.0) / run.meta["batch"]
-    assert kw["wd"] == opt["wd"]
-    lr_mult = {run.full[k]: v for k, v in run.cfg["lr_mult"].items()} or None
-    wd_mult = {run.full[k]: v for k, v in run.cfg["wd_mult"].items()} or None
+    assert kw["wd"] == opt.get("wd", 0.0)
+    lr_mult = {run.leaf_name(run.full[k]): v for k, v in run.cfg["lr_mult"].items()} or None
+    wd_mult = {run.leaf_name(run.full[k]): v for k, v in run.cfg["wd_mult"].items()} or None
     assert kw["lr_mult"] == lr_mult and kw["wd_mult"] == wd_mult
     if run.cfg["scheduler"] is not None:
         assert isinstance(kw["learning_rate"], mxopt.lr_scheduler.LRScheduler)
@@ -191,11 +226,17 @@ def test_export_after_continuing_is_what_mxnet_continued_from(name):
     got_opt, want_opt = dict(exported.optimizer.fields), dict(want.optimizer.fields)
     if "m_schedule" in want_opt:
         assert got_opt.pop("m_schedule") == pytest.approx(want_opt.pop("m_schedule"), rel=1e-12)
+    if want_opt.get("cur_lr") is not None:
+        # LARS's rate: a float32 carry under jit (the handoff ran eagerly, in float64)
+        assert got_opt.pop("cur_lr") == pytest.approx(want_opt.pop("cur_lr"), rel=1e-7)
+    if "cumgrads" in want_opt:  # LBSGD's sums: arrays, or MXNet's int 0 after an update
+        chex.assert_trees_all_close(got_opt.pop("cumgrads"), want_opt.pop("cumgrads"),
+                                    rtol=RTOL, atol=ATOL)
     assert got_opt == want_opt
     weights = I.load_params(golden(f"{name}.jax.params"))
-    for k, v in params.items():
+    for k in params:
         structural = [s for s, f in run.full.items() if f == k][0]
-        assert_weight(v, weights[structural], k)
+        assert_weight(run.leaf(params, k), weights[structural], k)
     # Written and read back, the file holds exactly the exported values.
     back = I.loads_states(I.dumps_states(exported))
     chex.assert_trees_all_equal(dict(back.states), dict(exported.states))
@@ -216,17 +257,21 @@ def test_class_form_set_states_continues_mxnet(name):
     opt = updater.optimizer
     klass = CLASSES[run.cfg["optimizer"]]
     assert type(opt) is klass
-    assert opt.num_update == run.meta["final_num_update"] - run.meta["steps_after"]
+    counts = _mxformat.OPTIMIZER_FORMATS[run.ckpt.optimizer.name].counts  # Test: never
+    assert opt.num_update == run.meta["final_num_update"] - counts * run.meta["steps_after"]
     indices = set(run.mults["param_lr_mult"]) | set(run.mults["param_wd_mult"])
     opt.param_dict = {i: _Param(run.mults["param_lr_mult"].get(i, 1.0),
                                 run.mults["param_wd_mult"].get(i, 1.0)) for i in indices}
-    weights = {k: jnp.asarray(v) for k, v in run.trainable.items()}
-    order = sorted(run.index_of[k] for k in run.trainable)  # the Trainer's order
+    weights = {k: jnp.asarray(run.leaf(run.trainable, k)) for k in run.trainable}
+    # The Trainer's call: every index in its order, in one list (which LARS's
+    # chunks of aggregate_num follow; the others update index by index).
+    order = sorted(run.index_of[k] for k in run.trainable)
+    keys = [run.full_of_index(i) for i in order]
     for t in range(run.meta["steps_after"]):
         grads = run.grads(t)
-        for i in order:
-            k = run.index_map[i]
-            weights[k] = updater(i, jnp.asarray(grads[k]), weights[k])
+        new = updater(order, [jnp.asarray(run.leaf(grads, k)) for k in keys],
+                      [weights[k] for k in keys])
+        weights.update(zip(keys, new))
     for k in run.trainable:
         assert_weight(weights[k], run.final(k), k)
     assert opt.num_update == run.meta["final_num_update"]
@@ -252,8 +297,11 @@ def test_class_form_get_states_writes_what_mxnet_continued_from(name):
         chex.assert_trees_all_equal(dict(got.states), dict(want.states))
         sched, want_sched = got.optimizer["lr_scheduler"], want.optimizer["lr_scheduler"]
         assert sched.cls == want_sched.cls and dict(sched.fields) == dict(want_sched.fields)
-        assert dict(got.optimizer.replace(lr_scheduler=None).fields) == dict(
-            want.optimizer.replace(lr_scheduler=None).fields)
+        got_opt, want_opt = (dict(o.replace(lr_scheduler=None).fields) for o in (got.optimizer,
+                                                                                 want.optimizer))
+        if "cumgrads" in want_opt:  # LBSGD's sums hold arrays
+            chex.assert_trees_all_equal(got_opt.pop("cumgrads"), want_opt.pop("cumgrads"))
+        assert got_opt == want_opt
     # ... and reads back into an updater that continues like the original.
     again = mxopt.get_updater(mxopt.Adam())
     again.set_states(data)
@@ -321,8 +369,8 @@ def test_fresh_records_export_runs_started_in_mxopt():
     assert I.optimizer_record("SGD")["aggregate_num"] == 4
     with pytest.raises(TypeError, match="mx.optimizer.Adam has no argument 'momentum'"):
         I.optimizer_record("Adam", momentum=0.9)
-    with pytest.raises(ValueError, match="unknown optimizer 'LBSGD'; mxopt converts"):
-        I.optimizer_record("LBSGD")
+    with pytest.raises(ValueError, match="unknown optimizer 'Optimizer'; mxopt converts"):
+        I.optimizer_record("Optimizer")
     with pytest.raises(TypeError, match="an optax schedule has no MXNet equivalent"):
         I.optimizer_record("SGD", learning_rate=optax.constant_schedule(0.1))
 
@@ -352,12 +400,11 @@ def test_what_cannot_map_fails_naming_the_leaf():
                                          r"optimizer state"):
         I.state_from_mxnet(I.MXNetStates({0: run.ckpt.states[0]}, run.ckpt.optimizer),
                            p, run.index_map)
-    # Unsupported optimizers say which are.
-    lbsgd = run.ckpt.optimizer.replace()
-    lbsgd = I.MXNetObject("mxnet.optimizer.optimizer.LBSGD", dict(lbsgd.fields))
-    with pytest.raises(ValueError, match="is a mxnet.optimizer.optimizer.LBSGD; mxopt converts "
-                                         "the MXNet optimizers AdaDelta, AdaGrad, Adam"):
-        I.resume(I.MXNetStates(run.ckpt.states, lbsgd), p, run.index_map)
+    # What is not an optimizer mxopt has (MXNet's base class) says which are.
+    base = I.MXNetObject("mxnet.optimizer.optimizer.Optimizer", dict(run.ckpt.optimizer.fields))
+    with pytest.raises(ValueError, match="is a mxnet.optimizer.optimizer.Optimizer; mxopt "
+                                         "converts the MXNet optimizers AdaDelta, AdaGrad, Adam"):
+        I.resume(I.MXNetStates(run.ckpt.states, base), p, run.index_map)
     # Per-parameter counts that one count cannot carry (Adam's bias correction).
     counts = dict(run.ckpt.optimizer["_index_update_count"])
     counts[7] -= 1
@@ -472,12 +519,12 @@ def test_hostile_payload_in_a_family_checkpoint_runs_nothing(tmp_path, name):
 
 def test_class_form_names_the_optimizers_it_restores():
     run = run_of("adam")
-    lbsgd = I.MXNetObject("mxnet.optimizer.optimizer.LBSGD", dict(run.ckpt.optimizer.fields))
-    data = I.dumps_states(I.MXNetStates(run.ckpt.states, lbsgd))
+    base = I.MXNetObject("mxnet.optimizer.optimizer.Optimizer", dict(run.ckpt.optimizer.fields))
+    data = I.dumps_states(I.MXNetStates(run.ckpt.states, base))
     updater = mxopt.get_updater(mxopt.Adam())
     with pytest.raises(I.MXNetFormatError, match=r"the pickled optimizer \(mxnet.optimizer."
-                                                 r"optimizer.LBSGD\) cannot be restored: .*mxopt "
-                                                 r"converts the MXNet optimizers AdaDelta"):
+                                                 r"optimizer.Optimizer\) cannot be restored: .*"
+                                                 r"mxopt converts the MXNet optimizers AdaDelta"):
         updater.set_states(data)
     assert updater.states == {} and type(updater.optimizer) is mxopt.Adam
 
@@ -528,3 +575,164 @@ def test_the_format_table_covers_every_mxnet_optimizer_mxopt_has():
         assert type(opt).__name__ == name
         # ... and the class form writes the record back.
         assert dict(mxopt.facade.optimizer_to_mxnet(opt).fields) == dict(record.fields)
+
+
+# --------------------------------------------------------------------------------------
+# SGLD: MXNet's noise comes from its global mx.random, mxopt's from a key
+# --------------------------------------------------------------------------------------
+
+def _drift_of(step, params, state, grads):
+    """mxopt's update minus its noise: the same step on zero weights and gradients
+    draws the same noise (the same key) and no drift."""
+    update, _ = step(grads, state, params)
+    noise, _ = step(jax.tree.map(jnp.zeros_like, grads), state,
+                    jax.tree.map(jnp.zeros_like, params))
+    return jax.tree.map(lambda u, n: u - n, update, noise)
+
+
+def test_sgld_resume_continues_mxnets_deterministic_part():
+    """A resumed SGLD matches MXNet in all it can: the drift -lr/2 * (g + wd * w),
+    step by step from MXNet's own weights (the golden script recorded them and the
+    noise MXNet drew), with MXNet's rates, multipliers, clipping and counts. The
+    noise is mxopt's, from the key the caller passes."""
+    run = run_of("sgld")
+    with pytest.raises(ValueError, match=r"an MXNet checkpoint has no key, which mxopt.sgld "
+                                         r"carries in its state: pass key="):
+        run.resume()
+    resumed = I.resume(run.ckpt, run.trainable, run.index_map, key=jax.random.key(3),
+                       **run.mults)
+    assert resumed.alias == "sgld" and resumed.kwargs["clip_gradient"] == 0.5
+    assert resumed.state.key.tolist() == jax.random.key_data(jax.random.key(3)).tolist()
+    tx = resumed.transformation()
+    step = jax.jit(tx.update)
+    state = resumed.state
+    steps = run.meta["steps_after"]
+    largest = 0.0
+    for t in range(steps):
+        before = {run.full[s]: run.z[f"before/{t}/{s}"] for s in run.meta["structural_names"]
+                  if run.full[s] in run.trainable}
+        grads = run.grads(t)
+        drift = _drift_of(step, before, state, grads)
+        for k, w in before.items():
+            after = (run.z[f"before/{t + 1}/{[s for s, f in run.full.items() if f == k][0]}"]
+                     if t + 1 < steps else run.final(k))
+            want = (after - run.z[f"noise/{t}/{run.index_of[k]}"]) - w  # MXNet's drift
+            np.testing.assert_allclose(drift[k], want, rtol=RTOL, atol=ATOL, err_msg=(t, k))
+            largest = max(largest, float(np.abs(want).max()))
+        _, state = step(grads, state, before)
+    assert largest > 1e-3  # a drift to see (lr / 2 * the clip bound is 2.5e-3)
+    assert int(state.count) == run.meta["final_num_update"]
+
+
+def test_sgld_export_and_handoff():
+    """The export drops the key (MXNet's state is None) and is the file MXNet
+    continued from; the handoff is reproducible from its key (the golden script
+    resumed with key=jax.random.key(7), and MXNet loaded what mxopt wrote)."""
+    run = run_of("sgld")
+    key = jax.random.key(7)
+    converted = I.state_from_mxnet(run.ckpt, run.trainable, run.index_map, key=key)
+    exported = I.state_to_mxnet(converted.state, converted.params, run.index_map,
+                                run.ckpt.optimizer)
+    assert I.dumps_states(exported) == read("sgld.mxopt.states")
+    assert all(v is None for v in exported.states.values())
+    resumed = I.resume(run.ckpt, run.trainable, run.index_map, key=key, **run.mults)
+    step = jitted_step("sgld", resumed.transformation())
+    params, state = resumed.params, resumed.state
+    for t in range(run.meta["handoff_steps"]):
+        params, state = step(params, state, run.grads(t))
+    exported = I.state_to_mxnet(state, params, run.index_map, run.ckpt.optimizer)
+    want = I.load_states(golden("sgld.jax.states"))
+    assert dict(exported.optimizer.fields) == dict(want.optimizer.fields)
+    assert dict(exported.states) == dict(want.states)
+    weights = I.load_params(golden("sgld.jax.params"))
+    for k, v in params.items():
+        assert_weight(v, weights[[s for s, f in run.full.items() if f == k][0]], k)
+    with pytest.raises(ValueError, match=r"key= is for optimizers whose state carries one "
+                                         r"\(SGLD's PRNG key\); mxopt.adam has none"):
+        I.resume(run_of("adam").ckpt, run_of("adam").trainable, run_of("adam").index_map,
+                 key=key)
+
+
+def test_sgld_class_form_restores_with_a_key():
+    """Updater.set_states makes an SGLD with MXNet's counts and the caller's key
+    (default: the class's documented PRNGKey(0)); its first step's drift is MXNet's
+    and get_states writes the file MXNet continued from."""
+    run = run_of("sgld")
+    data = read("sgld.states")
+    updater = mxopt.get_updater(mxopt.Adam())
+    updater.set_states(data)
+    assert type(updater.optimizer) is mxopt.SGLD
+    assert updater.optimizer.key.tolist() == jax.random.PRNGKey(0).tolist()
+    assert updater.get_states(dump_optimizer=True, mxnet=True) == read("sgld.mxopt.states")
+    updater.set_states(data, key=jax.random.key(5))
+    opt = updater.optimizer
+    assert opt.key.tolist() == jax.random.key_data(jax.random.key(5)).tolist()
+    assert opt.num_update == run.meta["final_num_update"] - run.meta["steps_after"]
+    opt.param_dict = {i: _Param(run.mults["param_lr_mult"].get(i, 1.0),
+                                run.mults["param_wd_mult"].get(i, 1.0))
+                      for i in set(run.mults["param_lr_mult"]) | set(run.mults["param_wd_mult"])}
+    grads = run.grads(0)
+    for k in sorted(run.trainable, key=run.index_of.get):  # the Trainer's order
+        i, w, key = run.index_of[k], jnp.asarray(run.trainable[k]), opt.key
+        new = updater(i, jnp.asarray(grads[k]), w)
+        opt.key, opt._index_update_count[i] = key, opt._index_update_count[i] - 1
+        noise = updater(i, jnp.zeros_like(w), jnp.zeros_like(w))  # same key, no drift
+        structural = [s for s, f in run.full.items() if f == k][0]
+        want = (run.z[f"before/1/{structural}"] - run.z[f"noise/0/{i}"]) - run.trainable[k]
+        np.testing.assert_allclose(np.asarray(new - w) - np.asarray(noise), want, rtol=RTOL,
+                                   atol=ATOL, err_msg=k)
+    with pytest.raises(I.MXNetFormatError, match="key= is for SGLD, whose state carries one; "
+                                                 "Adam has none"):
+        mxopt.get_updater(mxopt.SGD()).set_states(read("adam.states"), key=jax.random.key(1))
+
+
+def test_part2_layouts_that_cannot_map_fail_naming_the_leaf():
+    # LARS: Gluon gives MXNet no names, so every parameter got the trust ratio;
+    # a leaf named ...beta would keep its rate in mxopt.lars.
+    lars = run_of("lars")
+    plain = {k: v["w"] for k, v in lars.trainable.items()}
+    index_map = I.trainer_index_map(lars.meta["full_names"])
+    with pytest.raises(ValueError, match=r"leaf 'net_bn_beta' \(MXNet index 0\): MXNet's LARS "
+                                         r"applies the trust ratio to it, named '0' \(no name in "
+                                         r"idx2name .*nest each one a level deeper"):
+        I.resume(lars.ckpt, plain, index_map)
+    # LBSGD: one num_cums for the tree; MXNet's per-index call counts must agree.
+    lbsgd = run_of("lbsgd")
+    cumgrads = {i: dict(c) for i, c in lbsgd.ckpt.optimizer["cumgrads"].items()}
+    first = next(iter(cumgrads))
+    cumgrads[first]["num_cums"] += 1
+    skewed = I.MXNetStates(lbsgd.ckpt.states, lbsgd.ckpt.optimizer.replace(cumgrads=cumgrads))
+    with pytest.raises(ValueError, match=r"LBSGD call counts \(cumgrads num_cums\) .* differ"):
+        I.state_from_mxnet(skewed, lbsgd.trainable, lbsgd.index_map)
+    assert isinstance(lbsgd.ckpt.optimizer["cumgrads"][first]["cum_grad"], np.ndarray)
+    plain_lb = run_of("lbsgd_plain")  # checkpointed right after an update: MXNet's int 0
+    assert {c["cum_grad"] for c in plain_lb.ckpt.optimizer["cumgrads"].values()} == {0}
+    # GroupAdaGrad: the export checks the (rows, 1) history against what init builds.
+    g = run_of("groupadagrad")
+    state = I.state_from_mxnet(g.ckpt, g.trainable, g.index_map).state
+    wide = state._replace(history=jax.tree.map(jnp.zeros_like, g.trainable))
+    with pytest.raises(ValueError, match=r"leaf 'net_fc_weight': state.history is "
+                                         r"float32\[4, 6\] but mxopt.groupadagrad keeps "
+                                         r"float32\[4, 1\]"):
+        I.state_to_mxnet(wide, g.trainable, g.index_map, g.ckpt.optimizer)
+    # DCASGD: MXNet's (None, weight_previous), exactly.
+    d = run_of("dcasgd")
+    broken = I.MXNetStates({i: s[1] for i, s in d.ckpt.states.items()}, d.ckpt.optimizer)
+    with pytest.raises(ValueError, match=r"expected \(None, weight_previous\), got an array"):
+        I.state_from_mxnet(broken, d.trainable, d.index_map)
+
+
+def test_states_only_export_of_every_variant():
+    """optimizer=None writes the states alone (dump_optimizer=False): the layout
+    follows the state's variant, with no record to say it."""
+    p = {"w": jnp.ones((2, 3), jnp.float32)}
+    for tx, want in [(mxopt.sgd(0.1, momentum=0.9), "array"), (mxopt.sgd(0.1), None),
+                     (mxopt.signum(0.1, momentum=0.0), None),
+                     (mxopt.rmsprop(centered=True), ("array", "array", "array")),
+                     (mxopt.lars(momentum=0.9), "array"), (mxopt.lbsgd(momentum=0.5), "array"),
+                     (mxopt.dcasgd(), (None, "array")), (mxopt.groupadagrad(), "array"),
+                     (mxopt.sgld(key=jax.random.key(0)), None),
+                     (mxopt.test_optimizer(), "array")]:
+        entry = I.state_to_mxnet(tx.init(p), p, {0: "w"}).states[0]
+        kind = jax.tree.map(lambda a: "array", entry) if entry is not None else None
+        assert kind == want, (tx, entry)

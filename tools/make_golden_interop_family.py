@@ -97,20 +97,82 @@ CONFIGS = {
                                             begin_num_update=1),
                  scheduler=("MultiFactorScheduler", dict(step=[3, 6], factor=0.6))),
 }
+# Issue 18's eight. LBSGD's checkpoints fall mid-sum (lbsgd: 7 calls, batch_scale 2,
+# its cumgrads hold an array) and right after an update (lbsgd_plain: 3 calls of 3,
+# cum_grad is MXNet's int 0). SGLD draws its noise from mx.random: see RANDOM.
+# GroupAdaGrad takes 2-D weights only: a dense net without biases ("net": "dense").
+PART2 = {
+    "lars": dict(optimizer="lars", opt=dict(learning_rate=0.1, momentum=0.9, eta=0.01,
+                                            wd=0.001, clip_gradient=1.0),
+                 scheduler=FACTOR),
+    # The conv bias before BatchNorm has gradients of pure rounding noise, which
+    # LAMB's normalisation and trust ratio blow up to steps of 1e-4: any rounding
+    # difference after the handoff shows. lr_mult 0 freezes it.
+    "lamb": dict(optimizer="lamb", opt=dict(learning_rate=0.01, beta1=0.85, wd=0.001,
+                                            lower_bound=0.01, upper_bound=10.0,
+                                            begin_num_update=1),
+                 lr_mult={"2.weight": 0.5, "0.bias": 0.0}),
+    "ccsgd": dict(optimizer="ccsgd", opt=dict(learning_rate=0.05, momentum=0.8, wd=0.001)),
+    "test": dict(optimizer="test", opt=dict(rescale_grad=0.01, begin_num_update=2)),  # ascends
+    "dcasgd": dict(optimizer="dcasgd", opt=dict(learning_rate=0.05, lamda=0.5, wd=0.001,
+                                                clip_gradient=1.0),
+                   scheduler=("MultiFactorScheduler", dict(step=[2, 5], factor=0.5))),
+    "sgld": dict(optimizer="sgld", opt=dict(learning_rate=0.01, wd=0.001, clip_gradient=0.5)),
+    "groupadagrad": dict(optimizer="groupadagrad", opt=dict(learning_rate=0.05, eps=1e-6,
+                                                            clip_gradient=1.0),
+                         net="dense", lr_mult={"1.weight": 0.5}, wd_mult={}),
+    "lbsgd": dict(optimizer="lbsgd", opt=dict(learning_rate=0.05, momentum=0.9, wd=0.001,
+                                              batch_scale=2, warmup_strategy="linear",
+                                              warmup_epochs=2, updates_per_epoch=4,
+                                              begin_epoch=1),
+                  scheduler=FACTOR),
+    "lbsgd_plain": dict(optimizer="lbsgd", opt=dict(learning_rate=0.05, batch_scale=3,
+                                                    warmup_strategy="power2", warmup_epochs=1,
+                                                    updates_per_epoch=4, clip_gradient=0.5)),
+}
+FP16 = ("sgd", "nag", "signum", "adagrad", "adadelta", "adam", "adamax", "nadam", "ftrl",
+        "ftml", "lars", "lamb", "test", "dcasgd", "lbsgd")
+RANDOM = ("sgld",)  # MXNet's noise is recorded; the tests match the deterministic part
+SEED_AFTER = 7      # mx.random's seed for every continuation from a checkpoint
+CONFIGS.update(PART2)
 for _name, _cfg in list(CONFIGS.items()):
     _cfg.setdefault("scheduler", None)
+    _cfg.setdefault("net", "default")
     _cfg["dtype"] = "float32"
-    _cfg["lr_mult"] = {"2.weight": 0.5}
-    _cfg["wd_mult"] = {"0.bias": 0.0}
+    _cfg.setdefault("lr_mult", {"2.weight": 0.5})
+    _cfg.setdefault("wd_mult", {"0.bias": 0.0})
+    if _name not in FP16:
+        continue
     # float16 weights with float32 master copies: the state layout of each class.
     opt16 = {k: v for k, v in _cfg["opt"].items() if k not in ("begin_num_update",)}
     CONFIGS[f"{_name}_fp16"] = dict(optimizer=_cfg["optimizer"],
                                     opt=dict(opt16, multi_precision=True), scheduler=None,
-                                    dtype="float16", lr_mult={}, wd_mult={})
+                                    dtype="float16", lr_mult={}, wd_mult={}, net="default")
 
 CLASS_NAMES = {"sgd": "SGD", "nag": "NAG", "signum": "Signum", "adagrad": "AdaGrad",
                "adadelta": "AdaDelta", "adam": "Adam", "adamax": "Adamax", "nadam": "Nadam",
-               "ftrl": "Ftrl", "ftml": "FTML"}
+               "ftrl": "Ftrl", "ftml": "FTML", "lars": "LARS", "lamb": "LAMB",
+               "ccsgd": "ccSGD", "test": "Test", "dcasgd": "DCASGD", "sgld": "SGLD",
+               "groupadagrad": "GroupAdaGrad", "lbsgd": "LBSGD"}
+
+
+def make_net(cfg):
+    if cfg["net"] == "default":
+        return base.make_net(cfg["dtype"])
+    net = gluon.nn.HybridSequential(prefix="net_")
+    with net.name_scope():
+        net.add(gluon.nn.Dense(6, in_units=8, use_bias=False, prefix="hidden_"),
+                gluon.nn.Dense(4, in_units=6, use_bias=False, prefix="fc_"))
+    net.initialize(mx.init.Xavier(rnd_type="gaussian", magnitude=2.0))
+    return net
+
+
+def make_data(cfg, steps):
+    if cfg["net"] == "default":
+        return base.make_data(cfg["dtype"], steps)
+    rng = np.random.RandomState(1234)
+    return [(rng.normal(size=(BATCH, 8)).astype("float32"),
+             rng.normal(size=(BATCH, 4)).astype("float32")) for _ in range(steps)]
 
 
 def path(name):
@@ -149,13 +211,17 @@ def close(got, want, dtype):
 
 def continue_from(cfg, params_file, states_file, data, want, exact=True):
     """A fresh net and Trainer from the files, continued over ``data``."""
-    net = base.make_net(cfg["dtype"])
+    net = make_net(cfg)
     net.load_parameters(params_file)
     trainer = make_trainer(net, cfg)
     trainer.load_states(states_file)
+    mx.random.seed(SEED_AFTER)  # SGLD's noise: the uninterrupted run's draws
     for x, y in data:
         base.train_step(net, trainer, x, y)
     got = base.weights(net)
+    if want is None:  # SGLD after mxopt's steps: other noise, other weights
+        assert trainer._optimizer.num_update == cfg["final_num_update"], states_file
+        return
     for k, v in want.items():
         ok = np.array_equal(got[k], v) if exact else close(got[k], v, cfg["dtype"])
         assert got[k].dtype == v.dtype and ok, (states_file, k, np.abs(got[k] - v).max())
@@ -174,6 +240,8 @@ def check_fresh_record(cfg):
     own = {k: v for k, v in kwargs.items() if k not in (
         "learning_rate", "wd", "rescale_grad", "clip_gradient", "multi_precision",
         "begin_num_update")}
+    if "begin_epoch" in own:  # what LBSGD keeps of it
+        own["init_updates"] = own.pop("begin_epoch") * own["updates_per_epoch"]
     base_args = {k: kwargs[k] for k in ("learning_rate", "wd", "rescale_grad", "clip_gradient",
                                         "multi_precision", "begin_num_update") if k in kwargs}
     fresh = F.optimizer_record(CLASS_NAMES[cfg["optimizer"]], lr_scheduler=sched_record,
@@ -196,18 +264,28 @@ ckpt = I.load_states(job["states"])
 # m_schedule advances leaf by leaf in that order).
 full = dict(zip(job["structural_names"], job["full_names"]))
 index_map = I.trainer_index_map(job["full_names"])
-trainable = {full[k]: v for k, v in params.items() if "running_" not in k}
+# LARS keeps the rate of leaves named ...gamma/beta/bias; a Gluon Trainer gives MXNet
+# no names, so every parameter gets the trust ratio: leaves one level deeper
+# ('net_bn_gamma/w') follow that.
+nest = (lambda v: {"w": v}) if job["nest"] else (lambda v: v)
+unnest = (lambda v: v["w"]) if job["nest"] else (lambda v: v)
+if job["nest"]:
+    index_map = {i: f"{n}/w" for i, n in index_map.items()}
+trainable = {full[k]: nest(v) for k, v in params.items() if "running_" not in k}
 mults = {k: {int(i): m for i, m in job[k].items()}  # JSON keys are strings
          for k in ("param_lr_mult", "param_wd_mult")}
-resumed = I.resume(ckpt, trainable, index_map, **mults)
+key = {} if job["key"] is None else {"key": jax.random.key(job["key"])}  # SGLD's
+resumed = I.resume(ckpt, trainable, index_map, **mults, **key)
 tx = resumed.transformation()
 p, state = resumed.params, resumed.state
 for t in range(job["steps"]):
-    grads = {full[k]: z[f"grad/{t}/{k}"] for k in job["structural_names"] if full[k] in trainable}
+    grads = {full[k]: nest(z[f"grad/{t}/{k}"]) for k in job["structural_names"]
+             if full[k] in trainable}
     updates, state = tx.update(grads, state, p)
     p = optax.apply_updates(p, updates)
 I.save_states(job["out_states"], I.state_to_mxnet(state, p, index_map, ckpt.optimizer))
-I.save_params(job["out_params"], {k: np.asarray(p.get(full[k], v)) for k, v in params.items()})
+I.save_params(job["out_params"], {k: np.asarray(unnest(p[full[k]]) if full[k] in p else v)
+                                  for k, v in params.items()})
 """
 
 
@@ -224,14 +302,18 @@ def jax_handoff(name, cfg, meta, data, want):
                param_lr_mult={index_of[k]: v for k, v in cfg["lr_mult"].items()},
                param_wd_mult={index_of[k]: v for k, v in cfg["wd_mult"].items()},
                steps=HANDOFF_STEPS, out_states=path(f"{name}.jax.states"),
-               out_params=path(f"{name}.jax.params"))
+               out_params=path(f"{name}.jax.params"),
+               key=SEED_AFTER if name in RANDOM else None,
+               nest=cfg["optimizer"] == "lars")
     env = dict(os.environ, PYTHONPATH=ROOT)
     subprocess.run([python, "-c", HANDOFF, json.dumps(job)], check=True, env=env, cwd=ROOT)
     # BatchNorm's running statistics move in MXNet's forward passes, not in the
     # optimizer's steps mxopt took: only the trained weights are compared.
     trained = {k: v for k, v in want.items() if "running_" not in k}
-    continue_from(cfg, path(f"{name}.jax.params"), path(f"{name}.jax.states"),
-                  data[STEPS_BEFORE + HANDOFF_STEPS:], trained, exact=False)
+    continue_from(dict(cfg, final_num_update=meta["final_num_update"]),
+                  path(f"{name}.jax.params"), path(f"{name}.jax.states"),
+                  data[STEPS_BEFORE + HANDOFF_STEPS:], None if name in RANDOM else trained,
+                  exact=False)
     return True
 
 
@@ -248,16 +330,20 @@ def state_arrays(state, label):
 def make_run(name, cfg):
     mx.random.seed(42)
     np.random.seed(42)
-    net = base.make_net(cfg["dtype"])
+    net = make_net(cfg)
     trainer = make_trainer(net, cfg)
-    data = base.make_data(cfg["dtype"], STEPS_BEFORE + STEPS_AFTER)
+    data = make_data(cfg, STEPS_BEFORE + STEPS_AFTER)
     for x, y in data[:STEPS_BEFORE]:
         base.train_step(net, trainer, x, y)
     net.save_parameters(path(f"{name}.params"))
     trainer.save_states(path(f"{name}.states"))
-    grads = []
+    grads, before, noise = [], [], []
+    mx.random.seed(SEED_AFTER)
     for x, y in data[STEPS_BEFORE:]:
-        grads.append(base.train_step(net, trainer, x, y))
+        before.append(base.weights(net))
+        with recording_noise() as drawn:
+            grads.append(base.train_step(net, trainer, x, y))
+        noise.append(drawn)
     final = base.weights(net)
     final_states = trainer._updaters[0].states
     full_names = list(net.collect_params().keys())
@@ -293,16 +379,51 @@ def make_run(name, cfg):
         arrays[f"final/{k}"] = v
     for idx, state in final_states.items():
         arrays.update(state_arrays(state, f"final_state/{idx}"))
+    if name in RANDOM:
+        # MXNet's weights before each step and the noise it drew (by Trainer index):
+        # what the tests need to match the deterministic part step by step.
+        for s, (w, n) in enumerate(zip(before, noise)):
+            arrays.update({f"before/{s}/{k}": v for k, v in w.items()})
+            arrays.update({f"noise/{s}/{i}": v for i, v in n.items()})
     opt = trainer._optimizer
+    cumgrads = getattr(opt, "cumgrads", None)
     meta = dict(config=cfg, steps_before=STEPS_BEFORE, steps_after=STEPS_AFTER, batch=BATCH,
                 handoff_steps=HANDOFF_STEPS, full_names=full_names, structural_names=structural,
                 final_num_update=opt.num_update,
-                final_m_schedule=getattr(opt, "m_schedule", None))
+                final_m_schedule=getattr(opt, "m_schedule", None),
+                final_cur_lr=getattr(opt, "cur_lr", None),
+                final_num_cums=sorted({c["num_cums"] for c in cumgrads.values()})
+                if cumgrads else None)
     arrays["meta"] = np.array(json.dumps(meta))
     np.savez_compressed(path(f"{name}.npz"), **arrays)
     # 3. mxopt's JAX side, handed over and back.
     handed = jax_handoff(name, cfg, meta, data, final)
     return handed
+
+
+class recording_noise:
+    """Records the normal draws of MXNet's SGLD.update by parameter index."""
+
+    def __enter__(self):
+        import mxnet.optimizer.optimizer as mo
+        self.module, self.drawn = mo, {}
+        self.normal, self.update = mo.normal, mo.SGLD.update
+        state = {}
+
+        def update(opt, index, weight, grad, st):
+            state["index"] = index
+            return self.update(opt, index, weight, grad, st)
+
+        def normal(*args, **kwargs):
+            out = self.normal(*args, **kwargs)
+            self.drawn[state["index"]] = out.asnumpy().copy()
+            return out
+
+        mo.normal, mo.SGLD.update = normal, update
+        return self.drawn
+
+    def __exit__(self, *exc):
+        self.module.normal, self.module.SGLD.update = self.normal, self.update
 
 
 def check_allowed_classes():
