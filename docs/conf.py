@@ -59,7 +59,6 @@ nitpick_ignore_regex = [
     (r"py:.*", "|".join(TYPE_ALIASES)),
 ]
 
-myst_enable_extensions = ["colon_fence"]
 myst_heading_anchors = 3
 
 

@@ -3,7 +3,10 @@ pages document every public name (issue 18 item 7).
 
 One Sphinx build per session (about 7 s here); the checks read its output.
 """
+import ast
+import html
 import os
+import re
 import subprocess
 import sys
 import zlib
@@ -88,3 +91,23 @@ def test_the_readme_gives_the_build_command():
     for path in ("README.md", os.path.join("docs", "about.md")):
         with open(os.path.join(ROOT, path)) as f:
             assert command in f.read(), path
+
+
+def test_the_pages_hold_no_untested_python(site):
+    # The docstrings' examples are doctests (tests/test_doctests.py) and their
+    # formulas Python-like pseudocode, both on the api/ pages; a block on the
+    # other pages that parses as Python would be an example no test runs. The
+    # performance page's blocks are shell commands and benchmark listings.
+    pages = [name for name in os.listdir(site) if name.endswith(".html")]
+    python = []
+    for name in pages:
+        with open(site / name) as f:
+            blocks = re.findall(r"<pre>(.*?)</pre>", f.read(), re.S)
+        for block in blocks:
+            code = html.unescape(re.sub(r"<[^>]+>", "", block))
+            try:
+                ast.parse(code)
+            except SyntaxError:
+                continue
+            python.append(f"{name}: {code[:60]!r}")
+    assert not python, f"Python examples on the site that no test runs: {python}"
