@@ -1275,9 +1275,9 @@ class LAMB(_ListOptimizer):
     instead, which round a few operations differently.)
 
     Args:
-      learning_rate, beta1, beta2, epsilon, lower_bound, upper_bound, bias_correction: as
-        in MXNet (the signature rate overwrites a scheduler's ``base_lr``, with
-        MXNet's warning).
+      learning_rate: as in MXNet (the signature rate overwrites a scheduler's
+        ``base_lr``, with MXNet's warning).
+      beta1, beta2, epsilon, lower_bound, upper_bound, bias_correction: as in MXNet.
       **kwargs: the :class:`Optimizer` arguments.
     """
 
