@@ -1071,7 +1071,7 @@ def lars(learning_rate: ScalarOrSchedule = 0.01, momentum: Scalar = 0.0,
         lr' = lr * eta * w_norm / (g_norm * rescale_grad + wd * w_norm + eps)
               if w_norm > 0 and g_norm > 0, else lr    # the trust ratio
         mom = momentum' * mom - (lr' * wd) * w - lr' * clip(rescale_grad * grad)
-        w = w + mom                                    # SGD's rule (:func:`sgd`)
+        w = w + mom                                    # SGD's rule (mxopt.sgd)
 
     Leaves whose name ends in ``gamma``, ``beta`` or ``bias`` keep ``lr' =
     lr`` (MXNet's name rule, on the leaf names of :mod:`mxopt.multipliers`:

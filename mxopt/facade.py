@@ -1275,9 +1275,9 @@ class LAMB(_ListOptimizer):
     instead, which round a few operations differently.)
 
     Args:
-      learning_rate, beta1, beta2, epsilon, lower_bound, upper_bound,
-        bias_correction: as in MXNet (the signature rate overwrites a
-        scheduler's ``base_lr``, with MXNet's warning).
+      learning_rate: as in MXNet (the signature rate overwrites a scheduler's
+        ``base_lr``, with MXNet's warning).
+      beta1, beta2, epsilon, lower_bound, upper_bound, bias_correction: as in MXNet.
       **kwargs: the :class:`Optimizer` arguments.
     """
 
@@ -1334,7 +1334,8 @@ class ccSGD(SGD):  # noqa: N801  (MXNet's name; registered as "ccsgd")
     (``DeprecationWarning``) that :class:`SGD` replaces it.
 
     Args:
-      *args, **kwargs: as :class:`SGD`'s.
+      *args: as :class:`SGD`'s.
+      **kwargs: as :class:`SGD`'s.
     """
 
     def __init__(self, *args, **kwargs):
@@ -1517,8 +1518,8 @@ class LBSGD(_KernelOptimizer):
     with). The 'lars' norms are NumPy float32 sums on the host, as MXNet's.
 
     Args:
-      momentum, multi_precision, warmup_strategy, warmup_epochs, batch_scale,
-      updates_per_epoch, begin_epoch, num_epochs: as in MXNet.
+      momentum, multi_precision, warmup_strategy, warmup_epochs: as in MXNet.
+      batch_scale, updates_per_epoch, begin_epoch, num_epochs: as in MXNet.
       **kwargs: the :class:`Optimizer` arguments.
     """
 
@@ -1674,7 +1675,7 @@ class Updater:
           mxnet: False (default) pickles mxopt's objects (NumPy arrays, the mxopt
             optimizer and scheduler), for :meth:`set_states`. True writes the file
             MXNet 1.9.1 itself writes: NDArrays and, with ``dump_optimizer``, the
-            MXNet optimizer (:func:`optimizer_to_mxnet`), which MXNet's
+            MXNet optimizer (:func:`mxopt.facade.optimizer_to_mxnet`), which MXNet's
             ``Updater.set_states`` / Gluon ``Trainer.load_states`` load and continue
             from (and :meth:`set_states` reads too).
 
@@ -1692,7 +1693,7 @@ class Updater:
         """Restore from :meth:`get_states` bytes, or from MXNet 1.9.1's own
         (``Updater.get_states`` / ``Trainer.save_states`` files of any optimizer
         mxopt has; a pickled MXNet ``Adam`` becomes an :class:`Adam` with its
-        counts, multipliers and scheduler: :func:`optimizer_from_mxnet`). The
+        counts, multipliers and scheduler: :func:`mxopt.facade.optimizer_from_mxnet`). The
         bytes are read with :mod:`mxopt.interop`'s restricted unpickler, which
         runs nothing: only arrays, plain containers, registered optimizers,
         :mod:`mxopt.lr_scheduler` schedulers and MXNet's optimizers and
@@ -1703,7 +1704,7 @@ class Updater:
 
         ``key`` is the PRNG key of a restored MXNet :class:`SGLD`, which MXNet's
         file cannot hold (None: the class's default; see
-        :func:`optimizer_from_mxnet`)."""
+        :func:`mxopt.facade.optimizer_from_mxnet`)."""
         if not isinstance(states, (bytes, bytearray, memoryview)):
             raise TypeError(f"set_states expects bytes from get_states, got "
                             f"{type(states).__name__}")
@@ -1839,7 +1840,7 @@ def optimizer_to_mxnet(optimizer):
     this optimizer's hyperparameters, multipliers, names, update counts, carried
     scalars and scheduler (as a freshly built MXNet scheduler, which catches up
     with the count when MXNet first calls it). The reverse of
-    :func:`optimizer_from_mxnet`.
+    :func:`mxopt.facade.optimizer_from_mxnet`.
 
     Args:
       optimizer: the mxopt optimizer.

@@ -30,7 +30,7 @@ Two ways to call one:
   kernels receive: their ``lr`` parameter is a C++ float, parsed from
   ``str(value)`` by dmlc-core's ``stof``, which is not always the correctly
   rounded float32 (for rates below 1e-4 one value in four differs by an ulp;
-  :func:`mxopt._mxnumbers.kernel_float`). The float64 values are tabulated and
+  ``mxopt._mxnumbers.kernel_float``). The float64 values are tabulated and
   parsed on the host and the count indexes the table, so no rounding happens
   on the device.
   Negative counts are read as 0. The tables are built (in float64, with the

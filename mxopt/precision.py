@@ -9,21 +9,21 @@ the need is sharper: bfloat16 has 8 significant bits, and a small RMSProp step
 Memory per parameter element of ``mxopt.rmsprop``'s state (float32 training
 and float16/bfloat16 params, count excluded):
 
-=========================  =========  ===================================
-variant                    float32    float16/bfloat16, multi_precision
-=========================  =========  ===================================
-plain (``n``)              4 bytes    4 (master) + 4 = 8 bytes
-centered (``n, g, delta``) 12 bytes   4 (master) + 12 = 16 bytes
-=========================  =========  ===================================
+==========================  =========  ===================================
+variant                     float32    float16/bfloat16, multi_precision
+==========================  =========  ===================================
+plain (``n``)               4 bytes    4 (master) + 4 = 8 bytes
+centered (``n, g, delta``)  12 bytes   4 (master) + 12 = 16 bytes
+==========================  =========  ===================================
 
 Without ``multi_precision`` a float16/bfloat16 param's state is in its own dtype:
 2 bytes (plain) or 6 bytes (centered) per element.
 
-The updates of float16/bfloat16 leaves are float32 (see :func:`master_weights`),
+The updates of float16/bfloat16 leaves are float32 (see :func:`mxopt.master_weights`),
 so ``optax.apply_if_finite`` cannot wrap a multi_precision optimizer: use its
 ``skip_nonfinite=True``.
 
-:func:`master_weights` is built in :mod:`mxopt._engine`, with the rest of the
+:func:`mxopt.master_weights` is built in ``mxopt._engine``, with the rest of the
 tree machinery every optimizer shares; this module is its public home.
 """
 from __future__ import annotations

@@ -65,7 +65,7 @@ def hyperparameter(value: float, dtype) -> np.ndarray:
     """A Python hyperparameter as an MXNet kernel's C++ ``float`` field receives it
     (``dmlc::stof`` of ``str(value)``: :func:`kernel_float`), cast to ``dtype``.
     A number MXNet's parser refuses (below about 1e-38) is taken as float32, as
-    mxopt's kernels take it (:func:`mxopt._mxnumbers.received_float`)."""
+    mxopt's kernels take it (``mxopt._mxnumbers.received_float``)."""
     return np.asarray(received_float(value)).astype(dtype)[()]
 
 
