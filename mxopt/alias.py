@@ -1,8 +1,9 @@
 """``mxopt.rmsprop``: MXNet 1.9.1's ``mxnet.optimizer.RMSProp`` in one call."""
 from __future__ import annotations
 
+import functools
 import warnings
-from typing import Any, NamedTuple, Optional
+from typing import Any, NamedTuple, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -1028,7 +1029,7 @@ def _stored_dtypes(names, stored):
     return [dict(stored_dtype=jnp.dtype(w.dtype).name) for w in stored]
 
 
-def _lars_leaf_hyper(names, stored):
+def _lars_leaf_hyper(names, stored, keep_rate_names=LARS_KEEPS_RATE):
     """LARS's static per-leaf choices: the trust ratio unless the name ends in
     ``gamma``/``beta``/``bias``; the momentum correction for the first chunk of
     four of the first dtype group (what a Gluon list call hands over first);
@@ -1038,7 +1039,8 @@ def _lars_leaf_hyper(names, stored):
     for name, hp in zip(names, _stored_dtypes(names, stored)):
         corrected = jnp.dtype(hp["stored_dtype"]) == first_dtype and in_first < LARS_CHUNK
         in_first += corrected
-        out.append(dict(hp, trust=not name.endswith(LARS_KEEPS_RATE), corrected=corrected))
+        trust = not (keep_rate_names and name.endswith(tuple(keep_rate_names)))
+        out.append(dict(hp, trust=trust, corrected=corrected))
     return out
 
 
@@ -1060,8 +1062,9 @@ def lars(learning_rate: ScalarOrSchedule = 0.01, momentum: Scalar = 0.0,
          momentum_correction: bool = True, *, wd: Scalar = 0.0, rescale_grad: Scalar = 1.0,
          clip_gradient: Optional[Scalar] = None, lr_mult: multipliers.MultiplierSpec = None,
          wd_mult: multipliers.MultiplierSpec = None, begin_num_update: int = 0,
-         multi_precision: bool = False,
-         skip_nonfinite: bool = False) -> optax.GradientTransformationExtraArgs:
+         multi_precision: bool = False, skip_nonfinite: bool = False,
+         keep_rate_names: Sequence[str] = LARS_KEEPS_RATE
+         ) -> optax.GradientTransformationExtraArgs:
     """MXNet 1.9.1's LARS (``multi_sum_sq``, ``multi_lars``, then
     ``preloaded_multi_sgd_mom_update`` / ``preloaded_multi_sgd_update``).
 
@@ -1077,8 +1080,9 @@ def lars(learning_rate: ScalarOrSchedule = 0.01, momentum: Scalar = 0.0,
     lr`` (MXNet's name rule, on the leaf names of :mod:`mxopt.multipliers`:
     ``"Dense_0/bias"`` keeps its rate; Flax's norm ``scale`` does not). A
     Gluon Trainer gives MXNet no names, so there every parameter, biases too,
-    gets the trust ratio. The norms are taken from the params as stored (the
-    float16 weight and gradient under ``multi_precision``, not the masters).
+    gets the trust ratio: ``keep_rate_names=()`` does the same. The norms are
+    taken from the params as stored (the float16 weight and gradient under
+    ``multi_precision``, not the masters).
 
     ``momentum'`` is ``momentum * cur_lr / last_lr`` (``momentum_correction``,
     on the base rates before ``lr_mult``; 1 at the first step and where
@@ -1120,6 +1124,9 @@ def lars(learning_rate: ScalarOrSchedule = 0.01, momentum: Scalar = 0.0,
       eps: added to the trust ratio's denominator, >= 0.
       momentum_correction: scale the momentum by the base rate's change.
       {base_args}
+      keep_rate_names: the name endings whose leaves keep the plain rate
+        (MXNet's rule where it knows the names); ``()`` gives every leaf the
+        trust ratio, as MXNet does under a Gluon Trainer, which passes none.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs`` with state :class:`LARSState`
@@ -1135,6 +1142,11 @@ def lars(learning_rate: ScalarOrSchedule = 0.01, momentum: Scalar = 0.0,
     v.check_scalar("eps", eps, low=0.0)
     v.check_bool("lazy_update", lazy_update)
     v.check_bool("momentum_correction", momentum_correction)
+    if isinstance(keep_rate_names, str) or not all(
+            isinstance(n, str) and n for n in keep_rate_names):
+        raise TypeError(f"keep_rate_names must be a sequence of non-empty name endings, e.g. "
+                        f"{LARS_KEEPS_RATE} (MXNet's) or () (no name keeps its rate), got "
+                        f"{keep_rate_names!r}")
     kernel, state_cls = _momentum_path(momentum, K.lars_mom_update, K.lars_update,
                                        LARSState, LARSNoMomentumState)
     def advance(last_lr, hp):
@@ -1144,7 +1156,8 @@ def lars(learning_rate: ScalarOrSchedule = 0.01, momentum: Scalar = 0.0,
     # MXNet's cur_lr/last_lr: NaN before the first step (MXNet's None).
     carry = E.Carry(field="last_lr", init=float("nan"), advance=advance, per_leaf=False)
     opt = E.Optimizer(who="mxopt.lars", kernel=kernel, state_cls=state_cls, carry=carry,
-                      leaf_hyper=_lars_leaf_hyper,
+                      leaf_hyper=functools.partial(_lars_leaf_hyper,
+                                                   keep_rate_names=tuple(keep_rate_names)),
                       hyper=dict(momentum=momentum, rescale_grad=rescale_grad,
                                  clip_gradient=clip_gradient, eta=eta, eps=eps,
                                  momentum_correction=momentum_correction))

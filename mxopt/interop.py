@@ -366,14 +366,20 @@ def optimizer_kwargs(optimizer: MXNetObject, leaves: Mapping[Index, str], *,
       The keyword arguments: ``learning_rate``, the class's own hyperparameters
       under the functional form's names (e.g. ``beta1``, ``eps``), ``wd``,
       ``rescale_grad``, ``clip_gradient`` (as MXNet applies it), ``lr_mult``,
-      ``wd_mult``, ``begin_num_update`` and ``multi_precision``.
+      ``wd_mult``, ``begin_num_update`` and ``multi_precision``; for LARS
+      saved by a Gluon Trainer (no ``idx2name``: MXNet gave every parameter
+      the trust ratio), ``keep_rate_names=()``.
     """
     fmt = _fmt.optimizer_format(optimizer)
     if not isinstance(leaves, Mapping) or not leaves:
         raise ValueError("leaves must be a non-empty mapping of MXNet index -> leaf name")
     _check_overrides(param_lr_mult, param_wd_mult)
+    extra = {}
     if fmt.name_rule:
-        _check_name_rule(optimizer, leaves)
+        if optimizer.get("idx2name"):
+            _check_name_rule(optimizer, leaves)
+        else:  # a Gluon Trainer gives LARS no names: every parameter takes the ratio
+            extra["keep_rate_names"] = ()
     mults = {}
     for field, overrides in (("lr_mult", param_lr_mult), ("wd_mult", param_wd_mult)):
         table = {leaf: _multiplier(optimizer, i, field, overrides) for i, leaf in leaves.items()}
@@ -384,13 +390,15 @@ def optimizer_kwargs(optimizer: MXNetObject, leaves: Mapping[Index, str], *,
         learning_rate=_saved_learning_rate(optimizer, fmt) if learning_rate is None
         else learning_rate,
         **_own_kwargs(optimizer, fmt), **_base_kwargs(optimizer, fmt), **mults,
-        begin_num_update=int(begin), multi_precision=bool(optimizer.get("multi_precision")))
+        begin_num_update=int(begin), multi_precision=bool(optimizer.get("multi_precision")),
+        **extra)
 
 
 def _check_name_rule(optimizer: MXNetObject, leaves: Mapping[Index, str]) -> None:
-    """LARS's trust ratio skips names ending in gamma/beta/bias: MXNet's names
-    (``idx2name``, else the index as a string) and the leaf names must agree."""
-    idx2name = optimizer.get("idx2name") or {}
+    """LARS's trust ratio skips names ending in gamma/beta/bias: where MXNet
+    knew the names (``idx2name``; an index it lacks is named by itself), they
+    and the leaf names must agree."""
+    idx2name = optimizer.get("idx2name")
     for index, leaf in leaves.items():
         mxnet_name = str(idx2name.get(index, index))
         keeps, mxopt_keeps = (n.endswith(alias_module.LARS_KEEPS_RATE)

@@ -551,3 +551,26 @@ def test_states_export_to_mxnets_layout_and_resume():
     assert fresh.optimizer["cur_lr"] is None
     again = I.resume(I.loads_states(I.dumps_states(fresh)), half, {0: "w"})
     assert np.isnan(float(again.state.inner_state.last_lr))
+
+
+def test_lars_keep_rate_names_follows_what_mxnet_knew_of_the_names():
+    # MXNet keeps the plain rate of names ending in gamma/beta/bias only when it
+    # knows the names; under a Gluon Trainer (no names) every parameter takes
+    # the trust ratio: keep_rate_names=().
+    params = {"fc_weight": jnp.array([3.0, 4.0]), "fc_bias": jnp.array([1.0, 2.0])}
+    grads = {"fc_weight": jnp.array([0.6, 0.8]), "fc_bias": jnp.array([0.5, 0.5])}
+
+    def step(**kwargs):
+        tx = mxopt.lars(0.1, momentum=0.9, eta=0.1, **kwargs)
+        return tx.update(grads, tx.init(params), params)[0]
+
+    mxnets, gluons = step(), step(keep_rate_names=())
+    np.testing.assert_array_equal(mxnets["fc_weight"], gluons["fc_weight"])
+    np.testing.assert_allclose(mxnets["fc_bias"], [-0.05, -0.05], rtol=1e-6)  # plain rate
+    ratio = 0.1 * np.sqrt(5.0) / np.sqrt(0.5)  # eta * |w| / |g|
+    np.testing.assert_allclose(gluons["fc_bias"], -0.1 * ratio * 0.5, rtol=1e-5)
+    np.testing.assert_array_equal(step(keep_rate_names=("weight",))["fc_bias"],
+                                  gluons["fc_bias"])
+    for bad in ("bias", (1,), ("",)):
+        with pytest.raises(TypeError, match="keep_rate_names must be a sequence"):
+            mxopt.lars(0.1, keep_rate_names=bad)

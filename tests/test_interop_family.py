@@ -65,30 +65,23 @@ class Run:
         self.mults = {f"param_{m}": {self.index_of[self.full[k]]: v
                                      for k, v in self.cfg[m].items()}
                       for m in ("lr_mult", "wd_mult")}
-        # LARS keeps the rate of leaves named ...gamma/beta/bias, but a Gluon Trainer
-        # gives MXNet no names (every parameter gets the trust ratio): leaves one
-        # level deeper ('net_bn_gamma/w') follow MXNet.
-        self.nest = self.cfg["optimizer"] == "lars"
-        if self.nest:
-            self.index_map = {i: f"{n}/w" for i, n in self.index_map.items()}
-        self.trainable = {self.full[k]: self.wrap(v) for k, v in self.params.items()
+        # LARS: a Gluon Trainer gives MXNet no names, so every parameter got the
+        # trust ratio, 'net_bn_beta' too; resume says so (keep_rate_names=()).
+        self.trainable = {self.full[k]: v for k, v in self.params.items()
                           if "running_" not in k}
-
-    def wrap(self, v):
-        return {"w": v} if self.nest else v
 
     def leaf(self, tree, k):
         """The leaf of parameter ``k`` (a full name) in a tree keyed like ``trainable``."""
-        return tree[k]["w"] if self.nest else tree[k]
+        return tree[k]
 
     def full_of_index(self, i):
-        return self.index_map[i][:-2] if self.nest else self.index_map[i]
+        return self.index_map[i]
 
     def leaf_name(self, k):
-        return f"{k}/w" if self.nest else k
+        return k
 
     def grads(self, step):
-        return {self.full[k]: self.wrap(self.z[f"grad/{step}/{k}"])
+        return {self.full[k]: self.z[f"grad/{step}/{k}"]
                 for k in self.meta["structural_names"] if self.full[k] in self.trainable}
 
     def final(self, k):
@@ -687,15 +680,16 @@ def test_sgld_class_form_restores_with_a_key():
 
 
 def test_part2_layouts_that_cannot_map_fail_naming_the_leaf():
-    # LARS: Gluon gives MXNet no names, so every parameter got the trust ratio;
-    # a leaf named ...beta would keep its rate in mxopt.lars.
+    # LARS: a Gluon Trainer gives MXNet no names, and then every parameter takes
+    # the trust ratio (keep_rate_names=()); where MXNet knew the names, they and
+    # the leaf names must agree on which keep their rate.
     lars = run_of("lars")
-    plain = {k: v["w"] for k, v in lars.trainable.items()}
-    index_map = I.trainer_index_map(lars.meta["full_names"])
+    assert lars.resume().kwargs["keep_rate_names"] == ()
+    named = lars.ckpt.optimizer.replace(idx2name={i: f"p{i}" for i in lars.index_map})
     with pytest.raises(ValueError, match=r"leaf 'net_bn_beta' \(MXNet index 0\): MXNet's LARS "
-                                         r"applies the trust ratio to it, named '0' \(no name in "
-                                         r"idx2name .*nest each one a level deeper"):
-        I.resume(lars.ckpt, plain, index_map)
+                                         r"applies the trust ratio to it, named 'p0' "
+                                         r"\(idx2name\).*nest each one a level deeper"):
+        I.resume(I.MXNetStates(lars.ckpt.states, named), lars.trainable, lars.index_map)
     # LBSGD: one num_cums for the tree; MXNet's per-index call counts must agree.
     lbsgd = run_of("lbsgd")
     cumgrads = {i: dict(c) for i, c in lbsgd.ckpt.optimizer["cumgrads"].items()}
