@@ -77,39 +77,7 @@ class FTMLState(NamedTuple):
     z: optax.Updates
 
 
-# What the Optimizer-base keywords mean, shared by the docstrings below.
-_BASE_ARGS = """
-      wd: L2 weight decay, >= 0 (where it enters: the formula above).
-      rescale_grad: gradient scale, > 0 (e.g. ``1 / batch_size``).
-      clip_gradient: None, 0 or a bound > 0 (what 0 means: above).
-      lr_mult, wd_mult: per-parameter multipliers (:mod:`mxopt.multipliers`),
-        as in :func:`rmsprop`.
-      begin_num_update: the update count to start from, as MXNet's: ``t``
-        includes it (a resumed run starts at ``t = begin_num_update + 1``).
-      multi_precision: float32 master copies of float16/bfloat16 params.
-      skip_nonfinite: skip steps whose gradients are not all finite, as in
-        :func:`rmsprop`.
-"""
 
-_BASE_RETURNS = """
-    Returns:
-      An ``optax.GradientTransformationExtraArgs`` whose state is {state}
-      (inside ``optax.ApplyIfFiniteState`` with ``skip_nonfinite`` and
-      :class:`mxopt.MasterWeightsState` with ``multi_precision``); each leaf
-      is one expression in MXNet's order.
-"""
-
-
-def _with_base_args(doc_state: str):
-    """Append the Optimizer-base Args and the Returns section, ahead of the
-    docstring's Example."""
-    def decorate(fn):
-        fn.__doc__ = fn.__doc__.replace(
-            "\n\n    Example:\n",
-            "\n" + _BASE_ARGS.strip("\n") + "\n" + _BASE_RETURNS.format(state=doc_state)
-            + "\n    Example:\n", 1)
-        return fn
-    return decorate
 
 
 def check_rate_divides(learning_rate: ScalarOrSchedule, name: str) -> None:
@@ -126,7 +94,30 @@ def _check_betas(**betas: Scalar) -> None:
         v.check_scalar(name, value, low=0.0, high=1.0, high_open=True)
 
 
-@_with_base_args(":class:`AdamState`")
+# What the Optimizer-base keywords mean, documented once for every alias.
+_BASE_ARGS_DOC = """wd: weight decay, >= 0 (see the formula for where it enters).
+      rescale_grad: gradient scale, > 0 (e.g. ``1 / batch_size``).
+      clip_gradient: None, 0 or a bound > 0 (see the formula for what 0 means).
+      lr_mult: per-parameter learning-rate multipliers (:mod:`mxopt.multipliers`):
+        a leaf's rate is ``learning_rate * lr_mult``.
+      wd_mult: per-parameter weight-decay multipliers: a leaf's decay is
+        ``wd * wd_mult`` (e.g. :func:`mxopt.multipliers.mxnet_module_wd_mult`
+        for MXNet's ``param_idx2name`` rule).
+      begin_num_update: the update count to start from, as MXNet's (an update
+        count ``t`` includes it: a resumed run starts at ``begin_num_update + 1``).
+      multi_precision: keep float32 master copies of float16/bfloat16 params
+        and run the optimizer on them (:func:`mxopt.master_weights`).
+      skip_nonfinite: skip (and count) steps whose gradients are not all
+        finite, leaving params and state untouched (see :func:`rmsprop`)."""
+
+
+def _documented(fn):
+    # The Optimizer-base arguments are documented once, here, for every alias.
+    fn.__doc__ = fn.__doc__.replace("{base_args}", _BASE_ARGS_DOC)
+    return fn
+
+
+@_documented
 def adam(learning_rate: ScalarOrSchedule = 0.001, beta1: Scalar = 0.9, beta2: Scalar = 0.999,
          epsilon: Scalar = 1e-8, *, wd: Scalar = 0.0, rescale_grad: Scalar = 1.0,
          clip_gradient: Optional[Scalar] = None, lr_mult: multipliers.MultiplierSpec = None,
@@ -158,6 +149,13 @@ def adam(learning_rate: ScalarOrSchedule = 0.001, beta1: Scalar = 0.9, beta2: Sc
         :mod:`mxopt.lr_scheduler` scheduler (as in :func:`rmsprop`).
       beta1, beta2: decay of the moments, in [0, 1).
       epsilon: added to ``sqrt(var)``, >= 0.
+      {base_args}
+
+    Returns:
+      An ``optax.GradientTransformationExtraArgs`` whose state is :class:`AdamState`
+      (inside ``optax.ApplyIfFiniteState`` with ``skip_nonfinite`` and
+      :class:`mxopt.MasterWeightsState` with ``multi_precision``); each leaf
+      is one expression in MXNet's order.
 
     Example:
       >>> import jax.numpy as jnp, optax, mxopt
@@ -192,7 +190,7 @@ def check_python_side_clip(clip_gradient: Optional[Scalar], name: str) -> None:
                          f"pass None to switch clipping off, or a bound > 0")
 
 
-@_with_base_args(":class:`AdamaxState`")
+@_documented
 def adamax(learning_rate: ScalarOrSchedule = 0.002, beta1: Scalar = 0.9,
            beta2: Scalar = 0.999, *, wd: Scalar = 0.0, rescale_grad: Scalar = 1.0,
            clip_gradient: Optional[Scalar] = None, lr_mult: multipliers.MultiplierSpec = None,
@@ -223,6 +221,13 @@ def adamax(learning_rate: ScalarOrSchedule = 0.002, beta1: Scalar = 0.9,
         :mod:`mxopt.lr_scheduler` scheduler.
       beta1: decay of ``m``, in [0, 1).
       beta2: decay of the infinity norm ``u``, in [0, 1).
+      {base_args}
+
+    Returns:
+      An ``optax.GradientTransformationExtraArgs`` whose state is :class:`AdamaxState`
+      (inside ``optax.ApplyIfFiniteState`` with ``skip_nonfinite`` and
+      :class:`mxopt.MasterWeightsState` with ``multi_precision``); each leaf
+      is one expression in MXNet's order.
 
     Example:
       >>> import jax.numpy as jnp, optax, mxopt
@@ -248,7 +253,7 @@ def adamax(learning_rate: ScalarOrSchedule = 0.002, beta1: Scalar = 0.9,
                    skip_nonfinite=skip_nonfinite)
 
 
-@_with_base_args(":class:`NadamState`")
+@_documented
 def nadam(learning_rate: ScalarOrSchedule = 0.001, beta1: Scalar = 0.9, beta2: Scalar = 0.999,
           epsilon: Scalar = 1e-8, schedule_decay: Scalar = 0.004, *, wd: Scalar = 0.0,
           rescale_grad: Scalar = 1.0, clip_gradient: Optional[Scalar] = None,
@@ -293,6 +298,13 @@ def nadam(learning_rate: ScalarOrSchedule = 0.001, beta1: Scalar = 0.9, beta2: S
         True is the textbook Nadam (Dozat 2016): ``m_schedule`` advances once
         per step, every leaf seeing ``mu_1 * ... * mu_t`` (the product over
         this run's updates, from ``begin_num_update + 1``); not MXNet's result.
+      {base_args}
+
+    Returns:
+      An ``optax.GradientTransformationExtraArgs`` whose state is :class:`NadamState`
+      (inside ``optax.ApplyIfFiniteState`` with ``skip_nonfinite`` and
+      :class:`mxopt.MasterWeightsState` with ``multi_precision``); each leaf
+      is one expression in MXNet's order.
 
     Example:
       >>> import jax, jax.numpy as jnp, optax, mxopt
@@ -322,7 +334,7 @@ def nadam(learning_rate: ScalarOrSchedule = 0.001, beta1: Scalar = 0.9, beta2: S
                    skip_nonfinite=skip_nonfinite)
 
 
-@_with_base_args(":class:`FtrlState`")
+@_documented
 def ftrl(learning_rate: ScalarOrSchedule = 0.1, lamda1: Scalar = 0.01, beta: Scalar = 1.0, *,
          wd: Scalar = 0.0, rescale_grad: Scalar = 1.0, clip_gradient: Optional[Scalar] = None,
          lr_mult: multipliers.MultiplierSpec = None, wd_mult: multipliers.MultiplierSpec = None,
@@ -349,6 +361,13 @@ def ftrl(learning_rate: ScalarOrSchedule = 0.1, lamda1: Scalar = 0.01, beta: Sca
         ``Ftrl(lamda1, learning_rate, beta)``).
       lamda1: L1 strength, >= 0.
       beta: added to ``sqrt(n)`` in the denominator, >= 0.
+      {base_args}
+
+    Returns:
+      An ``optax.GradientTransformationExtraArgs`` whose state is :class:`FtrlState`
+      (inside ``optax.ApplyIfFiniteState`` with ``skip_nonfinite`` and
+      :class:`mxopt.MasterWeightsState` with ``multi_precision``); each leaf
+      is one expression in MXNet's order.
 
     Example:
       >>> import jax.numpy as jnp, optax, mxopt
@@ -374,7 +393,7 @@ def ftrl(learning_rate: ScalarOrSchedule = 0.1, lamda1: Scalar = 0.01, beta: Sca
                    skip_nonfinite=skip_nonfinite)
 
 
-@_with_base_args(":class:`FTMLState`")
+@_documented
 def ftml(learning_rate: ScalarOrSchedule = 0.01, beta1: Scalar = 0.6, beta2: Scalar = 0.999,
          epsilon: Scalar = 1e-8, *, wd: Scalar = 0.0, rescale_grad: Scalar = 1.0,
          clip_gradient: Optional[Scalar] = None, lr_mult: multipliers.MultiplierSpec = None,
@@ -405,6 +424,13 @@ def ftml(learning_rate: ScalarOrSchedule = 0.01, beta1: Scalar = 0.6, beta2: Sca
         signature has no ``learning_rate`` of its own).
       beta1, beta2: decay rates, in [0, 1).
       epsilon: added to the root, >= 0 (a C++ double in MXNet).
+      {base_args}
+
+    Returns:
+      An ``optax.GradientTransformationExtraArgs`` whose state is :class:`FTMLState`
+      (inside ``optax.ApplyIfFiniteState`` with ``skip_nonfinite`` and
+      :class:`mxopt.MasterWeightsState` with ``multi_precision``); each leaf
+      is one expression in MXNet's order.
 
     Example:
       >>> import jax.numpy as jnp, optax, mxopt
@@ -674,25 +700,6 @@ def _fused(opt, learning_rate, wd, lr_mult, wd_mult, begin_num_update, multi_pre
                    skip_nonfinite=skip_nonfinite)
 
 
-_BASE_ARGS_DOC = """wd: weight decay, >= 0 (see the formula for where it enters).
-      rescale_grad: gradient scale, > 0 (e.g. ``1 / batch_size``).
-      clip_gradient: None, 0 or a bound > 0 (see the formula for what 0 means).
-      lr_mult: per-parameter learning-rate multipliers (:mod:`mxopt.multipliers`):
-        a leaf's rate is ``learning_rate * lr_mult``.
-      wd_mult: per-parameter weight-decay multipliers: a leaf's decay is
-        ``wd * wd_mult`` (e.g. :func:`mxopt.multipliers.mxnet_module_wd_mult`
-        for MXNet's ``param_idx2name`` rule).
-      begin_num_update: the update count to start from, as MXNet's.
-      multi_precision: keep float32 master copies of float16/bfloat16 params
-        and run the optimizer on them (:func:`mxopt.master_weights`).
-      skip_nonfinite: skip (and count) steps whose gradients are not all
-        finite, leaving params and state untouched (see :func:`rmsprop`)."""
-
-
-def _documented(fn):
-    # The Optimizer-base arguments are documented once, here, for every alias.
-    fn.__doc__ = fn.__doc__.replace("{base_args}", _BASE_ARGS_DOC)
-    return fn
 
 
 @_documented
