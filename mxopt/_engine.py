@@ -24,6 +24,7 @@ call of it.
 """
 from __future__ import annotations
 
+import contextlib
 import warnings
 from typing import Any, Callable, NamedTuple, Optional, Tuple, Union
 
@@ -687,6 +688,12 @@ class Optimizer(NamedTuple):
         floating leaf with its decay after multipliers; it raises, naming the
         leaf, for a param the optimizer cannot train (GroupAdaGrad: 2-D
         weights, no decay).
+      rate_parse: None, or how the kernel receives a Python rate (e.g.
+        :func:`mxopt._mxnumbers.tuple_float` for ``multi_sgd_*``'s
+        ``Tuple<float>`` rates): an MXNet scheduler's float32 table for a
+        traced count is then rounded that way
+        (:func:`mxopt.lr_scheduler.rates_parsed_as`), so a jitted step reads the
+        rate an eager one does.
     """
     who: str
     kernel: Callable
@@ -700,6 +707,7 @@ class Optimizer(NamedTuple):
     counts: bool = True
     rate_before_count: bool = False
     leaf_rule: Optional[Callable[[str, Any, Any], None]] = None
+    rate_parse: Optional[Callable[[float], float]] = None
 
 
 def fused(opt: Optimizer, *, learning_rate: ScalarOrSchedule, wd: Any, lr_mult: Any,
@@ -784,12 +792,15 @@ def fused(opt: Optimizer, *, learning_rate: ScalarOrSchedule, wd: Any, lr_mult: 
         flat_params = treedef.flatten_up_to(params)
         columns = [_check_buffer(getattr(state, b), b, names, flat_params, treedef, who,
                                  make=made.get(b)) for b in buffers]
-        lrs = treedef.flatten_up_to(learning_rates(learning_rate, state.count, lr_mult, params))
-        if opt.rate_before_count:
-            first = next((i for i, w in enumerate(flat_params) if is_float(w)), None)
-            if first is not None:
-                lrs[first] = treedef.flatten_up_to(learning_rates(
-                    learning_rate, state.count, lr_mult, params, before_count=True))[first]
+        with (lr_scheduler.rates_parsed_as(opt.rate_parse) if opt.rate_parse is not None
+              else contextlib.nullcontext()):
+            lrs = treedef.flatten_up_to(learning_rates(learning_rate, state.count, lr_mult,
+                                                       params))
+            if opt.rate_before_count:
+                first = next((i for i, w in enumerate(flat_params) if is_float(w)), None)
+                if first is not None:
+                    lrs[first] = treedef.flatten_up_to(learning_rates(
+                        learning_rate, state.count, lr_mult, params, before_count=True))[first]
         wds = treedef.flatten_up_to(scale_by_multipliers(wd, wd_mult, params, "wd_mult"))
         t = state.count + 1 if v.is_traced(state.count) else int(state.count) + 1
         if carry is not None:

@@ -16,6 +16,7 @@ from mxopt import _validation as v
 from mxopt import lr_scheduler, multipliers, transforms
 from mxopt._engine import ScalarOrSchedule
 from mxopt._kernels import Scalar
+from mxopt._mxnumbers import tuple_float
 
 __all__ = ["rmsprop", "rmsprop_chain", "RMSPropState", "CenteredRMSPropState",
            "adam", "adamax", "nadam", "ftrl", "ftml", "AdamState", "AdamaxState", "NadamState",
@@ -723,11 +724,10 @@ def sgd(learning_rate: ScalarOrSchedule = 0.01, momentum: Scalar = 0.0,
     ``lr`` and ``wd`` reach MXNet's kernel as correctly rounded float32
     (``Tuple<float>``), the other fields through dmlc's parser.
 
-    Under ``jax.jit`` with an :mod:`mxopt.lr_scheduler` scheduler, the rate comes
-    from a float32 table rounded as the single-tensor kernels parse it (dmlc),
-    which for rates below 1e-4 can be one ulp off what ``multi_sgd_*`` receives.
-    Otherwise the result is MXNet's bit for bit on the golden runs (XLA:CPU,
-    with and without ``jax.jit``), ``multi_precision`` included.
+    Under ``jax.jit`` an :mod:`mxopt.lr_scheduler` scheduler's float32 table is
+    rounded as ``Tuple<float>`` reads a rate, too. The result is MXNet's bit for
+    bit on the golden runs (XLA:CPU, with and without ``jax.jit``),
+    ``multi_precision`` included.
 
     >>> import jax.numpy as jnp, optax, mxopt
     >>> params = {"fc_weight": jnp.array([1.0, -2.0])}
@@ -758,7 +758,7 @@ def sgd(learning_rate: ScalarOrSchedule = 0.01, momentum: Scalar = 0.0,
     v.check_bool("lazy_update", lazy_update)
     kernel, state_cls = _momentum_path(momentum, K.sgd_mom_update, K.multi_sgd_update,
                                        SGDState, SGDNoMomentumState)
-    opt = E.Optimizer(who="mxopt.sgd", kernel=kernel, state_cls=state_cls,
+    opt = E.Optimizer(who="mxopt.sgd", rate_parse=tuple_float, kernel=kernel, state_cls=state_cls,
                       hyper=dict(momentum=momentum, rescale_grad=rescale_grad,
                                  clip_gradient=clip_gradient))
     return _fused(opt, learning_rate, wd, lr_mult, wd_mult, begin_num_update, multi_precision,
@@ -1162,7 +1162,8 @@ def lars(learning_rate: ScalarOrSchedule = 0.01, momentum: Scalar = 0.0,
 
     # MXNet's cur_lr/last_lr: NaN before the first step (MXNet's None).
     carry = E.Carry(field="last_lr", init=float("nan"), advance=advance, per_leaf=False)
-    opt = E.Optimizer(who="mxopt.lars", kernel=kernel, state_cls=state_cls, carry=carry,
+    opt = E.Optimizer(who="mxopt.lars", rate_parse=tuple_float, kernel=kernel,
+                      state_cls=state_cls, carry=carry,
                       leaf_hyper=functools.partial(_lars_leaf_hyper,
                                                    keep_rate_names=tuple(keep_rate_names)),
                       hyper=dict(momentum=momentum, rescale_grad=rescale_grad,
@@ -1254,7 +1255,7 @@ def lamb(learning_rate: ScalarOrSchedule = 0.001, beta1: Scalar = 0.9, beta2: Sc
     v.check_bool("bias_correction", bias_correction)
     opt = E.Optimizer(
         who="mxopt.lamb", kernel=K.lamb_update, state_cls=LAMBState, fold=K.lamb_fold,
-        leaf_hyper=_stored_dtypes,
+        leaf_hyper=_stored_dtypes, rate_parse=tuple_float,
         hyper=dict(rescale_grad=rescale_grad, clip_gradient=clip_gradient, beta1=beta1,
                    beta2=beta2, epsilon=epsilon, lower_bound=_truthy(lower_bound),
                    upper_bound=_truthy(upper_bound), bias_correction=bias_correction))

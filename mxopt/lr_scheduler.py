@@ -82,6 +82,8 @@ returns once it has been called at or before ``max_update``.
 from __future__ import annotations
 
 import bisect
+import contextlib
+import contextvars
 import itertools
 import math
 import numbers
@@ -155,11 +157,32 @@ def _integer_array(value: Any, name: str = "num_update") -> jax.Array:
     return value
 
 
+# How a traced count's float32 table rounds each rate: as the kernel that reads
+# it receives a Python float (rates_parsed_as).
+_RATE_PARSE = contextvars.ContextVar("mxopt_rate_parse", default=received_float)
+
+
+@contextlib.contextmanager
+def rates_parsed_as(parse):
+    """Within the block, the float32 tables a scheduler builds for traced counts
+    round each rate with ``parse`` (a Python float -> float32), instead of as a
+    C++ ``float`` field receives it (``dmlc::stof`` of its ``str()``, the
+    default). MXNet's ``multi_sgd_*`` kernels read ``lrs`` as ``Tuple<float>``,
+    correctly rounded: the engine builds their tables in such a block, so a
+    jitted step reads the rate the eager one does."""
+    token = _RATE_PARSE.set(parse)
+    try:
+        yield
+    finally:
+        _RATE_PARSE.reset(token)
+
+
 def _float32_table(values64: np.ndarray, scale: float) -> jax.Array:
     # The product is MXNet's float64 `lr *= lr_mult`; the float32 is what the
-    # kernel's float field receives from its str() (dmlc::stof, not always the
-    # correctly rounded float32).
-    return jnp.asarray(np.array([received_float(float(x)) for x in values64 * scale],
+    # kernel receives from its str() (by default a float field's dmlc::stof, not
+    # always the correctly rounded float32; rates_parsed_as).
+    parse = _RATE_PARSE.get()
+    return jnp.asarray(np.array([parse(float(x)) for x in values64 * scale],
                                 np.float32).reshape(np.shape(values64)))
 
 
@@ -530,7 +553,7 @@ class FactorScheduler(LRScheduler):
         values = self._table(max(q + (r + top) // self.step, 0))
         last = len(values) - 1
         if q >= last:
-            after = jnp.full(c.shape, received_float(float(values[last] * scale)))
+            after = jnp.full(c.shape, _RATE_PARSE.get()(float(values[last] * scale)))
         else:
             before = min(self.step - r - 1, top)  # c > top never happens
             more = jnp.where(c > before, 1 + (c - before - 1) // min(self.step, top), 0)
