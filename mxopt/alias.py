@@ -112,9 +112,15 @@ _BASE_ARGS_DOC = """wd: weight decay, >= 0 (see the formula for where it enters)
         finite, leaving params and state untouched (see :func:`rmsprop`)."""
 
 
+_WRAPPED_DOC = """(inside ``optax.ApplyIfFiniteState`` with ``skip_nonfinite`` and
+      :class:`mxopt.MasterWeightsState` with ``multi_precision``); each leaf
+      is one expression in MXNet's order."""
+
+
 def _documented(fn):
     # The Optimizer-base arguments are documented once, here, for every alias.
-    fn.__doc__ = fn.__doc__.replace("{base_args}", _BASE_ARGS_DOC)
+    fn.__doc__ = fn.__doc__.replace("{base_args}", _BASE_ARGS_DOC).replace(
+        "{wrapped}", _WRAPPED_DOC)
     return fn
 
 
@@ -154,9 +160,7 @@ def adam(learning_rate: ScalarOrSchedule = 0.001, beta1: Scalar = 0.9, beta2: Sc
 
     Returns:
       An ``optax.GradientTransformationExtraArgs`` whose state is :class:`AdamState`
-      (inside ``optax.ApplyIfFiniteState`` with ``skip_nonfinite`` and
-      :class:`mxopt.MasterWeightsState` with ``multi_precision``); each leaf
-      is one expression in MXNet's order.
+      {wrapped}
 
     Example:
       >>> import jax.numpy as jnp, optax, mxopt
@@ -177,9 +181,8 @@ def adam(learning_rate: ScalarOrSchedule = 0.001, beta1: Scalar = 0.9, beta2: Sc
         who="mxopt.adam", kernel=K.adam_update, state_cls=AdamState, fold=K.adam_fold,
         hyper=dict(rescale_grad=rescale_grad, clip_gradient=clip_gradient, beta1=beta1,
                    beta2=beta2, epsilon=epsilon))
-    return E.fused(opt, learning_rate=learning_rate, wd=wd, lr_mult=lr_mult, wd_mult=wd_mult,
-                   begin_num_update=begin_num_update, multi_precision=multi_precision,
-                   skip_nonfinite=skip_nonfinite)
+    return _fused(opt, learning_rate, wd, lr_mult, wd_mult, begin_num_update, multi_precision,
+                  skip_nonfinite)
 
 
 def check_python_side_clip(clip_gradient: Optional[Scalar], name: str) -> None:
@@ -226,9 +229,7 @@ def adamax(learning_rate: ScalarOrSchedule = 0.002, beta1: Scalar = 0.9,
 
     Returns:
       An ``optax.GradientTransformationExtraArgs`` whose state is :class:`AdamaxState`
-      (inside ``optax.ApplyIfFiniteState`` with ``skip_nonfinite`` and
-      :class:`mxopt.MasterWeightsState` with ``multi_precision``); each leaf
-      is one expression in MXNet's order.
+      {wrapped}
 
     Example:
       >>> import jax.numpy as jnp, optax, mxopt
@@ -249,9 +250,8 @@ def adamax(learning_rate: ScalarOrSchedule = 0.002, beta1: Scalar = 0.9,
         who="mxopt.adamax", kernel=K.adamax_update, state_cls=AdamaxState, fold=K.adamax_fold,
         hyper=dict(rescale_grad=rescale_grad, clip_gradient=clip_gradient, beta1=beta1,
                    beta2=beta2))
-    return E.fused(opt, learning_rate=learning_rate, wd=wd, lr_mult=lr_mult, wd_mult=wd_mult,
-                   begin_num_update=begin_num_update, multi_precision=multi_precision,
-                   skip_nonfinite=skip_nonfinite)
+    return _fused(opt, learning_rate, wd, lr_mult, wd_mult, begin_num_update, multi_precision,
+                  skip_nonfinite)
 
 
 @_documented
@@ -303,9 +303,7 @@ def nadam(learning_rate: ScalarOrSchedule = 0.001, beta1: Scalar = 0.9, beta2: S
 
     Returns:
       An ``optax.GradientTransformationExtraArgs`` whose state is :class:`NadamState`
-      (inside ``optax.ApplyIfFiniteState`` with ``skip_nonfinite`` and
-      :class:`mxopt.MasterWeightsState` with ``multi_precision``); each leaf
-      is one expression in MXNet's order.
+      {wrapped}
 
     Example:
       >>> import jax, jax.numpy as jnp, optax, mxopt
@@ -330,9 +328,8 @@ def nadam(learning_rate: ScalarOrSchedule = 0.001, beta1: Scalar = 0.9, beta2: S
         carry=E.Carry("m_schedule", 1.0, K.nadam_advance, per_leaf=not per_step_schedule),
         hyper=dict(rescale_grad=rescale_grad, clip_gradient=clip_gradient, beta1=beta1,
                    beta2=beta2, epsilon=epsilon, schedule_decay=schedule_decay))
-    return E.fused(opt, learning_rate=learning_rate, wd=wd, lr_mult=lr_mult, wd_mult=wd_mult,
-                   begin_num_update=begin_num_update, multi_precision=multi_precision,
-                   skip_nonfinite=skip_nonfinite)
+    return _fused(opt, learning_rate, wd, lr_mult, wd_mult, begin_num_update, multi_precision,
+                  skip_nonfinite)
 
 
 @_documented
@@ -366,9 +363,7 @@ def ftrl(learning_rate: ScalarOrSchedule = 0.1, lamda1: Scalar = 0.01, beta: Sca
 
     Returns:
       An ``optax.GradientTransformationExtraArgs`` whose state is :class:`FtrlState`
-      (inside ``optax.ApplyIfFiniteState`` with ``skip_nonfinite`` and
-      :class:`mxopt.MasterWeightsState` with ``multi_precision``); each leaf
-      is one expression in MXNet's order.
+      {wrapped}
 
     Example:
       >>> import jax.numpy as jnp, optax, mxopt
@@ -389,9 +384,8 @@ def ftrl(learning_rate: ScalarOrSchedule = 0.1, lamda1: Scalar = 0.01, beta: Sca
         who="mxopt.ftrl", kernel=K.ftrl_update, state_cls=FtrlState, low_precision_state=False,
         hyper=dict(rescale_grad=rescale_grad, clip_gradient=clip_gradient, lamda1=lamda1,
                    beta=beta))
-    return E.fused(opt, learning_rate=learning_rate, wd=wd, lr_mult=lr_mult, wd_mult=wd_mult,
-                   begin_num_update=begin_num_update, multi_precision=multi_precision,
-                   skip_nonfinite=skip_nonfinite)
+    return _fused(opt, learning_rate, wd, lr_mult, wd_mult, begin_num_update, multi_precision,
+                  skip_nonfinite)
 
 
 @_documented
@@ -429,9 +423,7 @@ def ftml(learning_rate: ScalarOrSchedule = 0.01, beta1: Scalar = 0.6, beta2: Sca
 
     Returns:
       An ``optax.GradientTransformationExtraArgs`` whose state is :class:`FTMLState`
-      (inside ``optax.ApplyIfFiniteState`` with ``skip_nonfinite`` and
-      :class:`mxopt.MasterWeightsState` with ``multi_precision``); each leaf
-      is one expression in MXNet's order.
+      {wrapped}
 
     Example:
       >>> import jax.numpy as jnp, optax, mxopt
@@ -452,9 +444,8 @@ def ftml(learning_rate: ScalarOrSchedule = 0.01, beta1: Scalar = 0.6, beta2: Sca
         who="mxopt.ftml", kernel=K.ftml_update, state_cls=FTMLState, fold=K.ftml_fold,
         hyper=dict(rescale_grad=rescale_grad, clip_gradient=clip_gradient, beta1=beta1,
                    beta2=beta2, epsilon=epsilon))
-    return E.fused(opt, learning_rate=learning_rate, wd=wd, lr_mult=lr_mult, wd_mult=wd_mult,
-                   begin_num_update=begin_num_update, multi_precision=multi_precision,
-                   skip_nonfinite=skip_nonfinite)
+    return _fused(opt, learning_rate, wd, lr_mult, wd_mult, begin_num_update, multi_precision,
+                  skip_nonfinite)
 
 
 def rmsprop(learning_rate: ScalarOrSchedule = 0.001, gamma1: Scalar = 0.9,
