@@ -980,7 +980,8 @@ class OptimizerFormat(NamedTuple):
       learning_rate: the constructor's default ``learning_rate``; None where the
         class leaves it to the base class (0.01 there, None with a scheduler).
       bare: MXNet keeps a single state array bare, not in a 1-tuple (SGD's
-        ``mom``, AdaGrad's ``history``; RMSProp keeps ``(n,)``).
+        ``mom``, AdaGrad's ``history``; RMSProp keeps ``(n,)``). A state of no
+        arrays is None whatever this says (SGD without momentum, SGLD).
       master_last: under ``multi_precision`` a float16 weight's state is
         ``(state, float32 master)`` (MXNet's fused SGD/NAG kernels) instead of the
         base class's ``(float32 master, state)``.
@@ -1017,6 +1018,8 @@ class OptimizerFormat(NamedTuple):
         ``num_cums`` (no entry: no call yet, ``num_cums`` is ``init_updates``).
       restore: the mxopt constructor arguments MXNet keeps no attribute for,
         from the record's fields (LBSGD's ``begin_epoch``, of ``init_updates``).
+      restored: the names of those arguments (what ``restore`` returns), which
+        the mxopt class keeps as attributes of the same name.
       name_rule: the arithmetic reads parameter names (LARS keeps the rate of
         names ending in ``gamma``/``beta``/``bias``): MXNet's are ``idx2name``'s,
         else ``str(index)`` (a Gluon Trainer gives none), mxopt's the leaf
@@ -1041,6 +1044,7 @@ class OptimizerFormat(NamedTuple):
     caller: Tuple[str, ...] = ()
     cumgrads: bool = False
     restore: Optional[Callable[[Mapping[str, Any]], dict]] = None
+    restored: Tuple[str, ...] = ()
     name_rule: bool = False
 
 
@@ -1141,7 +1145,7 @@ OPTIMIZER_FORMATS = types.MappingProxyType({
          (None, "adaptive", False), (None, "admult", 1)),
         bare=True, integers=("warmup_epochs", "batch_scale", "updates_per_epoch",
                              "init_updates", "num_epochs", "lbmult", "admult"),
-        cumgrads=True, restore=_lbsgd_restore),
+        cumgrads=True, restore=_lbsgd_restore, restored=("begin_epoch",)),
 })
 
 
