@@ -1047,6 +1047,65 @@ class OptimizerFormat(NamedTuple):
     restored: Tuple[str, ...] = ()
     name_rule: bool = False
 
+    # The layout rules, written once for the class form (mxopt.facade) and the
+    # interop: where the None slots, a bare array and the master go.
+
+    def slots(self, names: Sequence[Any]) -> list:
+        """MXNet's state tuple of the buffers ``names``: None where ``none_slots``
+        say (DCASGD's ``(None, weight_previous)``)."""
+        slots = list(names)
+        for k in self.none_slots:
+            slots.insert(k, None)
+        return slots
+
+    def entry(self, arrays: Sequence[Any], master: Any = None) -> Any:
+        """MXNet's state entry of the buffers ``arrays``: None for no slot, a single
+        slot bare where ``bare``, else the tuple of :meth:`slots`; with a float32
+        ``master`` (multi_precision), paired with it in MXNet's order
+        (``master_last``)."""
+        slots = self.slots(arrays)
+        inner = (None if not slots else slots[0] if self.bare and len(slots) == 1
+                 else tuple(slots))
+        if master is None:
+            return inner
+        return (inner, master) if self.master_last else (master, inner)
+
+    def split(self, entry: Any, count: int,
+              is_array: Callable[[Any], bool]) -> Optional[Tuple[Any, ...]]:
+        """The ``count`` buffers of an entry laid out as :meth:`entry` lays them
+        (without a master), or None where it is laid out otherwise."""
+        slots = self.slots(range(count))
+        if not slots:
+            return () if entry is None else None
+        if self.bare and len(slots) == 1:
+            return (entry,) if is_array(entry) else None
+        if (not isinstance(entry, (tuple, list)) or len(entry) != len(slots)
+                or not all(a is None if k is None else is_array(a)
+                           for k, a in zip(slots, entry))):
+            return None
+        return tuple(a for k, a in zip(slots, entry) if k is not None)
+
+    def split_master(self, entry: Any) -> Optional[Tuple[Any, Any]]:
+        """``(master, inner entry)`` of a multi_precision entry, or None where it
+        is no pair."""
+        if not (isinstance(entry, (tuple, list)) and len(entry) == 2):
+            return None
+        return (entry[1], entry[0]) if self.master_last else (entry[0], entry[1])
+
+    def layout(self, names: Sequence[str], with_master: bool = False) -> str:
+        """:meth:`entry` of the buffers ``names``, in words."""
+        slots = ["None" if n is None else n for n in self.slots(names)]
+        if not slots:
+            inner = "None"
+        elif self.bare and len(slots) == 1:
+            inner = f"the array {slots[0]}"
+        else:
+            inner = "(" + ", ".join(slots) + (",)" if len(slots) == 1 else ")")
+        if not with_master:
+            return inner
+        pair = (inner, "float32 master") if self.master_last else ("float32 master", inner)
+        return f"({pair[0]}, {pair[1]})"
+
 
 def _lbsgd_restore(fields: Mapping[str, Any]) -> dict:
     """LBSGD's ``begin_epoch``: MXNet keeps only ``init_updates = begin_epoch *

@@ -628,49 +628,25 @@ class _KernelOptimizer(Optimizer):
         subclass's MXNet state is another shape or dtype)."""
         return jnp.zeros_like(weight)
 
-    def _slots(self, names):
-        """MXNet's state tuple: ``names``, with None where the format's
-        ``none_slots`` say (DCASGD's ``(None, weight_previous)``)."""
-        slots = list(names)
-        for k in self._format.none_slots:
-            slots.insert(k, None)
-        return slots
-
     def _pack(self, buffers, master=None):
-        """Buffers (and the float32 master) in MXNet's layout: no slot is None,
-        a single one bare where MXNet keeps it so."""
-        slots = self._slots(buffers)
-        inner = (None if not slots else slots[0] if self._format.bare and len(slots) == 1
-                 else tuple(slots))
-        return inner if master is None else self._mp_state(master, inner)
+        """Buffers (and the float32 master) as MXNet keeps them."""
+        return self._format.entry(buffers, master)
 
     def _buffers(self, index, weight, state):
         """``state`` (MXNet's layout, without the master) as a tuple of buffers,
         after checking it."""
         names = self._state_names()
-        slots = self._slots(names)
-        bare = self._format.bare and len(slots) == 1
-        layout = ("None" if not slots else slots[0] if bare else
-                  "(" + ", ".join("None" if n is None else n for n in slots)
-                  + ("," if len(slots) == 1 else "") + ")")
         fresh = [jax.eval_shape(functools.partial(self._fresh_buffer, index, name), weight)
                  for name in names]
-        made_by = (f"create_state(index, weight) of {self!r} makes {layout}"
+        made_by = (f"create_state(index, weight) of {self!r} makes {self._format.layout(names)}"
                    + (f", like the weight, {weight.dtype}{list(weight.shape)}"
                       if all(f.shape == weight.shape and f.dtype == weight.dtype for f in fresh)
                       else ", " + ", ".join(f"{f.dtype}{list(f.shape)}" for f in fresh)))
-        if not slots:
-            if state is not None:
-                raise ValueError(f"index {index!r}: the optimizer state does not match: got "
-                                 f"{_describe_state(state)}; {made_by}")
-            return ()
-        entries = (state,) if bare else state
-        if not isinstance(entries, (tuple, list)) or len(entries) != len(slots) or not all(
-                (s is None) if n is None else isinstance(s, (jax.Array, np.ndarray))
-                for n, s in zip(slots, entries)):
+        buffers = self._format.split(state, len(names),
+                                     lambda s: isinstance(s, (jax.Array, np.ndarray)))
+        if buffers is None:
             raise ValueError(f"index {index!r}: the optimizer state does not match: got "
                              f"{_describe_state(state)}{self._other_layout(state)}; {made_by}")
-        buffers = [s for n, s in zip(slots, entries) if n is not None]
         for name, s, want in zip(names, buffers, fresh):
             if s.shape != want.shape or s.dtype != want.dtype:
                 raise ValueError(f"index {index!r}: the optimizer state does not match: "
