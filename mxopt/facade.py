@@ -16,12 +16,14 @@ was given last time::
     optimizer.update(i, weight, grad, state)            # MXNet
     weight, state = optimizer.update(i, weight, grad, state)   # mxopt
 
-The arithmetic is not reimplemented here: each ``update`` runs ``mxopt.rmsprop``
-for one step inside a cached ``jax.jit`` call whose hyperparameters (learning
-rate after scheduler and multiplier, weight decay, ...) are arguments, so
-changing them never recompiles. The Python side (update counts, scheduler
-calls, ``lr_mult``/``wd_mult`` lookup through ``param_dict``, index and name)
-follows MXNet's code line for line.
+The arithmetic is not reimplemented here: each ``update`` runs the class's
+kernel of :mod:`mxopt._kernels` (the functional form's) for one step inside a
+cached ``jax.jit`` call whose hyperparameters (learning rate after scheduler
+and multiplier, weight decay, ...) are arguments, so changing them never
+recompiles. The Python side (update counts, scheduler calls,
+``lr_mult``/``wd_mult`` lookup through ``param_dict``, index and name, list
+calls) follows MXNet's code line for line, and the state layout is MXNet's as
+``mxopt._mxformat.OPTIMIZER_FORMATS`` records it.
 """
 from __future__ import annotations
 
