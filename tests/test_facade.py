@@ -603,6 +603,8 @@ def test_class_defaults_are_the_format_tables():
         assert (dict(mxopt.facade.optimizer_to_mxnet(opt).fields)
                 == dict(mxopt.interop.optimizer_record(name).fields)), name
         assert opt.aggregate_num == mxopt._mxformat.OPTIMIZER_FORMATS[name].aggregate_num
+    # The functional LARS splits a step as MXNet's Updater splits LARS's list call.
+    assert mxopt._mxformat.OPTIMIZER_FORMATS["LARS"].aggregate_num == mxopt.alias.LARS_CHUNK
 
 
 def test_lars_with_momentum_runs_mxnets_momentum_kernel_at_rate_zero():
