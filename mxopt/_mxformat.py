@@ -980,7 +980,8 @@ class OptimizerFormat(NamedTuple):
       learning_rate: the constructor's default ``learning_rate``; None where the
         class leaves it to the base class (0.01 there, None with a scheduler).
       bare: MXNet keeps a single state array bare, not in a 1-tuple (SGD's
-        ``mom``, AdaGrad's ``history``; RMSProp keeps ``(n,)``).
+        ``mom``, AdaGrad's ``history``; RMSProp keeps ``(n,)``). A state of no
+        arrays is None whatever this says (SGD without momentum, SGLD).
       master_last: under ``multi_precision`` a float16 weight's state is
         ``(state, float32 master)`` (MXNet's fused SGD/NAG kernels) instead of the
         base class's ``(float32 master, state)``.
@@ -1017,6 +1018,8 @@ class OptimizerFormat(NamedTuple):
         ``num_cums`` (no entry: no call yet, ``num_cums`` is ``init_updates``).
       restore: the mxopt constructor arguments MXNet keeps no attribute for,
         from the record's fields (LBSGD's ``begin_epoch``, of ``init_updates``).
+      restored: the names of those arguments (what ``restore`` returns), which
+        the mxopt class keeps as attributes of the same name.
       name_rule: the arithmetic reads parameter names (LARS keeps the rate of
         names ending in ``gamma``/``beta``/``bias``): MXNet's are ``idx2name``'s,
         else ``str(index)`` (a Gluon Trainer gives none), mxopt's the leaf
@@ -1041,7 +1044,67 @@ class OptimizerFormat(NamedTuple):
     caller: Tuple[str, ...] = ()
     cumgrads: bool = False
     restore: Optional[Callable[[Mapping[str, Any]], dict]] = None
+    restored: Tuple[str, ...] = ()
     name_rule: bool = False
+
+    # The layout rules, written once for the class form (mxopt.facade) and the
+    # interop: where the None slots, a bare array and the master go.
+
+    def slots(self, names: Sequence[Any]) -> list:
+        """MXNet's state tuple of the buffers ``names``: None where ``none_slots``
+        say (DCASGD's ``(None, weight_previous)``)."""
+        slots = list(names)
+        for k in self.none_slots:
+            slots.insert(k, None)
+        return slots
+
+    def entry(self, arrays: Sequence[Any], master: Any = None) -> Any:
+        """MXNet's state entry of the buffers ``arrays``: None for no slot, a single
+        slot bare where ``bare``, else the tuple of :meth:`slots`; with a float32
+        ``master`` (multi_precision), paired with it in MXNet's order
+        (``master_last``)."""
+        slots = self.slots(arrays)
+        inner = (None if not slots else slots[0] if self.bare and len(slots) == 1
+                 else tuple(slots))
+        if master is None:
+            return inner
+        return (inner, master) if self.master_last else (master, inner)
+
+    def split(self, entry: Any, count: int,
+              is_array: Callable[[Any], bool]) -> Optional[Tuple[Any, ...]]:
+        """The ``count`` buffers of an entry laid out as :meth:`entry` lays them
+        (without a master), or None where it is laid out otherwise."""
+        slots = self.slots(range(count))
+        if not slots:
+            return () if entry is None else None
+        if self.bare and len(slots) == 1:
+            return (entry,) if is_array(entry) else None
+        if (not isinstance(entry, (tuple, list)) or len(entry) != len(slots)
+                or not all(a is None if k is None else is_array(a)
+                           for k, a in zip(slots, entry))):
+            return None
+        return tuple(a for k, a in zip(slots, entry) if k is not None)
+
+    def split_master(self, entry: Any) -> Optional[Tuple[Any, Any]]:
+        """``(master, inner entry)`` of a multi_precision entry, or None where it
+        is no pair."""
+        if not (isinstance(entry, (tuple, list)) and len(entry) == 2):
+            return None
+        return (entry[1], entry[0]) if self.master_last else (entry[0], entry[1])
+
+    def layout(self, names: Sequence[str], with_master: bool = False) -> str:
+        """:meth:`entry` of the buffers ``names``, in words."""
+        slots = ["None" if n is None else n for n in self.slots(names)]
+        if not slots:
+            inner = "None"
+        elif self.bare and len(slots) == 1:
+            inner = f"the array {slots[0]}"
+        else:
+            inner = "(" + ", ".join(slots) + (",)" if len(slots) == 1 else ")")
+        if not with_master:
+            return inner
+        pair = (inner, "float32 master") if self.master_last else ("float32 master", inner)
+        return f"({pair[0]}, {pair[1]})"
 
 
 def _lbsgd_restore(fields: Mapping[str, Any]) -> dict:
@@ -1141,7 +1204,7 @@ OPTIMIZER_FORMATS = types.MappingProxyType({
          (None, "adaptive", False), (None, "admult", 1)),
         bare=True, integers=("warmup_epochs", "batch_scale", "updates_per_epoch",
                              "init_updates", "num_epochs", "lbmult", "admult"),
-        cumgrads=True, restore=_lbsgd_restore),
+        cumgrads=True, restore=_lbsgd_restore, restored=("begin_epoch",)),
 })
 
 

@@ -16,17 +16,20 @@ was given last time::
     optimizer.update(i, weight, grad, state)            # MXNet
     weight, state = optimizer.update(i, weight, grad, state)   # mxopt
 
-The arithmetic is not reimplemented here: each ``update`` runs ``mxopt.rmsprop``
-for one step inside a cached ``jax.jit`` call whose hyperparameters (learning
-rate after scheduler and multiplier, weight decay, ...) are arguments, so
-changing them never recompiles. The Python side (update counts, scheduler
-calls, ``lr_mult``/``wd_mult`` lookup through ``param_dict``, index and name)
-follows MXNet's code line for line.
+The arithmetic is not reimplemented here: each ``update`` runs the class's
+kernel of :mod:`mxopt._kernels` (the functional form's) for one step inside a
+cached ``jax.jit`` call whose hyperparameters (learning rate after scheduler
+and multiplier, weight decay, ...) are arguments, so changing them never
+recompiles. The Python side (update counts, scheduler calls,
+``lr_mult``/``wd_mult`` lookup through ``param_dict``, index and name, list
+calls) follows MXNet's code line for line, and the state layout is MXNet's as
+``mxopt._mxformat.OPTIMIZER_FORMATS`` records it.
 """
 from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import numbers
 import pickle
 import warnings
@@ -218,14 +221,22 @@ class Optimizer:
         and the weight is float16 (or bfloat16); returns ``(new_weight, new_state)``."""
         with self._dropped.outer():
             out = self._update_multi_precision(index, weight, grad, state)
-        self._dropped.note(self, index, weight, "weight, state = optimizer."
-                           "update_multi_precision(index, weight, grad, state)")
+        if not isinstance(index, (list, tuple)):  # a list call is noted by its caller
+            self._dropped.note(self, index, weight, "weight, state = optimizer."
+                               "update_multi_precision(index, weight, grad, state)")
         return out
 
     def _update_multi_precision(self, index, weight, grad, state):
         weight = _as_array("weight", weight)
         if not (self.multi_precision and weight.dtype in LOW_PRECISION_DTYPES):
             return self.update(index, weight, grad, state)
+        master, inner = self._split_master(index, weight, state)
+        master, inner = self.update(index, master, _as_array("grad", grad).astype(jnp.float32),
+                                    inner)
+        return master.astype(weight.dtype), self._mp_state(master, inner)
+
+    def _split_master(self, index, weight, state):
+        """``(float32 master, inner state)`` of a multi_precision state, checked."""
         at = self._master_at
         if not (isinstance(state, (tuple, list)) and len(state) == 2
                 and isinstance(state[at], (jax.Array, np.ndarray))
@@ -236,10 +247,7 @@ class Optimizer:
                 f"a {weight.dtype} weight of shape {weight.shape} expects ({', '.join(layout)}), "
                 f"MXNet's layout for {type(self).__name__}, got {_describe_state(state)}; "
                 f"create it with create_state_multi_precision(index, weight)")
-        master, inner = state[at], state[1 - at]
-        master, inner = self.update(index, master, _as_array("grad", grad).astype(jnp.float32),
-                                    inner)
-        return master.astype(weight.dtype), self._mp_state(master, inner)
+        return jnp.asarray(state[at]), state[1 - at]
 
     def set_learning_rate(self, lr):
         """Set the learning rate; a UserWarning is raised when a scheduler is set."""
@@ -470,15 +478,17 @@ def _as_array(name, x):
     raise TypeError(f"{name} must be a JAX or NumPy array, got {type(x).__name__}")
 
 
-@functools.partial(jax.jit, static_argnames=("kernel", "rebuild"))
-def _kernel_step(weight, grad, state, hyper, *, kernel, rebuild=None):
+@functools.partial(jax.jit, static_argnames=("kernel", "static", "rebuild"))
+def _kernel_step(weight, grad, state, hyper, *, kernel, static=(), rebuild=None):
     """One step of a per-leaf kernel of :mod:`mxopt._kernels` on one weight, with
-    every hyperparameter traced (already as MXNet's kernel receives it), so new
-    values reuse the compiled step; a clip bound of None is off, and a
-    ``clip_weights`` entry (RMSProp) clips the new weight. ``rebuild`` (Ftrl,
-    FTML): ``rebuild(*state, hyper)``, the weight MXNet writes, rebuilt from the
-    new state, where ``weight + update`` could miss it by an ulp."""
-    hyper = dict(hyper)
+    every numeric hyperparameter traced (already as MXNet's kernel receives it),
+    so new values reuse the compiled step; ``static`` holds the ``(name, value)``
+    pairs that choose code paths (Python bools, strings and None: a clip bound
+    of None is off), compiled once per combination. A ``clip_weights`` entry
+    (RMSProp) clips the new weight. ``rebuild`` (Ftrl, FTML):
+    ``rebuild(*state, hyper)``, the weight MXNet writes, rebuilt from the new
+    state, where ``weight + update`` could miss it by an ulp."""
+    hyper = dict(hyper, **dict(static))
     clip_weights = hyper.pop("clip_weights", None)
     update, *state = kernel(grad, weight, *state, hyper, None)
     if rebuild is not None:
@@ -491,46 +501,86 @@ def _kernel_step(weight, grad, state, hyper, *, kernel, rebuild=None):
 class _KernelOptimizer(Optimizer):
     """An MXNet optimizer class whose ``update`` is MXNet's Python side on the
     host (counts, rates and decays per index, bias corrections, ``m_schedule``,
-    in float64 as MXNet computes them), then one kernel of :mod:`mxopt._kernels`
-    run by :func:`_kernel_step`. Each scalar reaches the kernel as MXNet's
-    operator receives it: a C++ ``float`` field parsed by ``dmlc::stof``; for
-    the names in ``_operands``, an NDArray scalar operand (a double cast to the
-    weight's dtype); for those in ``_tuple_fields``, a ``Tuple<float>`` entry.
+    LARS's momentum correction, in float64 as MXNet computes them), then one
+    kernel of :mod:`mxopt._kernels` per weight, run by :func:`_kernel_step`.
+    Each scalar reaches the kernel as MXNet's operator receives it: a C++
+    ``float`` field parsed by ``dmlc::stof``; for the names in ``_operands``, an
+    NDArray scalar operand (a double cast to the weight's dtype); for those in
+    ``_tuple_fields``, a ``Tuple<float>`` entry.
 
-    A subclass names its functional form (``_alias``, whose checks are the
-    rules of the subclass's own arguments), those arguments (``_own``: alias
-    argument -> attribute, MXNet's names), its kernel (``_kernel`` or
+    MXNet's state layout (single buffers bare or not, where the float32 master
+    sits under ``multi_precision``, None slots), the clip rule, the own
+    arguments and whether ``update`` takes a list of indices are the class's
+    entry of :data:`mxopt._mxformat.OPTIMIZER_FORMATS` (``_format``, found by
+    class name), written once for the class form and the interop.
+
+    ``update`` and ``update_multi_precision`` take an index, or, where MXNet's
+    do (the classes with an ``aggregate_num``: SGD, LARS, LAMB), a list of
+    indices with lists of weights, gradients and states, and then return two
+    lists. Under ``multi_precision`` the kernel runs on the float32 master and
+    learns the stored dtype (a static ``stored_dtype``: LARS's and LAMB's norms
+    round as the stored weight does).
+
+    A subclass names its kernel (``_kernel``, ``_momentum_kernels`` or
     :meth:`_kernel_for`), its state buffers (``_states`` or
     :meth:`_state_names`) and the kernel's hyperparameters
-    (:meth:`_host_hyper`).
+    (:meth:`_host_hyper`); the rules of its own arguments are its functional
+    form's checks (the table's ``alias``).
     """
 
-    _alias: str
-    _own: dict = {}
-    _extra = ()              # other attributes of the subclass, shown and pickled
+    _format: _fmt.OptimizerFormat  # set per class from OPTIMIZER_FORMATS
     _kernel = None
+    _momentum_kernels = None  # (with, without): momentum != 0 picks the first and a buffer mom
     _states = ()
-    _bare_state = False      # MXNet's state: one buffer is the array itself, none is None
     _operands = frozenset()
     _tuple_fields = frozenset()
-    _python_clip = False     # clip_gradient=0 clips to 0 (Python side) rather than off
     _reads_lr = True         # False: the rate (and scheduler) is never read (AdaDelta)
     _float32_state = False   # MXNet's state is float32: float16/bfloat16 weights are refused
     _rate_divides = False    # lr 0 gives NaN in MXNet: refused
     _rebuild = None          # the new weight from the new state (Ftrl, FTML)
-    _counts = True           # False: MXNet never counts updates (Test)
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        fmt = _fmt.OPTIMIZER_FORMATS.get(cls.__name__) if cls.__module__ == __name__ else None
+        if fmt is not None:  # a subclass elsewhere keeps its parent's layout
+            cls._format = fmt
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        # MXNet's list-taking classes set it (SGD's MXNET_OPTIMIZER_AGGREGATION_SIZE).
+        self.aggregate_num = self._format.aggregate_num
+
+    @property
+    def _master_at(self):
+        return 1 if self._format.master_last else 0
+
+    @classmethod
+    def _own(cls):
+        """Functional-form keyword -> attribute of the class's own arguments."""
+        fmt = cls._format
+        own = {kw: attr for kw, attr, _ in fmt.own if kw is not None}
+        return dict(own, **{name: name for name in fmt.caller + fmt.restored})
+
+    @classmethod
+    def _extra(cls):
+        """MXNet's other attributes of the class (kept, pickled and checked)."""
+        return tuple(attr for kw, attr, _ in cls._format.own if kw is None)
 
     def _own_values(self):
-        return {arg: getattr(self, attr) for arg, attr in self._own.items()}
+        return {arg: getattr(self, attr) for arg, attr in self._own().items()}
 
     def _check_own(self):
         # The functional form's checks are the rules of these arguments.
-        getattr(alias, self._alias)(**self._own_values())
+        getattr(alias, self._format.alias)(**self._own_values())
 
     def _kernel_for(self):
+        if self._momentum_kernels is not None:
+            return self._momentum_kernels[0 if self.momentum != 0.0 else 1]
         return self._kernel
 
     def _state_names(self):
+        if self._momentum_kernels is not None:
+            return ("mom",) if self.momentum != 0.0 else ()
         return self._states
 
     def _host_hyper(self, index, lr, wd, t):
@@ -539,12 +589,18 @@ class _KernelOptimizer(Optimizer):
 
     def _repr_fields(self):
         base = super()._repr_fields()  # learning_rate first
-        return (base[:1] + list(self._own_values().items())
-                + [(name, getattr(self, name)) for name in self._extra] + base[1:])
+        order = list(inspect.signature(type(self).__init__).parameters)
+        own = sorted(self._own_values().items(),
+                     key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order))
+        # Per-parameter stores (DCASGD's weight_previous, LBSGD's cumgrads) are no
+        # hyperparameters: not shown.
+        extra = [(name, getattr(self, name)) for name in self._extra()
+                 if not isinstance(getattr(self, name), dict)]
+        return base[:1] + own + extra + base[1:]
 
     def __setstate__(self, state):
         super().__setstate__(state)
-        missing = (set(self._own.values()) | set(self._extra)) - set(state)
+        missing = (set(self._own().values()) | set(self._extra())) - set(state)
         if missing:
             raise ValueError(f"the pickled {type(self).__name__} lacks the attributes "
                              f"{sorted(missing)}")
@@ -566,36 +622,31 @@ class _KernelOptimizer(Optimizer):
     def create_state(self, index, weight):
         weight = _as_array("weight", weight)
         self._refuse_low_precision(index, weight)
-        zeros = tuple(self._fresh_buffer(index, name, weight) for name in self._state_names())
-        if self._bare_state and len(zeros) < 2:
-            return zeros[0] if zeros else None
-        return zeros
+        return self._pack(tuple(self._fresh_buffer(index, name, weight)
+                                for name in self._state_names()))
 
     def _fresh_buffer(self, index, name, weight):  # pylint: disable=unused-argument
         """A new state buffer ``name`` for ``weight`` (zeros like it, unless a
         subclass's MXNet state is another shape or dtype)."""
         return jnp.zeros_like(weight)
 
+    def _pack(self, buffers, master=None):
+        """Buffers (and the float32 master) as MXNet keeps them."""
+        return self._format.entry(buffers, master)
+
     def _buffers(self, index, weight, state):
-        """``state`` (MXNet's layout) as a tuple of buffers, after checking it."""
+        """``state`` (MXNet's layout, without the master) as a tuple of buffers,
+        after checking it."""
         names = self._state_names()
-        bare = self._bare_state and len(names) < 2
-        layout = (("None" if not names else names[0]) if bare
-                  else f"({', '.join(names)}{',' if len(names) == 1 else ''})")
         fresh = [jax.eval_shape(functools.partial(self._fresh_buffer, index, name), weight)
                  for name in names]
-        made_by = (f"create_state(index, weight) of {self!r} makes {layout}"
+        made_by = (f"create_state(index, weight) of {self!r} makes {self._format.layout(names)}"
                    + (f", like the weight, {weight.dtype}{list(weight.shape)}"
                       if all(f.shape == weight.shape and f.dtype == weight.dtype for f in fresh)
                       else ", " + ", ".join(f"{f.dtype}{list(f.shape)}" for f in fresh)))
-        if bare and not names:
-            if state is not None:
-                raise ValueError(f"index {index!r}: the optimizer state does not match: got "
-                                 f"{_describe_state(state)}; {made_by}")
-            return ()
-        buffers = (state,) if bare else state
-        if not isinstance(buffers, (tuple, list)) or len(buffers) != len(names) or not all(
-                isinstance(s, (jax.Array, np.ndarray)) for s in buffers):
+        buffers = self._format.split(state, len(names),
+                                     lambda s: isinstance(s, (jax.Array, np.ndarray)))
+        if buffers is None:
             raise ValueError(f"index {index!r}: the optimizer state does not match: got "
                              f"{_describe_state(state)}{self._other_layout(state)}; {made_by}")
         for name, s, want in zip(names, buffers, fresh):
@@ -610,41 +661,101 @@ class _KernelOptimizer(Optimizer):
         return ""
 
     def update(self, index, weight, grad, state):
-        given = weight
+        return self._apply(index, weight, grad, state, False,
+                           "weight, state = optimizer.update(index, weight, grad, state)")
+
+    def _update_multi_precision(self, index, weight, grad, state):
+        first = weight[0] if isinstance(index, (list, tuple)) and weight else weight
+        mp = self.multi_precision and _as_array("weight", first).dtype in LOW_PRECISION_DTYPES
+        return self._apply(index, weight, grad, state, mp, None)
+
+    def _apply(self, index, weight, grad, state, mp, fix):
+        """MXNet's ``update`` (``mp``: ``update_multi_precision`` on a float16
+        weight) of one index or a list of them; ``fix``: the call the dropped-result
+        warning suggests, None where the caller notes the weight."""
+        single = not isinstance(index, (list, tuple))
+        if single:
+            calls = [(index, weight, grad, state)]
+        else:
+            if not self._format.aggregate_num:
+                takes = sorted(n for n, f in _fmt.OPTIMIZER_FORMATS.items() if f.aggregate_num)
+                raise TypeError(
+                    f"index is a {type(index).__name__}, but MXNet's {type(self).__name__} "
+                    f"updates one index per call (of MXNet's optimizers only "
+                    f"{', '.join(takes)} take a list of indices): update each index in "
+                    f"turn, or let an mxopt.Updater do it")
+            if not all(isinstance(x, (list, tuple)) and len(x) == len(index)
+                       for x in (weight, grad, state)):
+                raise ValueError("index, weight, grad and state lists must have the same "
+                                 "length")
+            calls = list(zip(index, weight, grad, state))
+        checked = [self._checked(*call, mp) for call in calls]
+        if single and fix is not None:
+            self._dropped.note(self, index, weight, fix)
+        rates = self._rates([i for i, *_ in calls])
+        new_weights, new_states = [], []
+        for (i, *_), (stored, master, g, buffers), (lr, wd, t) in zip(calls, checked, rates):
+            x, buffers = self._run(i, stored if master is None else master, g, buffers,
+                                   lr, wd, t, stored.dtype)
+            new_weights.append(x if master is None else x.astype(stored.dtype))
+            new_states.append(self._pack(buffers, None if master is None else x))
+        if single:
+            return new_weights[0], new_states[0]
+        return new_weights, new_states
+
+    def _checked(self, index, weight, grad, state, mp):
+        """``(weight, float32 master or None, grad as the kernel takes it, buffers)``
+        of one index, after checking them."""
         weight, grad = _as_array("weight", weight), _as_array("grad", grad)
         if grad.shape != weight.shape or grad.dtype != weight.dtype:
             raise ValueError(f"index {index!r}: grad {grad.shape} {grad.dtype} does not match "
                              f"weight {weight.shape} {weight.dtype}")
-        self._refuse_low_precision(index, weight)
-        buffers = self._buffers(index, weight, state)
-        self._dropped.note(self, index, given,
-                           "weight, state = optimizer.update(index, weight, grad, state)")
+        master = None
+        if mp:
+            master, state = self._split_master(index, weight, state)
+            grad = grad.astype(jnp.float32)
+        run = weight if master is None else master
+        self._refuse_low_precision(index, run)
+        return weight, master, grad, self._buffers(index, run, state)
+
+    def _rates(self, indices):
+        """``(lr, wd, t)`` of each index, as MXNet's Python side reads them in one
+        call: every index counted, then the rates and decays read (for a list,
+        SGD's and LARS's ``_update_impl``)."""
         counts = (dict(self._index_update_count), self.num_update)
-        if self._counts:
-            self._update_count(index)
-        lr = self._get_lr(index) if self._reads_lr else None
-        wd = self._get_wd(index)
-        if self._rate_divides and lr == 0:
+        if self._format.counts:
+            self._update_count(indices)
+        lrs = self._get_lrs(indices) if self._reads_lr else [None] * len(indices)
+        wds = self._get_wds(indices)
+        if self._rate_divides and 0 in lrs:
             # Refused before anything changed: the count is put back.
             self._index_update_count.clear()
             self._index_update_count.update(counts[0])
             self.num_update = counts[1]
+            index = indices[lrs.index(0)]
             raise ValueError(f"index {index!r}: the learning rate is 0 (after lr_mult), which "
                              f"{type(self).__name__} divides by: MXNet makes the weight NaN. "
                              f"Use a rate > 0, or leave the parameter out of the update")
-        t = self._index_update_count.get(index, self.begin_num_update)
+        ts = [self._index_update_count.get(i, self.begin_num_update) for i in indices]
+        return list(zip(lrs, wds, ts))
+
+    def _run(self, index, weight, grad, buffers, lr, wd, t, stored_dtype):
+        """One kernel step of one weight (the float32 master under
+        multi_precision, stored as ``stored_dtype``): ``(new weight, buffers)``."""
         hyper = dict(self._host_hyper(index, lr, wd, t), rescale_grad=self.rescale_grad)
-        clip = self.clip_gradient if (self._python_clip or self.clip_gradient) else 0.0
-        # None switches the clip off (static); a kernel optimizer's 0 also means off.
-        hyper["clip_gradient"] = clip
-        parsed = {name: self._received(name, value, weight.dtype)
-                  for name, value in hyper.items() if value is not None}
-        parsed["clip_gradient"] = parsed.get("clip_gradient")
-        new_weight, new = _kernel_step(weight, grad, buffers, parsed, kernel=self._kernel_for(),
-                                       rebuild=self._rebuild)
-        if self._bare_state and len(new) < 2:
-            return new_weight, (new[0] if new else None)
-        return new_weight, new
+        # A kernel optimizer's 0 is off, as None (a traced bound: new values reuse
+        # the step); MXNet's Python-side optimizers clip to 0.
+        hyper["clip_gradient"] = (self.clip_gradient if (self._format.python_clip
+                                                          or self.clip_gradient) else 0.0)
+        static = {"stored_dtype": jnp.dtype(stored_dtype).name}
+        traced = {}
+        for name, value in hyper.items():
+            if value is None or isinstance(value, (bool, str)):
+                static[name] = value
+            else:
+                traced[name] = self._received(name, value, weight.dtype)
+        return _kernel_step(weight, grad, buffers, traced, kernel=self._kernel_for(),
+                            static=tuple(sorted(static.items())), rebuild=self._rebuild)
 
     def _received(self, name, value, dtype):
         if isinstance(value, np.floating):  # computed as the kernel does (FTML's powf)
@@ -669,9 +780,6 @@ class RMSProp(_KernelOptimizer):
         MXNet (and :func:`mxopt.rmsprop`).
       **kwargs: the :class:`Optimizer` arguments.
     """
-
-    _alias = "rmsprop"
-    _own = {name: name for name in ("gamma1", "gamma2", "epsilon", "centered", "clip_weights")}
 
     def __init__(self, learning_rate=0.001, gamma1=0.9, gamma2=0.9, epsilon=1e-8,
                  centered=False, clip_weights=None, **kwargs):
@@ -712,23 +820,13 @@ class SGD(_KernelOptimizer):
       **kwargs: the :class:`Optimizer` arguments (learning rate 0.01 by default).
     """
 
-    _alias = "sgd"
-    _own = {"momentum": "momentum", "lazy_update": "lazy_update"}
-    _bare_state = True
+    _momentum_kernels = (K.sgd_mom_update, K.multi_sgd_update)
     _tuple_fields = frozenset({"lr", "wd"})  # multi_sgd_*'s lrs/wds: Tuple<float>
-    _master_at = 1
 
     def __init__(self, momentum=0.0, lazy_update=True, **kwargs):
         self.momentum, self.lazy_update = momentum, lazy_update
         self._check_own()
         super().__init__(**kwargs)
-        self.aggregate_num = 4  # MXNET_OPTIMIZER_AGGREGATION_SIZE, as MXNet's SGD
-
-    def _kernel_for(self):
-        return K.sgd_mom_update if self.momentum != 0.0 else K.multi_sgd_update
-
-    def _state_names(self):
-        return ("mom",) if self.momentum != 0.0 else ()
 
     def _host_hyper(self, index, lr, wd, t):
         return dict(lr=lr, wd=wd, momentum=self.momentum)
@@ -746,21 +844,12 @@ class NAG(_KernelOptimizer):
       **kwargs: the :class:`Optimizer` arguments.
     """
 
-    _alias = "nag"
-    _own = {"momentum": "momentum"}
-    _bare_state = True
-    _master_at = 1
+    _momentum_kernels = (K.nag_mom_update, K.sgd_update)
 
     def __init__(self, momentum=0.0, **kwargs):
         self.momentum = momentum
         self._check_own()
         super().__init__(**kwargs)
-
-    def _kernel_for(self):
-        return K.nag_mom_update if self.momentum != 0.0 else K.sgd_update
-
-    def _state_names(self):
-        return ("mom",) if self.momentum != 0.0 else ()
 
     def _host_hyper(self, index, lr, wd, t):
         return dict(lr=lr, wd=wd, momentum=self.momentum)
@@ -778,20 +867,12 @@ class Signum(_KernelOptimizer):
       **kwargs: the :class:`Optimizer` arguments.
     """
 
-    _alias = "signum"
-    _own = {"momentum": "momentum", "wd_lh": "wd_lh"}
-    _bare_state = True
+    _momentum_kernels = (K.signum_update, K.signsgd_update)
 
     def __init__(self, learning_rate=0.01, momentum=0.9, wd_lh=0.0, **kwargs):
         self.momentum, self.wd_lh = momentum, wd_lh
         self._check_own()
         super().__init__(learning_rate=learning_rate, **kwargs)
-
-    def _kernel_for(self):
-        return K.signum_update if self.momentum != 0.0 else K.signsgd_update
-
-    def _state_names(self):
-        return ("mom",) if self.momentum != 0.0 else ()
 
     def _host_hyper(self, index, lr, wd, t):
         return dict(lr=lr, wd=wd, momentum=self.momentum, wd_lh=self.wd_lh)
@@ -809,13 +890,9 @@ class AdaGrad(_KernelOptimizer):
       **kwargs: the :class:`Optimizer` arguments.
     """
 
-    _alias = "adagrad"
-    _own = {"eps": "float_stable_eps"}
     _kernel = staticmethod(K.adagrad_update)
     _states = ("history",)
-    _bare_state = True
     _operands = frozenset({"lr", "wd", "rescale_grad", "eps"})
-    _python_clip = True
     _float32_state = True
 
     def __init__(self, eps=1e-7, **kwargs):
@@ -839,12 +916,9 @@ class AdaDelta(_KernelOptimizer):
       **kwargs: the :class:`Optimizer` arguments.
     """
 
-    _alias = "adadelta"
-    _own = {"rho": "rho", "epsilon": "epsilon"}
     _kernel = staticmethod(K.adadelta_update)
     _states = ("acc_g", "acc_delta")
     _operands = frozenset({"wd", "rescale_grad", "rho", "epsilon", "one_minus_rho"})
-    _python_clip = True
     _reads_lr = False
     _float32_state = True
 
@@ -870,9 +944,6 @@ class Adam(_KernelOptimizer):
       **kwargs: the :class:`Optimizer` arguments.
     """
 
-    _alias = "adam"
-    _own = {"beta1": "beta1", "beta2": "beta2", "epsilon": "epsilon"}
-    _extra = ("lazy_update",)
     _kernel = staticmethod(K.adam_update)
     _states = ("mean", "var")
 
@@ -904,12 +975,9 @@ class Adamax(_KernelOptimizer):
       **kwargs: the :class:`Optimizer` arguments.
     """
 
-    _alias = "adamax"
-    _own = {"beta1": "beta1", "beta2": "beta2"}
     _kernel = staticmethod(K.adamax_update)
     _states = ("m", "u")
     _operands = frozenset({"lr", "wd", "rescale_grad", "beta1", "beta2", "one_minus_beta1"})
-    _python_clip = True
 
     def __init__(self, learning_rate=0.002, beta1=0.9, beta2=0.999, **kwargs):
         super().__init__(learning_rate=learning_rate, **kwargs)
@@ -938,16 +1006,12 @@ class Nadam(_KernelOptimizer):
       **kwargs: the :class:`Optimizer` arguments.
     """
 
-    _alias = "nadam"
-    _own = {name: name for name in ("beta1", "beta2", "epsilon", "schedule_decay")}
-    _extra = ("m_schedule",)
     _kernel = staticmethod(K.nadam_update)
     _states = ("m", "v")
     _operands = frozenset({"lr", "wd", "rescale_grad", "beta1", "beta2", "epsilon",
                            "one_minus_momentum_t", "momentum_t_1", "one_minus_schedule",
                            "one_minus_schedule_next", "one_minus_beta2_t", "one_minus_beta1",
                            "one_minus_beta2"})
-    _python_clip = True
 
     def __init__(self, learning_rate=0.001, beta1=0.9, beta2=0.999, epsilon=1e-8,
                  schedule_decay=0.004, **kwargs):
@@ -981,8 +1045,6 @@ class Ftrl(_KernelOptimizer):
       **kwargs: the :class:`Optimizer` arguments.
     """
 
-    _alias = "ftrl"
-    _own = {"lamda1": "lamda1", "beta": "beta"}
     _kernel = staticmethod(K.ftrl_update)
     _rebuild = staticmethod(K.ftrl_weight)
     _states = ("z", "n")
@@ -1011,8 +1073,6 @@ class FTML(_KernelOptimizer):
       **kwargs: the :class:`Optimizer` arguments.
     """
 
-    _alias = "ftml"
-    _own = {"beta1": "beta1", "beta2": "beta2", "epsilon": "epsilon"}
     _kernel = staticmethod(K.ftml_update)
     _rebuild = staticmethod(lambda d, v, z, hyper: K.ftml_weight(d, z))
     _states = ("d", "v", "z")
@@ -1033,143 +1093,11 @@ class FTML(_KernelOptimizer):
 
 
 # ----------------------------------------------------------------------------------
-# LARS and LAMB: MXNet's list-taking optimizers
+# LARS and LAMB: layer-wise trust ratios, MXNet's list-taking optimizers
 # ----------------------------------------------------------------------------------
 
-@functools.lru_cache(maxsize=None)
-def _with_static(kernel, static_items):
-    """``kernel`` with static hyperparameters (Python bools, strings, None)
-    merged into its ``hp``, cached so that :func:`_kernel_step` compiles once
-    per combination."""
-    static = dict(static_items)
-
-    def bound(grad, weight, *rest):
-        *state, hp, finite = rest
-        return kernel(grad, weight, *state, dict(hp, **static), finite)
-
-    return bound
-
-
-class _ListOptimizer(Optimizer):
-    """An MXNet optimizer whose ``update`` takes an index or a list of indices
-    (MXNet's ``_update_impl``), each weight stepped by one kernel of
-    :mod:`mxopt._kernels` in :func:`_kernel_step`. Under ``multi_precision``
-    the kernel runs on the float32 master and takes its norms from the stored
-    float16 weight, as MXNet's fused kernels do. ``update`` returns
-    ``(new_weight, new_state)``, or two lists for a list of indices."""
-
-    _own_fields = ()
-    _state_names = ()
-    _takes_lists = False  # whether the Updater hands it list calls in chunks
-
-    def _check_own(self):
-        """The rules of the subclass's own arguments."""
-
-    def _repr_fields(self):
-        return ([("learning_rate", self.lr)] + [(f, getattr(self, f)) for f in self._own_fields]
-                + super()._repr_fields()[1:])
-
-    def __setstate__(self, state):
-        super().__setstate__(state)
-        missing = set(self._own_fields) - set(state)
-        if missing:
-            raise ValueError(f"the pickled {type(self).__name__} lacks the attributes "
-                             f"{sorted(missing)}")
-        self._check_own()
-
-    def _has_state(self):
-        return True
-
-    def create_state(self, index, weight):
-        weight = _as_array("weight", weight)
-        if not self._has_state():
-            return None
-        zeros = tuple(jnp.zeros(weight.shape, weight.dtype) for _ in self._state_names)
-        return zeros[0] if len(zeros) == 1 else zeros
-
-    def update(self, index, weight, grad, state):
-        out = self._update_impl(index, weight, grad, state, multi_precision=False)
-        if not isinstance(index, (list, tuple)):
-            self._dropped.note(self, index, weight,
-                               "weight, state = optimizer.update(index, weight, grad, state)")
-        return out
-
-    def update_multi_precision(self, index, weight, grad, state):
-        first = weight[0] if isinstance(index, (list, tuple)) else weight
-        mp = self.multi_precision and _as_array("weight", first).dtype in LOW_PRECISION_DTYPES
-        with self._dropped.outer():
-            out = self._update_impl(index, weight, grad, state, multi_precision=mp)
-        if not isinstance(index, (list, tuple)):
-            self._dropped.note(self, index, weight, "weight, state = optimizer."
-                               "update_multi_precision(index, weight, grad, state)")
-        return out
-
-    def _inner(self, index, weight, state, mp):
-        """(master or None, inner buffers tuple) of one state, checked."""
-        names = self._state_names if self._has_state() else ()
-        layout = (self._mp_state("float32 master", "inner state") if mp
-                  else ("(" + ", ".join(names) + ")" if names else "None",))
-        made_by = (f"create_state{'_multi_precision' if mp else ''}(index, weight) of "
-                   f"{type(self).__name__} makes {', '.join(layout)}")
-        master = None
-        if mp:
-            if not (isinstance(state, (tuple, list)) and len(state) == 2
-                    and isinstance(state[self._master_at], (jax.Array, np.ndarray))
-                    and state[self._master_at].dtype == jnp.float32
-                    and state[self._master_at].shape == weight.shape):
-                raise ValueError(f"index {index!r}: the optimizer state does not match: got "
-                                 f"{_describe_state(state)}; {made_by}")
-            master, state = state[self._master_at], state[1 - self._master_at]
-        inner = () if state is None else tuple(state) if isinstance(state, (tuple, list)) \
-            else (state,)
-        dtype = jnp.float32 if mp else weight.dtype
-        if len(inner) != len(names) or not all(
-                isinstance(x, (jax.Array, np.ndarray)) and x.shape == weight.shape
-                and x.dtype == dtype for x in inner):
-            raise ValueError(f"index {index!r}: the optimizer state does not match: got "
-                             f"{_describe_state(state)}; {made_by}")
-        return master, tuple(jnp.asarray(x) for x in inner)
-
-    def _pack(self, master, inner):
-        inner = (None if not inner else inner[0] if len(inner) == 1 else tuple(inner))
-        return inner if master is None else self._mp_state(master, inner)
-
-    def _update_impl(self, index, weight, grad, state, multi_precision):
-        single = not isinstance(index, (list, tuple))
-        indices, weights, grads, states = (([index], [weight], [grad], [state]) if single
-                                           else (list(index), list(weight), list(grad),
-                                                 list(state)))
-        if not (len(indices) == len(weights) == len(grads) == len(states)):
-            raise ValueError("index, weight, grad and state lists must have the same length")
-        weights = [_as_array("weight", w) for w in weights]
-        grads = [_as_array("grad", g) for g in grads]
-        inner = []
-        for i, w, g, s in zip(indices, weights, grads, states):
-            if g.shape != w.shape or g.dtype != w.dtype:
-                raise ValueError(f"index {i!r}: grad {g.shape} {g.dtype} does not match "
-                                 f"weight {w.shape} {w.dtype}")
-            inner.append(self._inner(i, w, s, multi_precision))
-        lrs, wds, call = self._call_hyper(indices)
-        new_weights, new_states = [], []
-        for i, w, g, (master, bufs), lr, wd in zip(indices, weights, grads, inner, lrs, wds):
-            hyper, static = self._hyper(i, lr, wd, call)
-            static = dict(static, stored_dtype=w.dtype.name)
-            x, gx = (master, g.astype(jnp.float32)) if master is not None else (w, g)
-            hyper = {k: jnp.asarray(val) for k, val in hyper.items()}
-            clip = self.clip_gradient if self.clip_gradient else None
-            hyper["clip_gradient"] = None if clip is None else jnp.asarray(received_float(clip))
-            x, bufs = _kernel_step(x, gx, bufs, hyper,
-                                   kernel=_with_static(self._kernel, tuple(sorted(
-                                       static.items()))))
-            new_weights.append(x.astype(w.dtype) if master is not None else x)
-            new_states.append(self._pack(x if master is not None else None, bufs))
-        if single:
-            return new_weights[0], new_states[0]
-        return new_weights, new_states
-
-
 @register
-class LARS(_ListOptimizer):
+class LARS(_KernelOptimizer):
     """MXNet 1.9.1's ``mxnet.optimizer.LARS`` on JAX arrays: :func:`mxopt.lars`'s
     arithmetic (``multi_sum_sq``, ``multi_lars``, ``preloaded_multi_sgd_*``).
     State: ``mom`` or None with ``momentum=0``; ``(mom | None, master)`` under
@@ -1191,12 +1119,8 @@ class LARS(_ListOptimizer):
         a scheduler's ``base_lr`` is never overwritten).
     """
 
-    _own_fields = ("momentum", "lazy_update", "eta", "eps", "momentum_correction",
-                   "last_lr", "cur_lr")
-    _state_names = ("mom",)
-    _master_at = 1
-    _takes_lists = True
-    _kernel = staticmethod(K.momentum_choice(K.lars_mom_update, K.lars_update))
+    _momentum_kernels = (K.lars_mom_update, K.lars_update)
+    _tuple_fields = frozenset({"lr", "wd"})  # multi_lars' lrs, preloaded wds: float32
 
     def __init__(self, momentum=0.0, lazy_update=True, eta=0.001, eps=0,
                  momentum_correction=True, **kwargs):
@@ -1206,17 +1130,11 @@ class LARS(_ListOptimizer):
         self.last_lr = self.cur_lr = None
         self._check_own()
         super().__init__(**kwargs)
-        self.aggregate_num = alias.LARS_CHUNK
 
     def _check_own(self):
-        # The functional form's checks are the rules of these arguments.
-        alias.lars(momentum=self.momentum, lazy_update=self.lazy_update, eta=self.eta,
-                   eps=self.eps, momentum_correction=self.momentum_correction)
+        super()._check_own()
         for name in ("last_lr", "cur_lr"):
             v.check_scalar(name, getattr(self, name), allow_none=True)
-
-    def _has_state(self):
-        return self.momentum != 0.0
 
     def set_wd_mult(self, args_wd_mult):
         """:meth:`Optimizer.set_wd_mult` with LARS's rule: with ``param_idx2name``,
@@ -1229,7 +1147,7 @@ class LARS(_ListOptimizer):
                 self.wd_mult[n] = 0.0
 
     def _get_lrs(self, indices):
-        # MXNet's LARS shifts cur_lr/last_lr on every call.
+        # MXNet's LARS shifts cur_lr/last_lr on every call (once for a list).
         if self.cur_lr is not None:
             self.last_lr = self.cur_lr
         lr = self.lr_scheduler(self.num_update) if self.lr_scheduler is not None else self.lr
@@ -1238,33 +1156,18 @@ class LARS(_ListOptimizer):
         self.cur_lr = lr
         return super()._get_lrs(indices)
 
-    def _call_hyper(self, indices):
-        self._update_count(indices)
-        lrs, wds = self._get_lrs(indices), self._get_wds(indices)
+    def _host_hyper(self, index, lr, wd, t):
+        # The momentum correction of this call's base rates (cur_lr, last_lr).
         momentum = self.momentum
         if momentum > 0 and self.momentum_correction and self.last_lr != 0:
             momentum = momentum * (self.cur_lr / self.last_lr)
-        return lrs, wds, momentum
-
-    def _hyper(self, index, lr, wd, momentum):
         name = self.idx2name[index] if index in self.idx2name else str(index)
-        hyper = dict(lr=tuple_float(lr), wd=tuple_float(wd), momentum=received_float(momentum),
-                     rescale_grad=received_float(self.rescale_grad),
-                     eta=received_float(self.eta), eps=received_float(self.eps))
-        return hyper, dict(trust=not name.endswith(alias.LARS_KEEPS_RATE))
-
-    def _inner(self, index, weight, state, mp):
-        master, inner = super()._inner(index, weight, state, mp)
-        # momentum_choice keeps a buffer; MXNet's momentum-0 path has none.
-        zero = jnp.zeros(weight.shape, jnp.float32 if mp else weight.dtype)
-        return master, inner if inner else (zero,)
-
-    def _pack(self, master, inner):
-        return super()._pack(master, inner if self._has_state() else ())
+        return dict(lr=lr, wd=wd, momentum=momentum, eta=self.eta, eps=self.eps,
+                    trust=not name.endswith(alias.LARS_KEEPS_RATE))
 
 
 @register
-class LAMB(_ListOptimizer):
+class LAMB(_KernelOptimizer):
     """MXNet 1.9.1's ``mxnet.optimizer.LAMB`` on JAX arrays: :func:`mxopt.lamb`'s
     arithmetic (``multi_lamb_update`` / ``multi_mp_lamb_update``). State
     ``(mean, var)``; ``(master, (mean, var))`` under ``multi_precision``.
@@ -1281,10 +1184,9 @@ class LAMB(_ListOptimizer):
       **kwargs: the :class:`Optimizer` arguments.
     """
 
-    _own_fields = ("beta1", "beta2", "epsilon", "lower_bound", "upper_bound",
-                   "bias_correction")
-    _state_names = ("mean", "var")
     _kernel = staticmethod(K.lamb_update)
+    _states = ("mean", "var")
+    _tuple_fields = frozenset({"lr", "wd"})  # multi_lamb_update's Tuple<float> lrs, wds
 
     def __init__(self, learning_rate=0.001, beta1=0.9, beta2=0.999, epsilon=1e-6,
                  lower_bound=None, upper_bound=None, bias_correction=True, **kwargs):
@@ -1293,37 +1195,24 @@ class LAMB(_ListOptimizer):
         self.bias_correction = bias_correction
         self._check_own()
         super().__init__(learning_rate=learning_rate, **kwargs)
-        self.aggregate_num = 45  # MXNet's LAMB
 
-    def _check_own(self):
-        # The functional form's checks are the rules of these arguments.
-        alias.lamb(beta1=self.beta1, beta2=self.beta2, epsilon=self.epsilon,
-                   lower_bound=self.lower_bound, upper_bound=self.upper_bound,
-                   bias_correction=self.bias_correction)
+    def _rates(self, indices):
+        # MXNet's LAMB counts and reads the rate index by index.
+        rates = []
+        for i in indices:
+            rates += super()._rates([i])
+        return rates
 
-    def _call_hyper(self, indices):
-        lrs, wds = [], []
-        for i in indices:  # MXNet's LAMB counts and reads the rate index by index
-            self._update_count(i)
-            lrs.append(self._get_lr(i))
-            wds.append(self._get_wd(i))
-        return lrs, wds, None
-
-    def _hyper(self, index, lr, wd, _):
-        t = self._index_update_count[index]
+    def _host_hyper(self, index, lr, wd, t):
         powers = K.lamb_fold(dict(t=t, beta1=self.beta1, beta2=self.beta2))
-        hyper = dict(lr=tuple_float(lr), wd=tuple_float(wd), beta1=received_float(self.beta1),
-                     beta2=received_float(self.beta2), epsilon=received_float(self.epsilon),
-                     rescale_grad=received_float(self.rescale_grad),
-                     beta1_t=powers["beta1_t"], beta2_t=powers["beta2_t"])
-        bounds = {}
-        for name in ("lower_bound", "upper_bound"):
-            value = getattr(self, name)
-            bounds[name] = received_float(value) if value else None
-            if bounds[name] is not None:
-                hyper[name] = bounds[name]
-        static = {k: None for k, b in bounds.items() if b is None}
-        return hyper, dict(static, bias_correction=bool(self.bias_correction))
+        # A bound is passed only when truthy (a static None is off).
+        return dict(lr=lr, wd=wd, beta1=self.beta1, beta2=self.beta2, epsilon=self.epsilon,
+                    beta1_t=powers["beta1_t"], beta2_t=powers["beta2_t"],
+                    lower_bound=self.lower_bound or None, upper_bound=self.upper_bound or None,
+                    bias_correction=bool(self.bias_correction))
+
+
+# ----------------------------------------------------------------------------------
 # ccSGD, Test, DCASGD, SGLD, GroupAdaGrad, LBSGD (issue 18)
 # ----------------------------------------------------------------------------------
 
@@ -1359,13 +1248,10 @@ class Test(_KernelOptimizer):
     """
 
     __test__ = False
-    _alias = "test_optimizer"
     _kernel = staticmethod(K.test_update)
     _states = ("weight_copy",)
-    _bare_state = True
     _operands = frozenset({"rescale_grad"})
     _reads_lr = False
-    _counts = False
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
@@ -1391,12 +1277,9 @@ class DCASGD(_KernelOptimizer):
       **kwargs: the :class:`Optimizer` arguments.
     """
 
-    _alias = "dcasgd"
-    _own = {"momentum": "momentum", "lamda": "lamda"}
     _kernel = staticmethod(K.dcasgd_update)
     _states = ("weight_previous",)
     _operands = frozenset({"lr", "wd", "rescale_grad", "lamda"})
-    _python_clip = True
 
     def __init__(self, momentum=0.0, lamda=0.04, **kwargs):
         self.momentum, self.lamda = momentum, lamda
@@ -1406,20 +1289,6 @@ class DCASGD(_KernelOptimizer):
 
     def _fresh_buffer(self, index, name, weight):
         return jnp.array(weight, copy=True)
-
-    def create_state(self, index, weight):
-        return (None,) + super().create_state(index, weight)
-
-    def _buffers(self, index, weight, state):
-        if not (isinstance(state, (tuple, list)) and len(state) == 2 and state[0] is None):
-            raise ValueError(f"index {index!r}: the optimizer state does not match: got "
-                             f"{_describe_state(state)}; create_state(index, weight) of "
-                             f"{self!r} makes (None, weight_previous), MXNet's layout")
-        return super()._buffers(index, weight, (state[1],))
-
-    def update(self, index, weight, grad, state):
-        new_weight, (previous,) = super().update(index, weight, grad, state)
-        return new_weight, (None, previous)
 
     def _host_hyper(self, index, lr, wd, t):
         return dict(lr=lr, wd=wd, lamda=self.lamda)
@@ -1439,12 +1308,8 @@ class SGLD(_KernelOptimizer):
       **kwargs: the :class:`Optimizer` arguments.
     """
 
-    _alias = "sgld"
-    _own = {"key": "key"}
     _kernel = staticmethod(K.sgld_update)
-    _bare_state = True
     _operands = frozenset({"lr", "wd", "rescale_grad"})
-    _python_clip = True
 
     def __init__(self, key=None, **kwargs):
         key = jax.random.PRNGKey(0) if key is None else key
@@ -1483,13 +1348,9 @@ class GroupAdaGrad(_KernelOptimizer):
       **kwargs: the :class:`Optimizer` arguments.
     """
 
-    _alias = "groupadagrad"
-    _own = {"eps": "float_stable_eps"}
     _kernel = staticmethod(K.group_adagrad_update)
     _states = ("history",)
-    _bare_state = True
     _operands = frozenset({"lr", "rescale_grad", "eps"})
-    _python_clip = True
     _float32_state = True
 
     def __init__(self, eps=1e-5, **kwargs):
@@ -1523,11 +1384,7 @@ class LBSGD(_KernelOptimizer):
       **kwargs: the :class:`Optimizer` arguments.
     """
 
-    _alias = "lbsgd"
-    _own = {name: name for name in ("momentum", "warmup_strategy", "warmup_epochs",
-                                    "batch_scale", "updates_per_epoch", "begin_epoch",
-                                    "num_epochs")}
-    _bare_state = True
+    _momentum_kernels = (K.sgd_mom_update, K.sgd_update)
 
     def __init__(self, momentum=0.0, multi_precision=False, warmup_strategy='linear',
                  warmup_epochs=5, batch_scale=1, updates_per_epoch=32, begin_epoch=0,
@@ -1544,11 +1401,11 @@ class LBSGD(_KernelOptimizer):
         self.adaptive = False
         self.admult = 1
 
-    def _kernel_for(self):
-        return K.sgd_mom_update if self.momentum > 0 else K.sgd_update
-
-    def _state_names(self):
-        return ("mom",) if self.momentum != 0.0 else ()
+    def _rates(self, indices):
+        # MXNet's LBSGD reads the rate and decay before counting.
+        lrs, wds = self._get_lrs(indices), self._get_wds(indices)
+        self._update_count(indices)
+        return [(lr, wd, self._index_update_count[i]) for i, lr, wd in zip(indices, lrs, wds)]
 
     def _cumulate_gradient(self, grad, index):
         """MXNet's: the first call (and the first after an update) starts the sum."""
@@ -1560,23 +1417,12 @@ class LBSGD(_KernelOptimizer):
         self.cumgrads[index] = cgrad
         return cgrad
 
-    def update(self, index, weight, grad, state):
-        given = weight
-        weight, grad = _as_array("weight", weight), _as_array("grad", grad)
-        if grad.shape != weight.shape or grad.dtype != weight.dtype:
-            raise ValueError(f"index {index!r}: grad {grad.shape} {grad.dtype} does not match "
-                             f"weight {weight.shape} {weight.dtype}")
-        buffers = self._buffers(index, weight, state)
-        self._dropped.note(self, index, given,
-                           "weight, state = optimizer.update(index, weight, grad, state)")
-        lr = self._get_lr(index)  # MXNet reads the rate and decay before counting
-        wd = self._get_wd(index)
-        self._update_count(index)
+    def _run(self, index, weight, grad, buffers, lr, wd, t, stored_dtype):
         cgrad = self._cumulate_gradient(grad, index)
         if cgrad["num_cums"] % self.batch_scale:
             # MXNet's sgd_update(lr=0): the weight stays (a new array, as every
             # update returns one).
-            return jnp.array(weight, copy=True), state
+            return jnp.array(weight, copy=True), buffers
         g = K.divide(cgrad["cum_grad"], jnp.asarray(scalar_operand(float(self.batch_scale),
                                                                    weight.dtype)))
         hp = dict(batch_scale=self.batch_scale, warmup_strategy=self.warmup_strategy,
@@ -1585,14 +1431,11 @@ class LBSGD(_KernelOptimizer):
             lbmult = K.lbsgd_lars_mult(weight, g, wd)
         else:
             lbmult = K.lbsgd_warmup_mult(cgrad["num_cums"], hp)
-        lr = lr * lbmult
         cgrad["cum_grad"] = 0  # MXNet's reset; num_cums goes on counting
-        hyper = dict(lr=lr, wd=wd, momentum=self.momentum, rescale_grad=self.rescale_grad,
-                     clip_gradient=self.clip_gradient or 0.0)
-        parsed = {name: self._received(name, value, weight.dtype)
-                  for name, value in hyper.items()}
-        new_weight, new = _kernel_step(weight, g, buffers, parsed, kernel=self._kernel_for())
-        return new_weight, (new[0] if new else None)
+        return super()._run(index, weight, g, buffers, lr * lbmult, wd, t, stored_dtype)
+
+    def _host_hyper(self, index, lr, wd, t):
+        return dict(lr=lr, wd=wd, momentum=self.momentum)
 
     def __getstate__(self):
         ret = super().__getstate__()
@@ -1622,15 +1465,15 @@ class Updater:
             return self._update_one(index, grad, weight)
         if not (len(index) == len(grad) == len(weight)):
             raise ValueError("index, grad and weight lists must have the same length")
-        if getattr(self.optimizer, "_takes_lists", False):
+        # MXNet's rule: an optimizer with an aggregate_num (SGD, LARS, LAMB) takes
+        # list calls; LARS's momentum correction depends on how they are split.
+        if self.aggregate_updates and self.optimizer.aggregate_num > 0:
             return self._update_lists(list(index), grad, weight)
         return [self._update_one(i, g, w) for i, g, w in zip(index, grad, weight)]
 
     def _update_lists(self, indices, grads, weights):
-        """MXNet's aggregated path, for an optimizer whose result depends on how
-        a list call is split (LARS): the indices grouped by weight dtype, in
-        order of first appearance, each group handed over ``aggregate_num`` at
-        a time."""
+        """MXNet's aggregated path: the indices grouped by weight dtype, in order
+        of first appearance, each group handed over ``aggregate_num`` at a time."""
         indices = [i.decode() if isinstance(i, bytes) else i for i in indices]
         groups = {}
         for k, (i, w) in enumerate(zip(indices, weights)):

@@ -627,54 +627,20 @@ def _describe_entry(entry):
     return "None" if entry is None else type(entry).__name__
 
 
-def _slots(fmt, names):
-    """MXNet's state tuple: ``names``, with None where ``fmt.none_slots`` say."""
-    slots = list(names)
-    for k in fmt.none_slots:
-        slots.insert(k, None)
-    return slots
-
-
-def _layout(fmt, names, with_master):
-    """MXNet's state entry for ``names``, in words."""
-    slots = ["None" if n is None else n for n in _slots(fmt, names)]
-    if not slots:
-        inner = "None"
-    elif fmt.bare and len(slots) == 1:
-        inner = f"the array {slots[0]}"
-    else:
-        inner = "(" + ", ".join(slots) + (",)" if len(slots) == 1 else ")")
-    if not with_master:
-        return inner
-    return f"({inner}, float32 master)" if fmt.master_last else f"(float32 master, {inner})"
-
-
 def _split_entry(entry, fmt, names, with_master, label, cls):
     """One MXNet state entry -> (master or None, tuple of arrays named ``names``)."""
-    expected = _layout(fmt, names, with_master)
     bad = ValueError(f"{label}: not the state of MXNet's {cls} as this optimizer keeps it: "
-                     f"expected {expected}, got {_describe_entry(entry)}")
+                     f"expected {fmt.layout(names, with_master)}, got {_describe_entry(entry)}")
     master = None
     if with_master:
-        if not (isinstance(entry, tuple) and len(entry) == 2):
+        pair = fmt.split_master(entry)
+        if pair is None or not isinstance(pair[0], np.ndarray):
             raise bad
-        master, entry = (entry[1], entry[0]) if fmt.master_last else entry
-        if not isinstance(master, np.ndarray):
-            raise bad
-    if not names:
-        if entry is not None:
-            raise bad
-        return master, ()
-    slots = _slots(fmt, names)
-    if fmt.bare and len(slots) == 1:
-        if not isinstance(entry, np.ndarray):
-            raise bad
-        return master, (entry,)
-    if (not isinstance(entry, tuple) or len(entry) != len(slots)
-            or not all(isinstance(a, np.ndarray) if n is not None else a is None
-                       for n, a in zip(slots, entry))):
+        master, entry = pair
+    arrays = fmt.split(entry, len(names), lambda a: isinstance(a, np.ndarray))
+    if arrays is None:
         raise bad
-    return master, tuple(a for n, a in zip(slots, entry) if n is not None)
+    return master, arrays
 
 
 def _unwrap(state):
@@ -1195,12 +1161,7 @@ def state_to_mxnet(state, params, index_to_leaf: Mapping[Index, str],
                                  f"{weights[k].dtype}{list(weights[k].shape)}")
         if fmt.cumgrads:
             sums[idx], arrays = arrays[-1], arrays[:-1]
-        slots = _slots(fmt, range(len(arrays)))
-        entry = (None if not slots else arrays[0] if fmt.bare and len(slots) == 1
-                 else tuple(None if s is None else arrays[s] for s in slots))
-        if master is not None:
-            entry = (entry, master) if fmt.master_last else (master, entry)
-        out[idx] = entry
+        out[idx] = fmt.entry(arrays, master)
     out = {i: out[i] for i in _sort_indices(out)}
     if optimizer is None:
         return MXNetStates(out, None)

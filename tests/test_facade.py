@@ -545,3 +545,80 @@ def test_set_states_checks_the_pickled_optimizer():
     assert opt.centered and opt.num_update == 2 and opt._index_update_count == {0: 2, 1: 2}
     assert opt._index_update_count is opt._all_index_update_counts[0]  # still shared
     assert opt.lr_scheduler.base_lr == 0.05 and updater.states[0][0].dtype == jnp.float32
+
+
+@pytest.mark.parametrize("opt, kwargs, dtype", [
+    ("sgd", dict(momentum=0.9), jnp.float32), ("sgd", dict(multi_precision=True), jnp.float16),
+    ("lars", dict(momentum=0.9, multi_precision=True), jnp.float16),
+    ("lamb", dict(wd=0.01), jnp.float32)])
+def test_list_calls_where_mxnet_takes_them(opt, kwargs, dtype):
+    """SGD, LARS and LAMB take a list of indices, as MXNet's update does; a list
+    call is the calls index by index, states in MXNet's layout (the master where
+    MXNet keeps it) included, except for LARS's momentum correction after a rate
+    change (the whole list call sees it; test_family_lamb), so LARS runs at a
+    steady rate here."""
+    listed, single = (mxopt.create(opt, learning_rate=0.1, **kwargs, lr_scheduler=(
+        None if opt == "lars" else mxopt.lr_scheduler.FactorScheduler(2, 0.5, base_lr=0.1)))
+        for _ in "ab")
+    w = [jnp.linspace(-1, 1, 6, dtype=dtype).reshape(2, 3) + k for k in range(2)]
+    s = [listed.create_state_multi_precision(k, w[k]) for k in range(2)]
+    ws, ss = list(w), list(s)
+    for t in range(3):
+        g = [jnp.full((2, 3), 0.25 * (t + 1 + k), dtype) for k in range(2)]
+        w, s = listed.update_multi_precision([0, 1], w, g, s)
+        for k in range(2):
+            ws[k], ss[k] = single.update_multi_precision(k, ws[k], g[k], ss[k])
+    assert isinstance(w, list) and isinstance(s, list)
+    for a, b in zip(jax.tree.leaves((w, s)), jax.tree.leaves((ws, ss))):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert jax.tree.structure(s) == jax.tree.structure(ss)
+    assert listed._index_update_count == single._index_update_count == {0: 3, 1: 3}
+
+
+def test_list_calls_are_refused_where_mxnet_takes_one_index():
+    opt = mxopt.Adam()
+    w = [jnp.ones(3)] * 2
+    states = [opt.create_state(k, w[k]) for k in range(2)]
+    with pytest.raises(TypeError, match=r"index is a list, but MXNet's Adam updates one index "
+                                        r"per call \(of MXNet's optimizers only LAMB, LARS, "
+                                        r"SGD, ccSGD take a list of indices\)"):
+        opt.update([0, 1], w, w, states)
+    assert opt.num_update == 0
+    sgd = mxopt.SGD()
+    with pytest.raises(ValueError, match="lists must have the same length"):
+        sgd.update([0, 1], w, w, [None])
+    # The Updater hands list calls to those with an aggregate_num, one index at a
+    # time to the others.
+    for o in (mxopt.Adam(), mxopt.SGD(momentum=0.9)):
+        assert mxopt.get_updater(o)([0, 1], w, w)[1].shape == (3,)
+
+
+def test_class_defaults_are_the_format_tables():
+    """The constructors' defaults are MXNet's, as the interop's table records
+    them: a fresh class writes the fresh MXNet record."""
+    for name in mxopt._mxformat.OPTIMIZER_FORMATS:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # ccSGD
+            opt = mxopt.Optimizer.opt_registry[name.lower()]()
+        assert (dict(mxopt.facade.optimizer_to_mxnet(opt).fields)
+                == dict(mxopt.interop.optimizer_record(name).fields)), name
+        assert opt.aggregate_num == mxopt._mxformat.OPTIMIZER_FORMATS[name].aggregate_num
+    # The functional LARS splits a step as MXNet's Updater splits LARS's list call.
+    assert mxopt._mxformat.OPTIMIZER_FORMATS["LARS"].aggregate_num == mxopt.alias.LARS_CHUNK
+
+
+def test_lars_with_momentum_runs_mxnets_momentum_kernel_at_rate_zero():
+    """MXNet picks LARS's kernel by ``momentum > 0``, not by the corrected
+    momentum, so a call at base rate 0 (correction 0) still runs the momentum
+    kernel: the weight stays and the buffer becomes 0 (MXNet 1.9.1 gives
+    [[0, 0, 0], [-0, -0, -0]] here; it used to keep the buffer)."""
+    opt = mxopt.LARS(learning_rate=0.1, momentum=0.9)
+    w = jnp.linspace(-1, 1, 6, dtype=jnp.float32).reshape(2, 3)
+    state = opt.create_state(0, w)
+    for lr in (0.1, 0.1, 0.0):
+        opt.set_learning_rate(lr)
+        before = w
+        (w,), (state,) = opt.update([0], [w], [jnp.full((2, 3), 0.5, jnp.float32)], [state])
+    np.testing.assert_array_equal(np.asarray(w), np.asarray(before))
+    np.testing.assert_array_equal(np.signbit(np.asarray(state)), [[False] * 3, [True] * 3])
+    assert not np.asarray(state).any()
