@@ -1449,3 +1449,61 @@ def lbsgd_plain_update(grad: jax.Array, weight: jax.Array, cum_grad: jax.Array, 
 
 
 test_update.__test__ = False  # MXNet's Test optimizer, not a pytest test
+
+
+# ----------------------------------------------------------------------------------
+# LAMB called with one index: lamb_update_phase1/2 and NDArray.norm
+# ----------------------------------------------------------------------------------
+
+__all__ += ["lamb_phases_update"]
+
+
+def lamb_phases_update(grad: jax.Array, weight: jax.Array, mean: jax.Array, var: jax.Array,
+                       hp: Hyper, finite: Optional[jax.Array] = None):
+    """``lamb_update_phase1`` then ``lamb_update_phase2`` (their ``mp_`` versions
+    on the float32 master), what ``mx.optimizer.LAMB.update(index, ...)`` runs
+    for one index outside an Updater::
+
+        g = clip(rescale_grad * grad, clip_gradient)
+        mean = beta1 * mean + (1 - beta1) * g
+        var = beta2 * var + ((1 - beta2) * g) * g
+        u = (mean / (1 - beta1**t)) / (sqrt(var / (1 - beta2**t)) + epsilon) + wd * w
+            # without bias_correction: mean / (sqrt(var) + epsilon) + wd * w
+        r1 = |w|, r2 = |u|                        # NDArray.norm(), after phase 1
+        r1 = max(r1, lower_bound); r1 = min(r1, upper_bound)   # each only if set
+        lr' = lr if r1 == 0 or r2 == 0 else (lr * r1) / r2
+        update = -(lr' * u)
+
+    Unlike :func:`lamb_update` (``multi_lamb_update``, the list call): ``lr``
+    and ``wd`` are C++ float fields; ``beta**t`` is ``std::pow(float, int)``, a
+    double power rounded to float; ``mean / (1 - beta1**t)`` is a double
+    division rounded to float (float32 here: an ulp apart at times); the rest
+    of ``u`` is float; ``r1`` is the norm of the weight the kernel runs on (the
+    master under multi_precision, not the stored float16 weight); the rate is
+    scaled in float. MXNet's ``NDArray.norm`` is a scaled sequential sum
+    (:func:`mxopt.reference.nrm2`); here it is ``sqrt(sum(x * x))``, which can
+    differ in the last bits. Returns ``(update, mean, var)``.
+    """
+    g = clip(rescale(grad, hp["rescale_grad"]), hp["clip_gradient"])
+    new_mean = _ema(g, mean, hp["beta1"])
+    new_var = mean_square(g, var, hp["beta2"], centered=True)
+    eps = hyper(hp["epsilon"], g)
+    if hp["bias_correction"]:
+        one = jnp.ones((), g.dtype)
+        mean_hat = divide(new_mean, one - hyper(hp["beta1_t"], g))
+        var_hat = divide(new_var, one - hyper(hp["beta2_t"], g))
+        u = mean_hat / (root(var_hat) + eps)
+    else:
+        u = new_mean / (root(new_var) + eps)
+    u = u + rounded(hyper(hp["wd"], g) * weight)
+    r1 = jnp.sqrt(sum_of_squares(weight))
+    r2 = jnp.sqrt(sum_of_squares(u))
+    f32 = jnp.zeros((), jnp.float32)
+    if hp.get("lower_bound") is not None:
+        r1 = jnp.maximum(r1, hyper(hp["lower_bound"], f32))
+    if hp.get("upper_bound") is not None:
+        r1 = jnp.minimum(r1, hyper(hp["upper_bound"], f32))
+    lr = hyper(hp["lr"], f32)
+    lr = jnp.where((r1 == 0) | (r2 == 0), lr, rounded(lr * r1) / r2).astype(g.dtype)
+    # -(x) added to w is exactly MXNet's w - x.
+    return (-rounded(lr * u), keep_if(finite, new_mean, mean), keep_if(finite, new_var, var))

@@ -538,6 +538,7 @@ class _KernelOptimizer(Optimizer):
     _float32_state = False   # MXNet's state is float32: float16/bfloat16 weights are refused
     _rate_divides = False    # lr 0 gives NaN in MXNet: refused
     _rebuild = None          # the new weight from the new state (Ftrl, FTML)
+    _single_call = False     # during update: whether the call names one index (not a list)
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -694,14 +695,26 @@ class _KernelOptimizer(Optimizer):
             self._dropped.note(self, index, weight, fix)
         rates = self._rates([i for i, *_ in calls])
         new_weights, new_states = [], []
-        for (i, *_), (stored, master, g, buffers), (lr, wd, t) in zip(calls, checked, rates):
-            x, buffers = self._run(i, stored if master is None else master, g, buffers,
-                                   lr, wd, t, stored.dtype)
-            new_weights.append(x if master is None else x.astype(stored.dtype))
-            new_states.append(self._pack(buffers, None if master is None else x))
+        # Whether this call names one index (not a list), for the hooks of an
+        # optimizer whose MXNet runs other operators then (LAMB); never pickled.
+        self._single_call = single
+        try:
+            for (i, *_), (stored, master, g, buffers), (lr, wd, t) in zip(calls, checked,
+                                                                           rates):
+                x, buffers = self._run(i, stored if master is None else master, g, buffers,
+                                       lr, wd, t, stored.dtype)
+                new_weights.append(x if master is None else x.astype(stored.dtype))
+                new_states.append(self._pack(buffers, None if master is None
+                                             else self._new_master(master, x)))
+        finally:
+            del self._single_call
         if single:
             return new_weights[0], new_states[0]
         return new_weights, new_states
+
+    def _new_master(self, master, new):  # pylint: disable=unused-argument
+        """The float32 master a multi_precision step leaves: the new weight."""
+        return new
 
     def _checked(self, index, weight, grad, state, mp):
         """``(weight, float32 master or None, grad as the kernel takes it, buffers)``
@@ -1172,10 +1185,17 @@ class LAMB(_KernelOptimizer):
     arithmetic (``multi_lamb_update`` / ``multi_mp_lamb_update``). State
     ``(mean, var)``; ``(master, (mean, var))`` under ``multi_precision``.
 
-    MXNet's Updater always hands LAMB a tuple of indices, so it always runs
-    ``multi_lamb_update``; so does this class, for an index or a list. (A
-    direct ``LAMB.update(int, ...)`` in MXNet runs ``lamb_update_phase1/2``
-    instead, which round a few operations differently.)
+    The calls are MXNet's. A list of indices (what MXNet's Updater, and so
+    :class:`mxopt.Updater`, always hands LAMB) runs ``multi_lamb_update``, as
+    :func:`mxopt.lamb` does. One index (``update(i, ...)``, called directly)
+    runs MXNet's ``lamb_update_phase1/2`` instead (twinned by
+    :func:`mxopt.reference.lamb_update_phase1` and ``phase2``): a few operations round
+    differently, ``r1`` is the norm of the master rather than of the stored
+    float16 weight, and under ``multi_precision`` MXNet writes the float16
+    weight but never updates the float32 master, so every such step starts
+    from the first master again. That is MXNet's bug, reproduced; pass
+    ``[i]`` (a list of one index) for the list call's arithmetic, which
+    updates the master.
 
     Args:
       learning_rate: as in MXNet (the signature rate overwrites a scheduler's
@@ -1186,7 +1206,11 @@ class LAMB(_KernelOptimizer):
 
     _kernel = staticmethod(K.lamb_update)
     _states = ("mean", "var")
-    _tuple_fields = frozenset({"lr", "wd"})  # multi_lamb_update's Tuple<float> lrs, wds
+
+    @property
+    def _tuple_fields(self):
+        # multi_lamb_update's lrs and wds are Tuple<float>; the phases' are floats.
+        return frozenset() if self._single_call else frozenset({"lr", "wd"})
 
     def __init__(self, learning_rate=0.001, beta1=0.9, beta2=0.999, epsilon=1e-6,
                  lower_bound=None, upper_bound=None, bias_correction=True, **kwargs):
@@ -1203,8 +1227,20 @@ class LAMB(_KernelOptimizer):
             rates += super()._rates([i])
         return rates
 
+    def _kernel_for(self):
+        return K.lamb_phases_update if self._single_call else K.lamb_update
+
+    def _new_master(self, master, new):
+        # mp_lamb_update_phase2 writes the float16 weight only: MXNet never
+        # updates the master of a single-index call (a list of one index does).
+        return master if self._single_call else new
+
     def _host_hyper(self, index, lr, wd, t):
-        powers = K.lamb_fold(dict(t=t, beta1=self.beta1, beta2=self.beta2))
+        if self._single_call:  # std::pow(float, int): a double power, cast to float
+            powers = {f"beta{k}_t": float(np.float32(
+                np.float64(received_float(getattr(self, f"beta{k}"))) ** t)) for k in (1, 2)}
+        else:
+            powers = K.lamb_fold(dict(t=t, beta1=self.beta1, beta2=self.beta2))
         # A bound is passed only when truthy (a static None is off).
         return dict(lr=lr, wd=wd, beta1=self.beta1, beta2=self.beta2, epsilon=self.epsilon,
                     beta1_t=powers["beta1_t"], beta2_t=powers["beta2_t"],

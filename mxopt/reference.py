@@ -862,3 +862,106 @@ def lbsgd_update(weight, grad, mom, cum_grad, *, lr, num_cums, momentum=0.0, bat
 
 
 test_update.__test__ = False  # MXNet's Test optimizer, not a pytest test
+
+
+# ---------------------------------------------------------------------------
+# LAMB called with one index: lamb_update_phase1/2 and NDArray.norm
+# ---------------------------------------------------------------------------
+
+__all__ += ["nrm2", "lamb_update_phase1", "lamb_update_phase2"]
+
+
+def nrm2(x) -> np.ndarray:
+    """``NDArray.norm()`` on CPU (``mshadow_op::nrm2``, no safe accumulation): the
+    scaled sum of squares of the flat array, in order, in ``x``'s dtype::
+
+        ssq, scale = 0, 0
+        for a in |x| (nonzero):
+            if scale < a: ssq = 1 + ssq * (scale/a) * (scale/a); scale = a
+            else:         ssq = ssq + (a/scale) * (a/scale)
+        norm = scale * sqrt(ssq)
+    """
+    x = np.asarray(x).ravel()
+    t = x.dtype.type
+    ssq, scale, one = t(0), t(0), t(1)
+    with np.errstate(all="ignore"):
+        for v in x:
+            if v != 0:
+                a = t(abs(v))
+                if scale < a:
+                    ssq = t(one + t(t(ssq * t(scale / a)) * t(scale / a)))
+                    scale = a
+                else:
+                    ssq = t(ssq + t(t(a / scale) * t(a / scale)))
+        return np.asarray(t(scale * t(np.sqrt(ssq))))
+
+
+def lamb_update_phase1(weight, grad, mean, var, *, t, wd=0.0, beta1=0.9, beta2=0.999,
+                       epsilon=1e-6, rescale_grad=1.0, clip_gradient=None,
+                       bias_correction=True, weight32=None):
+    """``lamb_update_phase1`` (``LambUpdatePhaseOneKernel``), or with ``weight32``
+    ``mp_lamb_update_phase1`` (float32 on the master), what
+    ``mx.optimizer.LAMB.update(index, ...)`` runs for one index. Returns ``(g,
+    new_mean, new_var)``.
+
+    .. math::
+        g &= \\mathrm{clip}(r\\nabla), \\quad
+        m \\leftarrow \\beta_1 m + (1-\\beta_1) g, \\quad
+        v \\leftarrow \\beta_2 v + ((1-\\beta_2) g) g \\\\
+        u &= \\frac{\\hat m}{\\sqrt{\\hat v} + \\epsilon} + \\lambda w, \\quad
+        \\hat m = m / (1 - \\beta_1^t) \\ (\\text{in double}), \\quad
+        \\hat v = v / (1 - \\beta_2^t)
+
+    (``u`` is computed without the correction first and overwritten, as the
+    kernel does.) ``beta**t`` is C++ ``std::pow(float, int)``: a double power
+    rounded to the dtype.
+    """
+    (weight, grad), dtype = _arrays(weight, grad)
+    mp = weight32 is not None
+    ctype = np.dtype(np.float32) if mp else dtype
+    w = np.asarray(weight32 if mp else weight).astype(ctype)
+    mean, var = np.asarray(mean).astype(ctype), np.asarray(var).astype(ctype)
+    p = lambda v: hyperparameter(v, ctype)  # noqa: E731
+    one = ctype.type(1)
+    b1, b2, eps = p(beta1), p(beta2), p(epsilon)
+    with np.errstate(all="ignore"):
+        g = (grad.astype(ctype) * p(rescale_grad)).astype(ctype)
+        bound = _kernel_clip(g, clip_gradient, ctype)
+        if bound is not None:
+            g = _clip(g, bound)
+        mean = (b1 * mean + (one - b1) * g).astype(ctype)
+        var = (b2 * var + (one - b2) * g * g).astype(ctype)
+        decay = (p(wd) * w).astype(ctype)
+        if not bias_correction:
+            return (mean / (np.sqrt(var) + eps) + decay).astype(ctype), mean, var
+        b1_t = ctype.type(np.float64(received_float(beta1)) ** t)
+        b2_t = ctype.type(np.float64(received_float(beta2)) ** t)
+        mean_hat = (mean.astype(np.float64) / (1.0 - np.float64(b1_t))).astype(ctype)
+        var_hat = (var / (one - b2_t)).astype(ctype)
+        return (mean_hat / (np.sqrt(var_hat) + eps) + decay).astype(ctype), mean, var
+
+
+def lamb_update_phase2(weight, g, r1, r2, *, lr, lower_bound=None, upper_bound=None,
+                       weight32=None):
+    """``lamb_update_phase2`` (``LambUpdatePhaseTwoKernel``), or with ``weight32``
+    ``mp_lamb_update_phase2``: ``w - lr' * g`` with ``lr' = lr * r1 / r2`` (``r1``
+    clamped to the bounds, each only if truthy; ``lr' = lr`` where ``r1`` or
+    ``r2`` is 0). ``r1`` and ``r2`` are :func:`nrm2` of the weight (the master
+    under multi_precision) and of ``g``. With ``weight32`` the result is
+    ``weight32 - lr' * g`` in float32, rounded to ``weight``'s dtype; MXNet
+    writes it to the stored weight only and never updates the master."""
+    weight = np.asarray(weight)
+    mp = weight32 is not None
+    ctype = np.dtype(np.float32) if mp else weight.dtype
+    p = lambda v: hyperparameter(v, ctype)  # noqa: E731
+    w = np.asarray(weight32 if mp else weight).astype(ctype)
+    r1, r2 = ctype.type(r1), ctype.type(r2)
+    if lower_bound and lower_bound >= 0:
+        r1 = max(r1, p(lower_bound))
+    if upper_bound and upper_bound >= 0:
+        r1 = min(r1, p(upper_bound))
+    lr = p(lr)
+    with np.errstate(all="ignore"):
+        if not (r1 == 0 or r2 == 0):
+            lr = ctype.type(ctype.type(lr * r1) / r2)
+        return (w - lr * np.asarray(g).astype(ctype)).astype(ctype).astype(weight.dtype)

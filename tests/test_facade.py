@@ -556,7 +556,8 @@ def test_list_calls_where_mxnet_takes_them(opt, kwargs, dtype):
     call is the calls index by index, states in MXNet's layout (the master where
     MXNet keeps it) included, except for LARS's momentum correction after a rate
     change (the whole list call sees it; test_family_lamb), so LARS runs at a
-    steady rate here."""
+    steady rate here. LAMB's index by index is lists of one index: one index
+    as such runs MXNet's lamb_update_phase1/2 (test_family_lamb)."""
     listed, single = (mxopt.create(opt, learning_rate=0.1, **kwargs, lr_scheduler=(
         None if opt == "lars" else mxopt.lr_scheduler.FactorScheduler(2, 0.5, base_lr=0.1)))
         for _ in "ab")
@@ -567,7 +568,10 @@ def test_list_calls_where_mxnet_takes_them(opt, kwargs, dtype):
         g = [jnp.full((2, 3), 0.25 * (t + 1 + k), dtype) for k in range(2)]
         w, s = listed.update_multi_precision([0, 1], w, g, s)
         for k in range(2):
-            ws[k], ss[k] = single.update_multi_precision(k, ws[k], g[k], ss[k])
+            if opt == "lamb":
+                [ws[k]], [ss[k]] = single.update_multi_precision([k], [ws[k]], [g[k]], [ss[k]])
+            else:
+                ws[k], ss[k] = single.update_multi_precision(k, ws[k], g[k], ss[k])
     assert isinstance(w, list) and isinstance(s, list)
     for a, b in zip(jax.tree.leaves((w, s)), jax.tree.leaves((ws, ss))):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

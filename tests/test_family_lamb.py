@@ -11,7 +11,9 @@ tools/make_golden_family2.py) drive MXNet's optimizers through
 * the functional form (``mxopt.lars``, ``mxopt.lamb``) runs the same steps under
   ``jax.jit`` on the whole tree, one compiled step per structure, the
   hyperparameters traced;
-* the class form (``mxopt.create`` + ``mxopt.get_updater``) replays MXNet's calls.
+* the class form (``mxopt.create`` + ``mxopt.get_updater``) replays MXNet's calls
+  (LAMB's ``"direct"`` configurations call ``update_multi_precision(i, ...)``
+  itself, without an Updater: MXNet's ``lamb_update_phase1/2``).
 
 The functional and class forms are held to rtol 1e-5 / atol 1e-6 (float32) and
 one float16 ulp (multi_precision): their norms are ``jnp.sum``'s, not MXNet's
@@ -81,6 +83,8 @@ class PythonSide:
     def __init__(self, opt, cfg, names):
         kw = cfg["kwargs"]
         self.opt, self.kw = opt, kw
+        # LAMB.update_multi_precision(i, ...) itself: lamb_update_phase1/2.
+        self.direct = cfg["call"] == "direct"
         self.wd = kw.get("wd", 0.0)
         self.begin = kw.get("begin_num_update", 0)
         self.num_update = self.begin
@@ -149,6 +153,8 @@ class PythonSide:
 
     def lamb(self, i, w, g, state, lr, wd):
         kw = self.kw
+        if self.direct:
+            return self.lamb_phases(i, w, g, state, lr, wd)
         own = {k: kw[k] for k in ("beta1", "beta2", "epsilon", "lower_bound", "upper_bound",
                                   "bias_correction", "rescale_grad", "clip_gradient")
                if k in kw}
@@ -159,6 +165,19 @@ class PythonSide:
             return w, (master, (mean, var))
         w, mean, var = R.multi_lamb_update(w, g, *state, lr=lr, t=self.counts[i], wd=wd, **own)
         return w, (mean, var)
+
+
+    def lamb_phases(self, i, w, g, state, lr, wd):
+        kw = self.kw
+        own = {k: kw[k] for k in ("beta1", "beta2", "epsilon", "bias_correction",
+                                  "rescale_grad", "clip_gradient") if k in kw}
+        bounds = {k: kw[k] for k in ("lower_bound", "upper_bound") if k in kw}
+        master, (mean, var) = state if w.dtype == np.float16 else (None, state)
+        u, mean, var = R.lamb_update_phase1(w, g, mean, var, t=self.counts[i], wd=wd,
+                                            weight32=master, **own)
+        r1 = R.nrm2(w if master is None else master)
+        w = R.lamb_update_phase2(w, u, r1, R.nrm2(u), lr=lr, weight32=master, **bounds)
+        return (w, (mean, var)) if master is None else (w, (master, (mean, var)))
 
 
 def _fresh_state(opt, cfg, w):
@@ -354,8 +373,15 @@ def run_class(opt, c, steps=None):
         g = [jnp.asarray(x[k]) for x in grads]
         if cfg["call"] == "list":
             weights = updater(indices, g, weights)
-        else:
+        elif cfg["call"] == "index":
             weights = [updater(i, g[i], weights[i]) for i in indices]
+        else:  # "direct": the optimizer itself, one index per call
+            o = updater.optimizer
+            for i in indices:
+                if i not in updater.states:
+                    updater.states[i] = o.create_state_multi_precision(i, weights[i])
+                weights[i], updater.states[i] = o.update_multi_precision(
+                    i, weights[i], g[i], updater.states[i])
         for i in indices:
             out.setdefault((i, "weight"), []).append(np.asarray(weights[i]))
             state = jax.tree.map(np.asarray, updater.states[i])

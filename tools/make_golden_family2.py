@@ -11,7 +11,9 @@ keep the rate), its chunks of four in a list call, ``param_idx2name``'s
 call ``updater([0..5], grads, weights)``, as Gluon's Trainer makes it, except
 in the configurations marked ``"call": "index"``, which call
 ``updater(i, grad, weight)`` one index at a time (LARS's momentum correction
-then reaches only the first parameter after a rate change). The inputs are
+then reaches only the first parameter after a rate change), and LAMB's marked
+``"call": "direct"``, which call ``optimizer.update_multi_precision(i, weight,
+grad, state)`` without an Updater (MXNet's single-index LAMB path). The inputs are
 stored once per file; per configuration the weights and every state buffer
 after each step (``master`` too under multi_precision). Same layout as
 tools/make_golden_family.py (tests/golden/family/README.md).
@@ -123,6 +125,18 @@ def lamb_grid():
     yield config("mp", dict(learning_rate=lr, multi_precision=True, **DECAY_CLIP))
     yield config("mp_own", dict(learning_rate=lr, multi_precision=True, wd=0.01, beta1=0.8,
                                 beta2=0.99, lower_bound=0.5, upper_bound=1.2))
+    # One index per optimizer call (LAMB.update_multi_precision(i, ...), no
+    # Updater): MXNet then runs lamb_update_phase1/2 and NDArray.norm, and under
+    # multi_precision writes the float16 weight but never the float32 master.
+    yield config("direct", dict(learning_rate=lr, **DECAY_CLIP), call="direct")
+    yield config("direct_own", dict(learning_rate=lr, wd=0.01, beta1=0.8, beta2=0.99,
+                                    epsilon=1e-4, lower_bound=1.0, upper_bound=2.0),
+                 scheduler=dict(step=3, factor=0.7, base_lr=lr), call="direct")
+    yield config("direct_no_bias_correction", dict(learning_rate=lr, wd=0.01,
+                                                   bias_correction=False, upper_bound=1.5),
+                 names=True, lr_mult=LR_MULT, call="direct")
+    yield config("direct_mp", dict(learning_rate=lr, multi_precision=True, **DECAY_CLIP),
+                 call="direct")
 
 
 GRIDS = {"lars": (lars_grid, ("mom",)), "lamb": (lamb_grid, ("mean", "var"))}
@@ -151,9 +165,14 @@ def run(opt, cfg, inputs):
         grads = [mx.nd.array(g[step], dtype=dtype) for _, g in inputs]
         if cfg["call"] == "list":
             updater(indices, grads, weights)
-        else:
+        elif cfg["call"] == "index":
             for i in indices:
                 updater(i, grads[i], weights[i])
+        else:  # "direct": the optimizer itself, one index per call
+            for i in indices:
+                if i not in updater.states:
+                    updater.states[i] = optimizer.create_state_multi_precision(i, weights[i])
+                optimizer.update_multi_precision(i, weights[i], grads[i], updater.states[i])
         for i, w in enumerate(weights):
             master, inner = split_state(opt, cfg, updater.states[i])
             arrays = [("weight", w)] + list(zip(cfg["state_names"], inner))
