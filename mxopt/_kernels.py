@@ -1458,6 +1458,15 @@ test_update.__test__ = False  # MXNet's Test optimizer, not a pytest test
 __all__ += ["lamb_phases_update"]
 
 
+def _stored_value(x: jax.Array, dtype: str) -> jax.Array:
+    # x rounded to the 16-bit dtype through its bit pattern: XLA may otherwise
+    # keep excess precision through a cast down and back up
+    # (xla_allow_excess_precision); reduce_precision would flush float16
+    # subnormals, which MXNet keeps.
+    bits = jax.lax.bitcast_convert_type(x.astype(dtype), jnp.int16)
+    return jax.lax.bitcast_convert_type(bits, jnp.dtype(dtype))
+
+
 def lamb_phases_update(grad: jax.Array, weight: jax.Array, mean: jax.Array, var: jax.Array,
                        hp: Hyper, finite: Optional[jax.Array] = None):
     """``lamb_update_phase1`` then ``lamb_update_phase2`` (their ``mp_`` versions
@@ -1484,7 +1493,13 @@ def lamb_phases_update(grad: jax.Array, weight: jax.Array, mean: jax.Array, var:
     (:func:`mxopt.reference.nrm2`); here it is ``sqrt(sum(x * x))``, which can
     differ in the last bits. Returns ``(update, mean, var)``.
     """
-    g = clip(rescale(grad, hp["rescale_grad"]), hp["clip_gradient"])
+    g = rescale(grad, hp["rescale_grad"])
+    stored = hp.get("stored_dtype")
+    if stored is not None and jnp.dtype(stored) != g.dtype:
+        # mshadow's half_t * float is a half_t: under multi_precision the
+        # rescaled gradient is rounded to float16 before it is clipped.
+        g = _stored_value(g, stored).astype(g.dtype)
+    g = clip(g, hp["clip_gradient"])
     new_mean = _ema(g, mean, hp["beta1"])
     new_var = mean_square(g, var, hp["beta2"], centered=True)
     eps = hyper(hp["epsilon"], g)

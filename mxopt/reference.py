@@ -925,7 +925,9 @@ def lamb_update_phase1(weight, grad, mean, var, *, t, wd=0.0, beta1=0.9, beta2=0
     one = ctype.type(1)
     b1, b2, eps = p(beta1), p(beta2), p(epsilon)
     with np.errstate(all="ignore"):
-        g = (grad.astype(ctype) * p(rescale_grad)).astype(ctype)
+        # mshadow's half_t * float is a half_t: under multi_precision the
+        # rescaled gradient is rounded to float16 before it is clipped.
+        g = (grad.astype(ctype) * p(rescale_grad)).astype(dtype).astype(ctype)
         bound = _kernel_clip(g, clip_gradient, ctype)
         if bound is not None:
             g = _clip(g, bound)
