@@ -653,6 +653,17 @@ def preloaded_multi_sgd_update(weight, grad, *, lr, wd=0.0, rescale_grad=1.0,
                             rescale_grad=rescale_grad, clip_gradient=clip_gradient)
 
 
+def _lamb_operands(weight, grad, mean, var, weight32):
+    """LAMB's arrays in the dtype its kernels compute in (float32 on the master
+    ``weight32`` under multi_precision, else the weight's): ``(weight, grad,
+    dtype, ctype, w, mean, var)``."""
+    (weight, grad), dtype = _arrays(weight, grad)
+    ctype = np.dtype(np.float32) if weight32 is not None else dtype
+    w = np.asarray(weight32 if weight32 is not None else weight).astype(ctype)
+    return (weight, grad, dtype, ctype, w, np.asarray(mean).astype(ctype),
+            np.asarray(var).astype(ctype))
+
+
 def multi_lamb_update(weight, grad, mean, var, *, lr, t, wd=0.0, beta1=0.9, beta2=0.999,
                       epsilon=1e-6, rescale_grad=1.0, clip_gradient=None, lower_bound=None,
                       upper_bound=None, bias_correction=True, weight32=None):
@@ -677,11 +688,8 @@ def multi_lamb_update(weight, grad, mean, var, *, lr, t, wd=0.0, beta1=0.9, beta
     with ``r1`` clamped to ``[lower_bound, upper_bound]`` (each only if truthy,
     as the Python layer passes them) and the ratio 1 where ``r1`` or ``r2`` is 0.
     """
-    (weight, grad), dtype = _arrays(weight, grad)
-    mp = weight32 is not None
-    ctype = np.dtype(np.float32) if mp else dtype
-    w = np.asarray(weight32 if mp else weight).astype(ctype)
-    mean, var = np.asarray(mean).astype(ctype), np.asarray(var).astype(ctype)
+    weight, grad, dtype, ctype, w, mean, var = _lamb_operands(weight, grad, mean, var,
+                                                              weight32)
     p = lambda v: hyperparameter(v, ctype)  # noqa: E731
     one = ctype.type(1)
     r1 = np.sqrt(multi_sum_sq(weight))
@@ -714,7 +722,7 @@ def multi_lamb_update(weight, grad, mean, var, *, lr, t, wd=0.0, beta1=0.9, beta
         ratio = np.float32(1) if (r1 == 0 or r2 == 0) else np.float32(r1 / r2)
         lr_adjusted = np.asarray(tuple_float(lr)).astype(ctype) * ratio.astype(ctype)
         w = (w - lr_adjusted * u.astype(ctype)).astype(ctype)
-    if mp:
+    if weight32 is not None:
         return w.astype(dtype), mean, var, w
     return w, mean, var
 
@@ -916,11 +924,8 @@ def lamb_update_phase1(weight, grad, mean, var, *, t, wd=0.0, beta1=0.9, beta2=0
     kernel does.) ``beta**t`` is C++ ``std::pow(float, int)``: a double power
     rounded to the dtype.
     """
-    (weight, grad), dtype = _arrays(weight, grad)
-    mp = weight32 is not None
-    ctype = np.dtype(np.float32) if mp else dtype
-    w = np.asarray(weight32 if mp else weight).astype(ctype)
-    mean, var = np.asarray(mean).astype(ctype), np.asarray(var).astype(ctype)
+    weight, grad, dtype, ctype, w, mean, var = _lamb_operands(weight, grad, mean, var,
+                                                              weight32)
     p = lambda v: hyperparameter(v, ctype)  # noqa: E731
     one = ctype.type(1)
     b1, b2, eps = p(beta1), p(beta2), p(epsilon)
