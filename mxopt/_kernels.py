@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, Mapping, Optional, Union
+from typing import Any, Callable, Mapping, Optional, Union
 
 import jax
 import jax.numpy as jnp
@@ -39,7 +39,7 @@ Hyper = Mapping[str, Any]
 
 __all__ = [
     "Scalar", "Hyper", "hyper", "tuple_hyper", "operand", "one_minus", "rounded", "root",
-    "clip", "clip_is_static_off", "divide",
+    "clip", "clip_is_static_off", "divide", "guard_constants",
     "is_static", "rescale", "decay", "prepared_gradient", "mean_square", "mean",
     "centered_root", "keep_if", "update_if", "clipped_weight_update", "apart", "after",
     "own_loop", "stored_weight",
@@ -103,7 +103,7 @@ def one_minus(value: Scalar, like: jax.Array) -> jax.Array:
     return (jnp.ones((), like.dtype) - hyper(value, like)).astype(like.dtype)
 
 
-def rounded(product: jax.Array) -> jax.Array:
+def rounded(product: jax.Array, lowest: Optional[jax.Array] = None) -> jax.Array:
     """``product``, rounded on its own as MXNet's kernels round it.
 
     Under ``jax.jit`` LLVM contracts ``a * b + c`` into a fused multiply-add, which
@@ -112,8 +112,11 @@ def rounded(product: jax.Array) -> jax.Array:
     gradient is steady. ``max(p, lowest)`` equals ``p`` except that ``-inf``
     becomes the lowest finite value (an update that is NaN anyway), and LLVM
     cannot see through it, so the product is rounded and then added.
+    ``lowest``: that constant, from :func:`guard_constants` (default: its own).
     """
-    return jnp.maximum(product, jnp.asarray(jnp.finfo(product.dtype).min, product.dtype))
+    if lowest is None:
+        lowest = jnp.asarray(jnp.finfo(product.dtype).min, product.dtype)
+    return jnp.maximum(product, lowest)
 
 
 def root(x: jax.Array) -> jax.Array:
@@ -128,7 +131,7 @@ def root(x: jax.Array) -> jax.Array:
                                     mantissa_bits=info.nmant)
 
 
-def divide(x: jax.Array, scalar: jax.Array) -> jax.Array:
+def divide(x: jax.Array, scalar: jax.Array, zero: Optional[jax.Array] = None) -> jax.Array:
     """``x / scalar`` that XLA keeps as a division.
 
     XLA rewrites a division by a broadcast scalar as a multiplication by its
@@ -137,9 +140,28 @@ def divide(x: jax.Array, scalar: jax.Array) -> jax.Array:
     is NaN either way), so ``scalar + min(|x|, 0)`` is ``scalar`` yet no
     broadcast: the division stays, fused in the same loop, and the divisor is
     sharded like ``x`` (a select against a broadcast constant would not be, on
-    a mesh with explicit axes).
+    a mesh with explicit axes). ``zero``: that 0, from :func:`guard_constants`
+    (default: its own).
     """
-    return x / (scalar + jnp.minimum(jnp.abs(x), jnp.zeros((), x.dtype)))
+    if zero is None:
+        zero = jnp.zeros((), x.dtype)
+    return x / (scalar + jnp.minimum(jnp.abs(x), zero))
+
+
+def guard_constants(like: jax.Array) -> dict:
+    """The constants of :func:`rounded` (``lowest``) and :func:`divide`
+    (``zero``) in ``like``'s dtype, for an expression that a reduction takes in
+    (LAMB's ``u``), which gets every scalar it reads through :func:`apart`.
+
+    XLA:CPU hands a large reduction to a YNNPACK fusion, which takes in a
+    producer only when nothing else reads it, and XLA shares one broadcast of a
+    scalar among every loop that uses it (the rest of the step's guards): the
+    reduction's would be written to memory at the array's size. Scalars that
+    leave an optimization barrier of this expression's own are broadcast for
+    it alone.
+    """
+    return dict(lowest=jnp.asarray(jnp.finfo(like.dtype).min, like.dtype),
+                zero=jnp.zeros((), like.dtype))
 
 
 def is_static(value: Any, target: float) -> bool:
@@ -308,7 +330,9 @@ def apart(*arrays: jax.Array):
     new state values that are outputs anyway) moves nothing. Never pass it a
     value computed in the step that is not an output (the gradient cast to
     float32 under master weights, a clipped gradient): a barrier's operands are
-    materialized.
+    materialized. Scalars cost nothing, and a cast that XLA folds away is the
+    array it casts (the float32 gradient cast back to its stored float16:
+    :func:`sum_of_squares`).
     """
     return jax.lax.optimization_barrier(arrays)
 
@@ -1012,13 +1036,26 @@ __all__ += ["sum_of_squares", "lars_rate", "lars_update", "lars_mom_update",
             "lars_momentum_advance", "lamb_fold", "lamb_update"]
 
 
-def sum_of_squares(x: jax.Array, stored_dtype: Optional[str] = None) -> jax.Array:
+def sum_of_squares(x: jax.Array, stored_dtype: Optional[str] = None, *,
+                   shared: bool = False) -> jax.Array:
     """``multi_sum_sq`` of one leaf: ``sum(x * x)`` as a float32 scalar, each
     product rounded in ``stored_dtype`` (the dtype the caller stores the leaf
     in: float16 under multi_precision, where ``x`` is the float32 master or
-    gradient and its cast is exactly the stored array) or in ``x``'s own."""
+    gradient and its cast is exactly the stored array) or in ``x``'s own.
+
+    ``shared``: ``x`` is a float32 cast of a stored float16/bfloat16 array that
+    the kernel reads too (the gradient under master weights). XLA:CPU hands a
+    large reduction to a YNNPACK fusion, which takes in a producer only when
+    nothing else reads it: the cast, shared with the kernel's loop, would be
+    written to memory first (twice the stored array's bytes). :func:`apart`
+    gives the norm its own: the cast back to the stored dtype folds into the
+    stored array, read from memory (a float32 gradient of a float16 param,
+    which MXNet never has, is rounded into a float16 copy instead).
+    """
     dtype = jnp.dtype(stored_dtype if stored_dtype is not None else x.dtype)
     if dtype in (jnp.dtype(jnp.float16), jnp.dtype(jnp.bfloat16)):
+        if shared and x.dtype != dtype:
+            x, = apart(x.astype(dtype))
         return _low_sum_of_squares(x, dtype.name)
     return _sum_of_squares(x.astype(dtype))
 
@@ -1065,7 +1102,7 @@ def lars_rate(grad: jax.Array, weight: jax.Array, hp: Hyper) -> jax.Array:
     if not hp["trust"]:
         return lr
     stored = hp.get("stored_dtype")
-    w_sq, g_sq = sum_of_squares(weight, stored), sum_of_squares(grad, stored)
+    w_sq, g_sq = sum_of_squares(weight, stored), sum_of_squares(grad, stored, shared=True)
     w_norm = jnp.sqrt(w_sq)
     denominator = (rounded(jnp.sqrt(g_sq) * hyper(hp["rescale_grad"], f32))
                    + rounded(tuple_hyper(hp["wd"], f32) * w_norm)) + hyper(hp["eps"], f32)
@@ -1163,25 +1200,30 @@ def lamb_update(grad: jax.Array, weight: jax.Array, mean: jax.Array, var: jax.Ar
     kernel evaluates the line of ``u`` in double (its unqualified ``sqrt`` is
     C's double one) and rounds once; here it is float32, so ``u`` can be an
     ulp off (the twin in :mod:`mxopt.reference` does it in double). ``u`` is
-    computed twice (for ``r2`` and for the update) rather than stored: no
-    parameter-sized temporary. Returns ``(update, mean, var)``.
+    computed twice, equal (for ``r2`` and for the update), rather than
+    stored: no parameter-sized temporary. Returns ``(update, mean, var)``.
     """
     stored = hp.get("stored_dtype")
     r1 = jnp.sqrt(sum_of_squares(weight, stored))
     g = clip(rescale(grad, hp["rescale_grad"]), hp["clip_gradient"])
-    new_mean = _ema(g, mean, hp["beta1"])
-    new_var = mean_square(g, var, hp["beta2"], centered=True)
-    eps = hyper(hp["epsilon"], g)
-    if hp["bias_correction"]:
-        one = jnp.ones((), g.dtype)
-        mean_hat = divide(new_mean, one - jnp.asarray(hp["beta1_t"], g.dtype))
-        var_hat = divide(new_var, one - jnp.asarray(hp["beta2_t"], g.dtype))
-        u = mean_hat / (root(var_hat) + eps)
-    else:
-        u = new_mean / (root(new_var) + eps)
-    if not is_static(hp["wd"], 0.0):
-        u = u + rounded(tuple_hyper(hp["wd"], g) * weight)
-    r2 = jnp.sqrt(sum_of_squares(u))
+    new_mean = keep_if(finite, _ema(g, mean, hp["beta1"]), mean)
+    new_var = keep_if(finite, mean_square(g, var, hp["beta2"], centered=True), var)
+    scalars = _lamb_scalars(hp, g)
+    u = _lamb_direction(new_mean, new_var, weight, scalars, root)
+    # r2 from a second computation of u: shared with the update, u would be
+    # written to memory for the reduction (a parameter-sized temporary). This
+    # one reads the new moments (outputs, in memory) and the weight, and every
+    # scalar, through apart(), so that no value of it is shared with another
+    # loop (guard_constants), and takes a plain sqrt: XLA:CPU's reduction
+    # fusions do not take root's reduce_precision in, and XLA cannot turn
+    # this sqrt into an rsqrt (epsilon is added before the division), so both
+    # are the same u. It reads the arrays flat: over MXNet's (out, in, 3, 3)
+    # and (out, in, 1, 1) kernels the same reduction fusion ran 3x and 12x
+    # slower (measured), and a contiguous array's flat view moves nothing. On
+    # a skipped step both read the old moments, and the update is zeroed.
+    *arrays, own_scalars = apart(new_mean, new_var, weight, scalars)
+    r2 = jnp.sqrt(sum_of_squares(_lamb_direction(*(x.ravel() for x in arrays), own_scalars,
+                                                 jnp.sqrt)))
     f32 = jnp.zeros((), jnp.float32)
     if hp.get("lower_bound") is not None:
         r1 = jnp.maximum(r1, hyper(hp["lower_bound"], f32))
@@ -1192,7 +1234,31 @@ def lamb_update(grad: jax.Array, weight: jax.Array, mean: jax.Array, var: jax.Ar
     ratio = jnp.where((r1 == 0) | (r2 == 0), jnp.ones((), jnp.float32), r1 / r2)
     lr = rounded(tuple_hyper(hp["lr"], g) * ratio.astype(g.dtype))
     # -(x) added to w is exactly MXNet's w - x.
-    return (-rounded(lr * u), keep_if(finite, new_mean, mean), keep_if(finite, new_var, var))
+    return -rounded(lr * u), new_mean, new_var
+
+
+def _lamb_scalars(hp: Hyper, like: jax.Array) -> dict:
+    # The scalars of LAMB's u: epsilon, the bias corrections' 1 - beta**t, wd.
+    one = jnp.ones((), like.dtype)
+    scalars = dict(guard_constants(like), epsilon=hyper(hp["epsilon"], like))
+    if hp["bias_correction"]:
+        scalars["one_minus_beta1_t"] = one - jnp.asarray(hp["beta1_t"], like.dtype)
+        scalars["one_minus_beta2_t"] = one - jnp.asarray(hp["beta2_t"], like.dtype)
+    if not is_static(hp["wd"], 0.0):
+        scalars["wd"] = tuple_hyper(hp["wd"], like)
+    return scalars
+
+
+def _lamb_direction(mean: jax.Array, var: jax.Array, weight: jax.Array, scalars: dict,
+                    sqrt: Callable[[jax.Array], jax.Array]) -> jax.Array:
+    # LAMB's u from the new moments (lamb_update's docstring).
+    if "one_minus_beta1_t" in scalars:
+        mean = divide(mean, scalars["one_minus_beta1_t"], scalars["zero"])
+        var = divide(var, scalars["one_minus_beta2_t"], scalars["zero"])
+    u = mean / (sqrt(var) + scalars["epsilon"])
+    if "wd" in scalars:
+        u = u + rounded(scalars["wd"] * weight, scalars["lowest"])
+    return u
 
 
 # ----------------------------------------------------------------------------------

@@ -182,11 +182,6 @@ TRACED_TEMP_BOUND = {"nag": 1.0, "signum": 1.0, "adagrad": 1.0, "adadelta": 1.0}
 # is generated into buffers before it is added (8x). Each is an open item of
 # issue 18 (BENCHMARKS.md); the bound keeps it from growing.
 FAMILY_TEMP_BOUND = {
-    "lars-fused-momentum-multi_precision-skip_nonfinite": 2.01,
-    "lars-fused-momentum-eps-multi_precision": 2.01,
-    "lamb-fused-wd+clips": 1.0,
-    "lamb-fused-multipliers-schedule-bounds": 1.0,
-    "lamb-fused-no_bias_correction-multi_precision-skip_nonfinite": 6.0,
     "test_optimizer-fused-rescale-multi_precision-skip_nonfinite": 2.0,
     "dcasgd-fused-wd+clips-multi_precision": 2.0,
     "dcasgd-fused-multipliers-schedule-multi_precision": 2.0,
@@ -218,7 +213,11 @@ def _check_structure(tx, params, grads, temp_bound, in_place=True):
     state = tx.init(params)
     compiled = _compiled_step(tx, params, state, grads)
     stats = compiled.memory_analysis()
-    limit = (temp_bound + 0.01) * _nbytes(params)
+    # The slack: XLA:CPU reduces a leaf of under 4096 elements (b, for the
+    # norms) with loops of its own, which write the summed values first: a few
+    # float32 arrays of that leaf, KiBs whatever the model's size.
+    limit = temp_bound * _nbytes(params) + 0.01 * _nbytes(jax.tree.map(
+        lambda x: jnp.zeros(x.shape, jnp.float32), params))
     assert stats.temp_size_in_bytes <= limit, (stats.temp_size_in_bytes, _nbytes(params))
     arrays = [x for x in jax.tree.leaves((params, state)) if x.ndim]
     if not in_place:
