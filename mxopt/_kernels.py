@@ -1421,13 +1421,15 @@ def lbsgd_warmup_mult(num_cums: Any, hp: Hyper) -> Any:
     return jnp.where(nup >= nwup, bs, mult)
 
 
-def lbsgd_lars_mult(weight: jax.Array, g: jax.Array, wd: Any) -> jax.Array:
+def lbsgd_lars_mult(weight: jax.Array, g: jax.Array, wd: Any,
+                    lowest: Optional[jax.Array] = None) -> jax.Array:
     """``LBSGD._get_lars``: ``sqrt(|w|^2 / (|g|^2 + wd * |w|^2 + 1e-18))`` clipped
     to [0.01, 100], on the averaged gradient before rescaling and clipping.
     Concrete arrays (outside ``jax.jit``) are summed as MXNet sums them, with
     NumPy in float32, the rest in Python float64; traced ones with a float32
     ``jnp.sum`` (another order: the last bits may differ), the rest in float64
-    where x64 is on."""
+    where x64 is on. ``lowest``: :func:`rounded`'s constant (the caller's,
+    through :func:`apart`: :func:`guard_constants`)."""
     if _host_scalars(weight, g, wd):
         # MXNet's multiply(v, v).asnumpy().sum() (NumPy's float32 sum), then
         # float64 scalars (NumPy 1.x promotes float32 * Python float).
@@ -1435,8 +1437,8 @@ def lbsgd_lars_mult(weight: jax.Array, g: jax.Array, wd: Any) -> jax.Array:
         g2 = float(np.multiply(np.asarray(g), np.asarray(g)).sum())
         return min(max(math.sqrt(w2 / (g2 + _as_host(wd) * w2 + 1e-18)), 0.01), 100.0)
     f = _device_float()
-    w2 = jnp.sum(rounded(weight * weight), dtype=jnp.float32).astype(f)
-    g2 = jnp.sum(rounded(g * g), dtype=jnp.float32).astype(f)
+    w2 = jnp.sum(rounded(weight * weight, lowest), dtype=jnp.float32).astype(f)
+    g2 = jnp.sum(rounded(g * g, lowest), dtype=jnp.float32).astype(f)
     lars = jnp.sqrt(w2 / (g2 + jnp.asarray(wd, f) * w2 + 1e-18))
     return jnp.clip(lars, 0.01, 100.0)
 
@@ -1449,8 +1451,15 @@ def _lbsgd_step(grad, weight, cum_grad, mom, hp, finite):
     g = divide(cum, operand(float(bs) if _is_python_number(bs) else bs, cum))
     if "lbmult" in hp:  # computed by the caller (the class form, as MXNet's host)
         mult = hp["lbmult"]
-    elif hp["warmup_strategy"] == "lars":
+    elif hp["warmup_strategy"] == "lars" and _host_scalars(weight, cum_grad, grad):
         mult = lbsgd_lars_mult(weight, g, hp["wd"])
+    elif hp["warmup_strategy"] == "lars":
+        # The norms get their own g, flat, and their own scalars (apart, as
+        # LAMB's u): shared, the division would be written to memory for them.
+        own_weight, own_cum, own = apart(weight, cum_grad, dict(
+            guard_constants(cum), bs=operand(float(bs) if _is_python_number(bs) else bs, cum)))
+        own_g = divide(own_cum.ravel() + grad.ravel(), own["bs"], own["zero"])
+        mult = lbsgd_lars_mult(own_weight.ravel(), own_g, hp["wd"], own["lowest"])
     else:
         mult = lbsgd_warmup_mult(num_cums, hp)
     lr = hp["lr"]
@@ -1470,20 +1479,30 @@ def _lbsgd_step(grad, weight, cum_grad, mom, hp, finite):
             m = m - rounded(rounded(lr_ * hyper(hp["wd"], weight)) * weight)
         new_mom = m - _scaled_lr_gradient(g, lr_, hp)
         update = new_mom
-    zero = jnp.zeros((), cum.dtype)
+    # Loop structure: the division g is computed by one loop only (the
+    # buffer's, or the weight's without momentum), whose output the other
+    # loops read, so that it is not written to memory for two; and cum_grad's
+    # loop runs after the loops that read the old sum (after(), on their
+    # output), so that the old sum is not copied first.
     if not v.is_traced(do):
-        do = bool(do)
-        new_cum = jnp.zeros_like(cum) if do else cum
-        update = update if do else jnp.zeros_like(weight)
-        new_mom = (new_mom if do else mom) if mom is not None else None
+        if not do:
+            zero = jnp.zeros_like(weight)
+            return (zero, keep_if(finite, cum, cum_grad)) + (() if mom is None else (mom,))
+        if mom is not None:
+            update = done = new_mom = keep_if(finite, new_mom, mom)
+        else:
+            done = stored_weight(weight, update, finite)
+        new_cum = keep_if(finite, after(jnp.zeros_like(cum), done), cum_grad)
+        return (update, new_cum) + (() if mom is None else (new_mom,))
+    zero = jnp.zeros((), cum.dtype)
+    if mom is not None:
+        new_mom = keep_if(finite, jnp.where(do, new_mom, mom), mom)
+        update, done = jnp.where(do, new_mom, zero), new_mom
     else:
-        new_cum = jnp.where(do, zero, cum)
-        update = jnp.where(do, update, jnp.zeros((), update.dtype))
-        new_mom = jnp.where(do, new_mom, mom) if mom is not None else None
-    new_cum = keep_if(finite, new_cum, cum_grad)
-    if mom is None:
-        return update, new_cum
-    return update, new_cum, keep_if(finite, new_mom, mom)
+        update = jnp.where(do, update, zero)
+        done = stored_weight(weight, update, finite)
+    new_cum = keep_if(finite, after(jnp.where(do, zero, cum), done), cum_grad)
+    return (update, new_cum) + (() if mom is None else (new_mom,))
 
 
 def lbsgd_update(grad: jax.Array, weight: jax.Array, cum_grad: jax.Array, mom: jax.Array,

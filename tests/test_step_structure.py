@@ -182,15 +182,11 @@ TRACED_TEMP_BOUND = {"nag": 1.0, "signum": 1.0, "adagrad": 1.0, "adadelta": 1.0}
 # is generated into buffers before it is added (8x). Each is an open item of
 # issue 18 (BENCHMARKS.md); the bound keeps it from growing.
 FAMILY_TEMP_BOUND = {
-    "test_optimizer-fused-rescale-multi_precision-skip_nonfinite": 2.0,
     "dcasgd-fused-wd+clips-multi_precision": 2.0,
     "dcasgd-fused-multipliers-schedule-multi_precision": 2.0,
     "dcasgd-fused-lamda-multi_precision-skip_nonfinite": 2.0,
     "sgld-fused-multi_precision": 8.0,
     "sgld-fused-wd+clips-multipliers-schedule-multi_precision-skip_nonfinite": 8.01,
-    "lbsgd-fused-momentum-wd+clips": 2.0,
-    "lbsgd-fused-sqrt-multipliers-schedule-multi_precision": 2.0,
-    "lbsgd-fused-momentum-multi_precision-skip_nonfinite": 6.0,
 }
 # Test's float32 state is the new weight itself: for float32 params XLA returns
 # one buffer for both outputs, so the donated state buffer is not reused.
