@@ -28,6 +28,7 @@ import math
 from typing import Any, Callable, Mapping, Optional, Union
 
 import jax
+import jax.extend.random
 import jax.numpy as jnp
 import numpy as np
 
@@ -1335,8 +1336,75 @@ def sgld_update(grad: jax.Array, weight: jax.Array, hp: Hyper,
     else:
         lr32 = jnp.asarray(lr, jnp.float32)
         half, scale = (-(lr32 / 2)).astype(g.dtype), jnp.sqrt(lr32).astype(g.dtype)
-    noise = jax.random.normal(hp["key"], jnp.shape(weight), weight.dtype)
+    noise = normal(hp["key"], jnp.shape(weight), weight.dtype)
     return (rounded(d * half) + rounded(noise * scale),)
+
+
+def normal(key: jax.Array, shape: tuple, dtype: Any) -> jax.Array:
+    """``jax.random.normal(key, shape, dtype)``, bit for bit, computed in the
+    loop that reads it.
+
+    JAX lowers its threefry hash on CPU as a loop over the hash's five round
+    groups, whose state is two uint32 arrays of ``shape``: XLA:CPU writes them
+    to memory (SGLD's step allocated 4x the float32 params). Here the hash is
+    the same Threefry-2x32, unrolled (:func:`_threefry2x32`), so its output is
+    elementwise in the counters and fuses into the update's loop; JAX's own
+    ``normal`` turns its bits into the noise. This is JAX's default
+    ``threefry2x32`` with ``jax_threefry_partitionable`` (the default since
+    JAX 0.5): bits ``h1 ^ h2`` of the hash of the 64-bit element index split
+    in (high, low) words. Any other key implementation or setting, a float64
+    dtype, or 2**32 elements or more take ``jax.random.normal`` itself.
+    """
+    typed = jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
+    impl = str(jax.random.key_impl(key)) if typed else jax.config.jax_default_prng_impl
+    if (impl != "threefry2x32" or not jax.config.jax_threefry_partitionable
+            or jnp.dtype(dtype).itemsize > 4 or math.prod(shape) >= 2 ** 32):
+        return jax.random.normal(key, shape, dtype)
+    data = jax.random.key_data(key) if typed else key
+    return jax.random.normal(jax.random.wrap_key_data(data, impl=_UNROLLED_THREEFRY), shape,
+                             dtype)
+
+
+def _threefry2x32(k1: jax.Array, k2: jax.Array, x1: jax.Array, x2: jax.Array):
+    # Threefry-2x32, 20 rounds (Salmon et al. 2011), as jax's threefry2x32
+    # primitive computes it, written out round by round.
+    def rotate_left(x, d):
+        return (x << np.uint32(d)) | (x >> np.uint32(32 - d))
+
+    rotations = ((13, 15, 26, 6), (17, 29, 16, 24))
+    ks = (k1, k2, k1 ^ k2 ^ np.uint32(0x1BD11BDA))
+    x1, x2 = x1 + ks[0], x2 + ks[1]
+    for i in range(5):
+        for r in rotations[i % 2]:
+            x1 = x1 + x2
+            x2 = x1 ^ rotate_left(x2, r)
+        x1 = x1 + ks[(i + 1) % 3]
+        x2 = x2 + ks[(i + 2) % 3] + np.uint32(i + 1)
+    return x1, x2
+
+
+def _unrolled_random_bits(key: jax.Array, bit_width: int, shape: tuple) -> jax.Array:
+    # jax's partitionable threefry random bits for fewer than 2**32 elements:
+    # the element's flat index is (0, index) in 2x32 words.
+    index = jnp.zeros(shape, jnp.uint32)
+    stride = 1
+    for dim in reversed(range(len(shape))):
+        index = index + jax.lax.broadcasted_iota(jnp.uint32, shape, dim) * np.uint32(stride)
+        stride *= shape[dim]
+    h1, h2 = _threefry2x32(key[0], key[1], jnp.zeros(shape, jnp.uint32), index)
+    return (h1 ^ h2).astype(jnp.dtype(f"uint{bit_width}"))
+
+
+def _draws_only(key: jax.Array, *args) -> jax.Array:
+    # normal() wraps a key's data only to draw from it once.
+    del key, args
+    raise NotImplementedError("mxopt._kernels.normal's key draws its noise only")
+
+
+_UNROLLED_THREEFRY = jax.extend.random.define_prng_impl(
+    key_shape=(2,), seed=_draws_only, split=_draws_only,
+    random_bits=_unrolled_random_bits, fold_in=_draws_only,
+    name="mxopt_unrolled_threefry2x32", tag="mxu")
 
 
 def row_mean_square(g: jax.Array) -> jax.Array:
