@@ -1281,7 +1281,10 @@ def test_update(grad: jax.Array, weight: jax.Array, weight_copy: jax.Array, hp: 
     Returns ``(update, weight_copy)``.
     """
     u = python_rescale(grad, hp["rescale_grad"])
-    return u, keep_if(finite, (weight + u).astype(weight_copy.dtype), weight_copy)
+    # The new weight as the step writes it, so that the copy's loop reads that
+    # output rather than the old weight, which would be copied first.
+    new = stored_weight(weight, u, finite).astype(weight_copy.dtype)
+    return u, keep_if(finite, new, weight_copy)
 
 
 def dcasgd_update(grad: jax.Array, weight: jax.Array, weight_previous: jax.Array, hp: Hyper,
