@@ -451,6 +451,21 @@ def all_finite(grads: Any) -> jax.Array:
     return jnp.isfinite(sum(z.astype(jnp.float32) for z in zeros))
 
 
+def _stored_grads_finite(grads: Any) -> jax.Array:
+    # all_finite under master weights, taken from the gradients as the caller
+    # holds them. Inside, it would sum the float32 casts the kernels read too:
+    # XLA:CPU hands a large reduction to a YNNPACK fusion, which takes in only
+    # producers nothing else reads, so the shared casts were written to memory
+    # first (twice the float16 gradients' bytes). K.apart gives the check its
+    # own casts, from the gradients in memory; the barrier holds a scalar of
+    # its own too, so that XLA does not merge it with a kernel's apart() of
+    # the same gradient (LARS's norm), whose cast would then be shared again.
+    low = [g for g in jax.tree.leaves(grads) if is_float(g) and _is_low(g)]
+    _, *own = K.apart(jnp.zeros((), jnp.bool_), *low)
+    return all_finite([g for g in jax.tree.leaves(grads) if is_float(g) and not _is_low(g)]
+                      + [g.astype(jnp.float32) for g in own])
+
+
 def finiteness_flag(grads: Any, grads_finite: Any, skip_nonfinite: bool, who: str):
     """None when steps are never skipped; else the traced scalar bool saying
     whether this step's gradients are all finite (``grads_finite`` when the
@@ -726,12 +741,16 @@ def fused(opt: Optimizer, *, learning_rate: ScalarOrSchedule, wd: Any, lr_mult: 
         outer = master_weights(fused(opt, learning_rate=learning_rate, wd=wd, lr_mult=lr_mult,
                                      wd_mult=wd_mult, begin_num_update=begin_num_update,
                                      clip_weights=clip_weights, skip_nonfinite=skip_nonfinite))
-        if opt.leaf_hyper is None:
+        if opt.leaf_hyper is None and not skip_nonfinite:
             return outer
 
         def stored_update(updates, state, params=None, **extra_args):
-            # The kernel sees the masters; leaf_hyper also sees the stored params.
-            return outer.update(updates, state, params, _stored_params=params, **extra_args)
+            if skip_nonfinite and extra_args.get("grads_finite") is None:
+                extra_args["grads_finite"] = _stored_grads_finite(updates)
+            if opt.leaf_hyper is not None:
+                # The kernel sees the masters; leaf_hyper also sees the stored params.
+                extra_args["_stored_params"] = params
+            return outer.update(updates, state, params, **extra_args)
 
         return optax.GradientTransformationExtraArgs(outer.init, stored_update)
     who, state_cls, carry = opt.who, opt.state_cls, opt.carry

@@ -25,9 +25,10 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, Mapping, Optional, Union
+from typing import Any, Callable, Mapping, Optional, Union
 
 import jax
+import jax.extend.random
 import jax.numpy as jnp
 import numpy as np
 
@@ -39,7 +40,7 @@ Hyper = Mapping[str, Any]
 
 __all__ = [
     "Scalar", "Hyper", "hyper", "tuple_hyper", "operand", "one_minus", "rounded", "root",
-    "clip", "clip_is_static_off", "divide",
+    "clip", "clip_is_static_off", "divide", "guard_constants",
     "is_static", "rescale", "decay", "prepared_gradient", "mean_square", "mean",
     "centered_root", "keep_if", "update_if", "clipped_weight_update", "apart", "after",
     "own_loop", "stored_weight",
@@ -103,7 +104,7 @@ def one_minus(value: Scalar, like: jax.Array) -> jax.Array:
     return (jnp.ones((), like.dtype) - hyper(value, like)).astype(like.dtype)
 
 
-def rounded(product: jax.Array) -> jax.Array:
+def rounded(product: jax.Array, lowest: Optional[jax.Array] = None) -> jax.Array:
     """``product``, rounded on its own as MXNet's kernels round it.
 
     Under ``jax.jit`` LLVM contracts ``a * b + c`` into a fused multiply-add, which
@@ -112,8 +113,11 @@ def rounded(product: jax.Array) -> jax.Array:
     gradient is steady. ``max(p, lowest)`` equals ``p`` except that ``-inf``
     becomes the lowest finite value (an update that is NaN anyway), and LLVM
     cannot see through it, so the product is rounded and then added.
+    ``lowest``: that constant, from :func:`guard_constants` (default: its own).
     """
-    return jnp.maximum(product, jnp.asarray(jnp.finfo(product.dtype).min, product.dtype))
+    if lowest is None:
+        lowest = jnp.asarray(jnp.finfo(product.dtype).min, product.dtype)
+    return jnp.maximum(product, lowest)
 
 
 def root(x: jax.Array) -> jax.Array:
@@ -128,7 +132,7 @@ def root(x: jax.Array) -> jax.Array:
                                     mantissa_bits=info.nmant)
 
 
-def divide(x: jax.Array, scalar: jax.Array) -> jax.Array:
+def divide(x: jax.Array, scalar: jax.Array, zero: Optional[jax.Array] = None) -> jax.Array:
     """``x / scalar`` that XLA keeps as a division.
 
     XLA rewrites a division by a broadcast scalar as a multiplication by its
@@ -137,9 +141,28 @@ def divide(x: jax.Array, scalar: jax.Array) -> jax.Array:
     is NaN either way), so ``scalar + min(|x|, 0)`` is ``scalar`` yet no
     broadcast: the division stays, fused in the same loop, and the divisor is
     sharded like ``x`` (a select against a broadcast constant would not be, on
-    a mesh with explicit axes).
+    a mesh with explicit axes). ``zero``: that 0, from :func:`guard_constants`
+    (default: its own).
     """
-    return x / (scalar + jnp.minimum(jnp.abs(x), jnp.zeros((), x.dtype)))
+    if zero is None:
+        zero = jnp.zeros((), x.dtype)
+    return x / (scalar + jnp.minimum(jnp.abs(x), zero))
+
+
+def guard_constants(like: jax.Array) -> dict:
+    """The constants of :func:`rounded` (``lowest``) and :func:`divide`
+    (``zero``) in ``like``'s dtype, for an expression that a reduction takes in
+    (LAMB's ``u``), which gets every scalar it reads through :func:`apart`.
+
+    XLA:CPU hands a large reduction to a YNNPACK fusion, which takes in a
+    producer only when nothing else reads it, and XLA shares one broadcast of a
+    scalar among every loop that uses it (the rest of the step's guards): the
+    reduction's would be written to memory at the array's size. Scalars that
+    leave an optimization barrier of this expression's own are broadcast for
+    it alone.
+    """
+    return dict(lowest=jnp.asarray(jnp.finfo(like.dtype).min, like.dtype),
+                zero=jnp.zeros((), like.dtype))
 
 
 def is_static(value: Any, target: float) -> bool:
@@ -308,7 +331,9 @@ def apart(*arrays: jax.Array):
     new state values that are outputs anyway) moves nothing. Never pass it a
     value computed in the step that is not an output (the gradient cast to
     float32 under master weights, a clipped gradient): a barrier's operands are
-    materialized.
+    materialized. Scalars cost nothing, and a cast that XLA folds away is the
+    array it casts (the float32 gradient cast back to its stored float16:
+    :func:`sum_of_squares`).
     """
     return jax.lax.optimization_barrier(arrays)
 
@@ -1012,13 +1037,26 @@ __all__ += ["sum_of_squares", "lars_rate", "lars_update", "lars_mom_update",
             "lars_momentum_advance", "lamb_fold", "lamb_update"]
 
 
-def sum_of_squares(x: jax.Array, stored_dtype: Optional[str] = None) -> jax.Array:
+def sum_of_squares(x: jax.Array, stored_dtype: Optional[str] = None, *,
+                   shared: bool = False) -> jax.Array:
     """``multi_sum_sq`` of one leaf: ``sum(x * x)`` as a float32 scalar, each
     product rounded in ``stored_dtype`` (the dtype the caller stores the leaf
     in: float16 under multi_precision, where ``x`` is the float32 master or
-    gradient and its cast is exactly the stored array) or in ``x``'s own."""
+    gradient and its cast is exactly the stored array) or in ``x``'s own.
+
+    ``shared``: ``x`` is a float32 cast of a stored float16/bfloat16 array that
+    the kernel reads too (the gradient under master weights). XLA:CPU hands a
+    large reduction to a YNNPACK fusion, which takes in a producer only when
+    nothing else reads it: the cast, shared with the kernel's loop, would be
+    written to memory first (twice the stored array's bytes). :func:`apart`
+    gives the norm its own: the cast back to the stored dtype folds into the
+    stored array, read from memory (a float32 gradient of a float16 param,
+    which MXNet never has, is rounded into a float16 copy instead).
+    """
     dtype = jnp.dtype(stored_dtype if stored_dtype is not None else x.dtype)
     if dtype in (jnp.dtype(jnp.float16), jnp.dtype(jnp.bfloat16)):
+        if shared and x.dtype != dtype:
+            x, = apart(x.astype(dtype))
         return _low_sum_of_squares(x, dtype.name)
     return _sum_of_squares(x.astype(dtype))
 
@@ -1065,7 +1103,7 @@ def lars_rate(grad: jax.Array, weight: jax.Array, hp: Hyper) -> jax.Array:
     if not hp["trust"]:
         return lr
     stored = hp.get("stored_dtype")
-    w_sq, g_sq = sum_of_squares(weight, stored), sum_of_squares(grad, stored)
+    w_sq, g_sq = sum_of_squares(weight, stored), sum_of_squares(grad, stored, shared=True)
     w_norm = jnp.sqrt(w_sq)
     denominator = (rounded(jnp.sqrt(g_sq) * hyper(hp["rescale_grad"], f32))
                    + rounded(tuple_hyper(hp["wd"], f32) * w_norm)) + hyper(hp["eps"], f32)
@@ -1163,25 +1201,30 @@ def lamb_update(grad: jax.Array, weight: jax.Array, mean: jax.Array, var: jax.Ar
     kernel evaluates the line of ``u`` in double (its unqualified ``sqrt`` is
     C's double one) and rounds once; here it is float32, so ``u`` can be an
     ulp off (the twin in :mod:`mxopt.reference` does it in double). ``u`` is
-    computed twice (for ``r2`` and for the update) rather than stored: no
-    parameter-sized temporary. Returns ``(update, mean, var)``.
+    computed twice, equal (for ``r2`` and for the update), rather than
+    stored: no parameter-sized temporary. Returns ``(update, mean, var)``.
     """
     stored = hp.get("stored_dtype")
     r1 = jnp.sqrt(sum_of_squares(weight, stored))
     g = clip(rescale(grad, hp["rescale_grad"]), hp["clip_gradient"])
-    new_mean = _ema(g, mean, hp["beta1"])
-    new_var = mean_square(g, var, hp["beta2"], centered=True)
-    eps = hyper(hp["epsilon"], g)
-    if hp["bias_correction"]:
-        one = jnp.ones((), g.dtype)
-        mean_hat = divide(new_mean, one - jnp.asarray(hp["beta1_t"], g.dtype))
-        var_hat = divide(new_var, one - jnp.asarray(hp["beta2_t"], g.dtype))
-        u = mean_hat / (root(var_hat) + eps)
-    else:
-        u = new_mean / (root(new_var) + eps)
-    if not is_static(hp["wd"], 0.0):
-        u = u + rounded(tuple_hyper(hp["wd"], g) * weight)
-    r2 = jnp.sqrt(sum_of_squares(u))
+    new_mean = keep_if(finite, _ema(g, mean, hp["beta1"]), mean)
+    new_var = keep_if(finite, mean_square(g, var, hp["beta2"], centered=True), var)
+    scalars = _lamb_scalars(hp, g)
+    u = _lamb_direction(new_mean, new_var, weight, scalars, root)
+    # r2 from a second computation of u: shared with the update, u would be
+    # written to memory for the reduction (a parameter-sized temporary). This
+    # one reads the new moments (outputs, in memory) and the weight, and every
+    # scalar, through apart(), so that no value of it is shared with another
+    # loop (guard_constants), and takes a plain sqrt: XLA:CPU's reduction
+    # fusions do not take root's reduce_precision in, and XLA cannot turn
+    # this sqrt into an rsqrt (epsilon is added before the division), so both
+    # are the same u. It reads the arrays flat: over MXNet's (out, in, 3, 3)
+    # and (out, in, 1, 1) kernels the same reduction fusion ran 3x and 12x
+    # slower (measured), and a contiguous array's flat view moves nothing. On
+    # a skipped step both read the old moments, and the update is zeroed.
+    *arrays, own_scalars = apart(new_mean, new_var, weight, scalars)
+    r2 = jnp.sqrt(sum_of_squares(_lamb_direction(*(x.ravel() for x in arrays), own_scalars,
+                                                 jnp.sqrt)))
     f32 = jnp.zeros((), jnp.float32)
     if hp.get("lower_bound") is not None:
         r1 = jnp.maximum(r1, hyper(hp["lower_bound"], f32))
@@ -1192,7 +1235,31 @@ def lamb_update(grad: jax.Array, weight: jax.Array, mean: jax.Array, var: jax.Ar
     ratio = jnp.where((r1 == 0) | (r2 == 0), jnp.ones((), jnp.float32), r1 / r2)
     lr = rounded(tuple_hyper(hp["lr"], g) * ratio.astype(g.dtype))
     # -(x) added to w is exactly MXNet's w - x.
-    return (-rounded(lr * u), keep_if(finite, new_mean, mean), keep_if(finite, new_var, var))
+    return -rounded(lr * u), new_mean, new_var
+
+
+def _lamb_scalars(hp: Hyper, like: jax.Array) -> dict:
+    # The scalars of LAMB's u: epsilon, the bias corrections' 1 - beta**t, wd.
+    one = jnp.ones((), like.dtype)
+    scalars = dict(guard_constants(like), epsilon=hyper(hp["epsilon"], like))
+    if hp["bias_correction"]:
+        scalars["one_minus_beta1_t"] = one - jnp.asarray(hp["beta1_t"], like.dtype)
+        scalars["one_minus_beta2_t"] = one - jnp.asarray(hp["beta2_t"], like.dtype)
+    if not is_static(hp["wd"], 0.0):
+        scalars["wd"] = tuple_hyper(hp["wd"], like)
+    return scalars
+
+
+def _lamb_direction(mean: jax.Array, var: jax.Array, weight: jax.Array, scalars: dict,
+                    sqrt: Callable[[jax.Array], jax.Array]) -> jax.Array:
+    # LAMB's u from the new moments (lamb_update's docstring).
+    if "one_minus_beta1_t" in scalars:
+        mean = divide(mean, scalars["one_minus_beta1_t"], scalars["zero"])
+        var = divide(var, scalars["one_minus_beta2_t"], scalars["zero"])
+    u = mean / (sqrt(var) + scalars["epsilon"])
+    if "wd" in scalars:
+        u = u + rounded(scalars["wd"] * weight, scalars["lowest"])
+    return u
 
 
 # ----------------------------------------------------------------------------------
@@ -1214,7 +1281,10 @@ def test_update(grad: jax.Array, weight: jax.Array, weight_copy: jax.Array, hp: 
     Returns ``(update, weight_copy)``.
     """
     u = python_rescale(grad, hp["rescale_grad"])
-    return u, keep_if(finite, (weight + u).astype(weight_copy.dtype), weight_copy)
+    # The new weight as the step writes it, so that the copy's loop reads that
+    # output rather than the old weight, which would be copied first.
+    new = stored_weight(weight, u, finite).astype(weight_copy.dtype)
+    return u, keep_if(finite, new, weight_copy)
 
 
 def dcasgd_update(grad: jax.Array, weight: jax.Array, weight_previous: jax.Array, hp: Hyper,
@@ -1269,8 +1339,75 @@ def sgld_update(grad: jax.Array, weight: jax.Array, hp: Hyper,
     else:
         lr32 = jnp.asarray(lr, jnp.float32)
         half, scale = (-(lr32 / 2)).astype(g.dtype), jnp.sqrt(lr32).astype(g.dtype)
-    noise = jax.random.normal(hp["key"], jnp.shape(weight), weight.dtype)
+    noise = normal(hp["key"], jnp.shape(weight), weight.dtype)
     return (rounded(d * half) + rounded(noise * scale),)
+
+
+def normal(key: jax.Array, shape: tuple, dtype: Any) -> jax.Array:
+    """``jax.random.normal(key, shape, dtype)``, bit for bit, computed in the
+    loop that reads it.
+
+    JAX lowers its threefry hash on CPU as a loop over the hash's five round
+    groups, whose state is two uint32 arrays of ``shape``: XLA:CPU writes them
+    to memory (SGLD's step allocated 4x the float32 params). Here the hash is
+    the same Threefry-2x32, unrolled (:func:`_threefry2x32`), so its output is
+    elementwise in the counters and fuses into the update's loop; JAX's own
+    ``normal`` turns its bits into the noise. This is JAX's default
+    ``threefry2x32`` with ``jax_threefry_partitionable`` (the default since
+    JAX 0.5): bits ``h1 ^ h2`` of the hash of the 64-bit element index split
+    in (high, low) words. Any other key implementation or setting, a float64
+    dtype, or 2**32 elements or more take ``jax.random.normal`` itself.
+    """
+    typed = jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
+    impl = str(jax.random.key_impl(key)) if typed else jax.config.jax_default_prng_impl
+    if (impl != "threefry2x32" or not jax.config.jax_threefry_partitionable
+            or jnp.dtype(dtype).itemsize > 4 or math.prod(shape) >= 2 ** 32):
+        return jax.random.normal(key, shape, dtype)
+    data = jax.random.key_data(key) if typed else key
+    return jax.random.normal(jax.random.wrap_key_data(data, impl=_UNROLLED_THREEFRY), shape,
+                             dtype)
+
+
+def _threefry2x32(k1: jax.Array, k2: jax.Array, x1: jax.Array, x2: jax.Array):
+    # Threefry-2x32, 20 rounds (Salmon et al. 2011), as jax's threefry2x32
+    # primitive computes it, written out round by round.
+    def rotate_left(x, d):
+        return (x << np.uint32(d)) | (x >> np.uint32(32 - d))
+
+    rotations = ((13, 15, 26, 6), (17, 29, 16, 24))
+    ks = (k1, k2, k1 ^ k2 ^ np.uint32(0x1BD11BDA))
+    x1, x2 = x1 + ks[0], x2 + ks[1]
+    for i in range(5):
+        for r in rotations[i % 2]:
+            x1 = x1 + x2
+            x2 = x1 ^ rotate_left(x2, r)
+        x1 = x1 + ks[(i + 1) % 3]
+        x2 = x2 + ks[(i + 2) % 3] + np.uint32(i + 1)
+    return x1, x2
+
+
+def _unrolled_random_bits(key: jax.Array, bit_width: int, shape: tuple) -> jax.Array:
+    # jax's partitionable threefry random bits for fewer than 2**32 elements:
+    # the element's flat index is (0, index) in 2x32 words.
+    index = jnp.zeros(shape, jnp.uint32)
+    stride = 1
+    for dim in reversed(range(len(shape))):
+        index = index + jax.lax.broadcasted_iota(jnp.uint32, shape, dim) * np.uint32(stride)
+        stride *= shape[dim]
+    h1, h2 = _threefry2x32(key[0], key[1], jnp.zeros(shape, jnp.uint32), index)
+    return (h1 ^ h2).astype(jnp.dtype(f"uint{bit_width}"))
+
+
+def _draws_only(key: jax.Array, *args) -> jax.Array:
+    # normal() wraps a key's data only to draw from it once.
+    del key, args
+    raise NotImplementedError("mxopt._kernels.normal's key draws its noise only")
+
+
+_UNROLLED_THREEFRY = jax.extend.random.define_prng_impl(
+    key_shape=(2,), seed=_draws_only, split=_draws_only,
+    random_bits=_unrolled_random_bits, fold_in=_draws_only,
+    name="mxopt_unrolled_threefry2x32", tag="mxu")
 
 
 def row_mean_square(g: jax.Array) -> jax.Array:
@@ -1355,13 +1492,15 @@ def lbsgd_warmup_mult(num_cums: Any, hp: Hyper) -> Any:
     return jnp.where(nup >= nwup, bs, mult)
 
 
-def lbsgd_lars_mult(weight: jax.Array, g: jax.Array, wd: Any) -> jax.Array:
+def lbsgd_lars_mult(weight: jax.Array, g: jax.Array, wd: Any,
+                    lowest: Optional[jax.Array] = None) -> jax.Array:
     """``LBSGD._get_lars``: ``sqrt(|w|^2 / (|g|^2 + wd * |w|^2 + 1e-18))`` clipped
     to [0.01, 100], on the averaged gradient before rescaling and clipping.
     Concrete arrays (outside ``jax.jit``) are summed as MXNet sums them, with
     NumPy in float32, the rest in Python float64; traced ones with a float32
     ``jnp.sum`` (another order: the last bits may differ), the rest in float64
-    where x64 is on."""
+    where x64 is on. ``lowest``: :func:`rounded`'s constant (the caller's,
+    through :func:`apart`: :func:`guard_constants`)."""
     if _host_scalars(weight, g, wd):
         # MXNet's multiply(v, v).asnumpy().sum() (NumPy's float32 sum), then
         # float64 scalars (NumPy 1.x promotes float32 * Python float).
@@ -1369,8 +1508,8 @@ def lbsgd_lars_mult(weight: jax.Array, g: jax.Array, wd: Any) -> jax.Array:
         g2 = float(np.multiply(np.asarray(g), np.asarray(g)).sum())
         return min(max(math.sqrt(w2 / (g2 + _as_host(wd) * w2 + 1e-18)), 0.01), 100.0)
     f = _device_float()
-    w2 = jnp.sum(rounded(weight * weight), dtype=jnp.float32).astype(f)
-    g2 = jnp.sum(rounded(g * g), dtype=jnp.float32).astype(f)
+    w2 = jnp.sum(rounded(weight * weight, lowest), dtype=jnp.float32).astype(f)
+    g2 = jnp.sum(rounded(g * g, lowest), dtype=jnp.float32).astype(f)
     lars = jnp.sqrt(w2 / (g2 + jnp.asarray(wd, f) * w2 + 1e-18))
     return jnp.clip(lars, 0.01, 100.0)
 
@@ -1383,8 +1522,15 @@ def _lbsgd_step(grad, weight, cum_grad, mom, hp, finite):
     g = divide(cum, operand(float(bs) if _is_python_number(bs) else bs, cum))
     if "lbmult" in hp:  # computed by the caller (the class form, as MXNet's host)
         mult = hp["lbmult"]
-    elif hp["warmup_strategy"] == "lars":
+    elif hp["warmup_strategy"] == "lars" and _host_scalars(weight, cum_grad, grad):
         mult = lbsgd_lars_mult(weight, g, hp["wd"])
+    elif hp["warmup_strategy"] == "lars":
+        # The norms get their own g, flat, and their own scalars (apart, as
+        # LAMB's u): shared, the division would be written to memory for them.
+        own_weight, own_cum, own = apart(weight, cum_grad, dict(
+            guard_constants(cum), bs=operand(float(bs) if _is_python_number(bs) else bs, cum)))
+        own_g = divide(own_cum.ravel() + grad.ravel(), own["bs"], own["zero"])
+        mult = lbsgd_lars_mult(own_weight.ravel(), own_g, hp["wd"], own["lowest"])
     else:
         mult = lbsgd_warmup_mult(num_cums, hp)
     lr = hp["lr"]
@@ -1404,20 +1550,30 @@ def _lbsgd_step(grad, weight, cum_grad, mom, hp, finite):
             m = m - rounded(rounded(lr_ * hyper(hp["wd"], weight)) * weight)
         new_mom = m - _scaled_lr_gradient(g, lr_, hp)
         update = new_mom
-    zero = jnp.zeros((), cum.dtype)
+    # Loop structure: the division g is computed by one loop only (the
+    # buffer's, or the weight's without momentum), whose output the other
+    # loops read, so that it is not written to memory for two; and cum_grad's
+    # loop runs after the loops that read the old sum (after(), on their
+    # output), so that the old sum is not copied first.
     if not v.is_traced(do):
-        do = bool(do)
-        new_cum = jnp.zeros_like(cum) if do else cum
-        update = update if do else jnp.zeros_like(weight)
-        new_mom = (new_mom if do else mom) if mom is not None else None
+        if not do:
+            zero = jnp.zeros_like(weight)
+            return (zero, keep_if(finite, cum, cum_grad)) + (() if mom is None else (mom,))
+        if mom is not None:
+            update = done = new_mom = keep_if(finite, new_mom, mom)
+        else:
+            done = stored_weight(weight, update, finite)
+        new_cum = keep_if(finite, after(jnp.zeros_like(cum), done), cum_grad)
+        return (update, new_cum) + (() if mom is None else (new_mom,))
+    zero = jnp.zeros((), cum.dtype)
+    if mom is not None:
+        new_mom = keep_if(finite, jnp.where(do, new_mom, mom), mom)
+        update, done = jnp.where(do, new_mom, zero), new_mom
     else:
-        new_cum = jnp.where(do, zero, cum)
-        update = jnp.where(do, update, jnp.zeros((), update.dtype))
-        new_mom = jnp.where(do, new_mom, mom) if mom is not None else None
-    new_cum = keep_if(finite, new_cum, cum_grad)
-    if mom is None:
-        return update, new_cum
-    return update, new_cum, keep_if(finite, new_mom, mom)
+        update = jnp.where(do, update, zero)
+        done = stored_weight(weight, update, finite)
+    new_cum = keep_if(finite, after(jnp.where(do, zero, cum), done), cum_grad)
+    return (update, new_cum) + (() if mom is None else (new_mom,))
 
 
 def lbsgd_update(grad: jax.Array, weight: jax.Array, cum_grad: jax.Array, mom: jax.Array,
