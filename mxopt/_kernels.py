@@ -1070,19 +1070,22 @@ def _sum_of_squares(x: jax.Array) -> jax.Array:
     return jnp.sum((x * x).astype(jnp.float32), dtype=jnp.float32)
 
 
+def _stored_value(x: jax.Array, dtype: str) -> jax.Array:
+    """``x`` rounded to the 16-bit ``dtype`` through its bit pattern: XLA may
+    otherwise keep excess precision through a cast down and back up
+    (``xla_allow_excess_precision``), and ``reduce_precision`` would flush
+    float16 subnormals, which MXNet keeps."""
+    bits = jax.lax.bitcast_convert_type(x.astype(dtype), jnp.int16)
+    return jax.lax.bitcast_convert_type(bits, jnp.dtype(dtype))
+
+
 @functools.partial(jax.jit, static_argnames="dtype")
 def _low_sum_of_squares(x: jax.Array, dtype: str) -> jax.Array:
-    # float16/bfloat16 values and products, each passed through its bit
-    # pattern: XLA may otherwise keep excess precision through a cast to
-    # bfloat16 and back (xla_allow_excess_precision) and sum the products of
-    # the float32 master rather than of the stored weight. (reduce_precision
-    # would flush float16 subnormals, which MXNet's products keep.)
-    def stored(v):
-        bits = jax.lax.bitcast_convert_type(v.astype(dtype), jnp.int16)
-        return jax.lax.bitcast_convert_type(bits, jnp.dtype(dtype))
-
-    x = stored(x)
-    return jnp.sum(stored(x * x).astype(jnp.float32), dtype=jnp.float32)
+    # float16/bfloat16 values and products, each as stored (_stored_value), so
+    # that the products of the stored weight are summed, not the float32
+    # master's.
+    x = _stored_value(x, dtype)
+    return jnp.sum(_stored_value(x * x, dtype).astype(jnp.float32), dtype=jnp.float32)
 
 
 def lars_rate(grad: jax.Array, weight: jax.Array, hp: Hyper) -> jax.Array:
@@ -1612,15 +1615,6 @@ test_update.__test__ = False  # MXNet's Test optimizer, not a pytest test
 # ----------------------------------------------------------------------------------
 
 __all__ += ["lamb_phases_update"]
-
-
-def _stored_value(x: jax.Array, dtype: str) -> jax.Array:
-    # x rounded to the 16-bit dtype through its bit pattern: XLA may otherwise
-    # keep excess precision through a cast down and back up
-    # (xla_allow_excess_precision); reduce_precision would flush float16
-    # subnormals, which MXNet keeps.
-    bits = jax.lax.bitcast_convert_type(x.astype(dtype), jnp.int16)
-    return jax.lax.bitcast_convert_type(bits, jnp.dtype(dtype))
 
 
 def lamb_phases_update(grad: jax.Array, weight: jax.Array, mean: jax.Array, var: jax.Array,
