@@ -470,17 +470,20 @@ def _as_array(name, x):
     raise TypeError(f"{name} must be a JAX or NumPy array, got {type(x).__name__}")
 
 
-@functools.partial(jax.jit, static_argnames=("kernel", "rebuild"))
-def _kernel_step(weight, grad, state, hyper, *, kernel, rebuild=None):
+@functools.partial(jax.jit, static_argnames=("kernel", "rebuild", "gives_weight"))
+def _kernel_step(weight, grad, state, hyper, *, kernel, rebuild=None, gives_weight=False):
     """One step of a per-leaf kernel of :mod:`mxopt._kernels` on one weight, with
     every hyperparameter traced (already as MXNet's kernel receives it), so new
     values reuse the compiled step; a clip bound of None is off, and a
-    ``clip_weights`` entry (RMSProp) clips the new weight. ``rebuild`` (Ftrl,
-    FTML): ``rebuild(*state, hyper)``, the weight MXNet writes, rebuilt from the
-    new state, where ``weight + update`` could miss it by an ulp."""
+    ``clip_weights`` entry (RMSProp) clips the new weight. Where ``weight +
+    update`` could miss the weight MXNet writes by an ulp, the step returns
+    that weight itself: ``rebuild(*state, hyper)`` (Ftrl, FTML) rebuilds it from
+    the new state; ``gives_weight`` (NAG) means the kernel's first result is it."""
     hyper = dict(hyper)
     clip_weights = hyper.pop("clip_weights", None)
     update, *state = kernel(grad, weight, *state, hyper, None)
+    if gives_weight:
+        return update, tuple(state)
     if rebuild is not None:
         return rebuild(*state, hyper).astype(weight.dtype), tuple(state)
     if clip_weights is not None:
@@ -518,6 +521,7 @@ class _KernelOptimizer(Optimizer):
     _float32_state = False   # MXNet's state is float32: float16/bfloat16 weights are refused
     _rate_divides = False    # lr 0 gives NaN in MXNet: refused
     _rebuild = None          # the new weight from the new state (Ftrl, FTML)
+    _gives_weight = False    # the kernel gives the new weight, not an update (NAG)
     _counts = True           # False: MXNet never counts updates (Test)
 
     def _own_values(self):
@@ -641,7 +645,7 @@ class _KernelOptimizer(Optimizer):
                   for name, value in hyper.items() if value is not None}
         parsed["clip_gradient"] = parsed.get("clip_gradient")
         new_weight, new = _kernel_step(weight, grad, buffers, parsed, kernel=self._kernel_for(),
-                                       rebuild=self._rebuild)
+                                       rebuild=self._rebuild, gives_weight=self._gives_weight)
         if self._bare_state and len(new) < 2:
             return new_weight, (new[0] if new else None)
         return new_weight, new
@@ -738,8 +742,10 @@ class SGD(_KernelOptimizer):
 class NAG(_KernelOptimizer):
     """MXNet 1.9.1's ``mxnet.optimizer.NAG``: :func:`mxopt.nag`'s arithmetic
     (``nag_mom_update``, ``sgd_update`` with ``momentum=0``), including the
-    buffer's decay reading the updated weight. State as :class:`SGD`'s
-    (``mp_nag_mom_update`` keeps the master last too).
+    buffer's decay reading the updated weight. It writes MXNet's new weight
+    itself (not ``w + update``: see :func:`mxopt.nag`), so it is MXNet's bit
+    for bit. State as :class:`SGD`'s (``mp_nag_mom_update`` keeps the master
+    last too).
 
     Args:
       momentum: as in MXNet.
@@ -756,8 +762,12 @@ class NAG(_KernelOptimizer):
         self._check_own()
         super().__init__(**kwargs)
 
+    # MXNet's new weight itself, not w + (w_new - w), which lands on the old
+    # weight's ulp grid where a weight shrinks by more than half in one step.
+    _gives_weight = True
+
     def _kernel_for(self):
-        return K.nag_mom_update if self.momentum != 0.0 else K.sgd_update
+        return K.nag_mom_weight if self.momentum != 0.0 else K.sgd_weight
 
     def _state_names(self):
         return ("mom",) if self.momentum != 0.0 else ()
