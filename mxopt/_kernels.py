@@ -42,7 +42,7 @@ __all__ = [
     "clip", "clip_is_static_off", "divide",
     "is_static", "rescale", "decay", "prepared_gradient", "mean_square", "mean",
     "centered_root", "keep_if", "update_if", "clipped_weight_update", "apart", "after",
-    "own_loop", "stored_weight",
+    "own_loop", "own_kernel", "stored_weight",
     "adam_fold", "adamax_fold", "ftml_fold", "nadam_advance", "python_clip",
     "python_prepared_gradient", "adam_update", "adamax_update", "nadam_update", "ftrl_update",
     "ftrl_weight", "ftml_update", "ftml_weight",
@@ -340,6 +340,24 @@ def own_loop(x: jax.Array) -> jax.Array:
     return jax.lax.select(x > jnp.asarray(jnp.inf, x.dtype), -x, x)
 
 
+def own_kernel(x: jax.Array) -> jax.Array:
+    """``x``, a scalar, computed by a kernel of its own instead of inside every
+    loop that reads it.
+
+    XLA fuses cheap scalar arithmetic into each consumer. Where a chain of
+    scalars runs through the leaves (Nadam's shared ``m_schedule``: each
+    leaf's is the previous one's times ``momentum_t``), every leaf's loop then
+    recomputes the chain so far: code that grows with the square of the leaf
+    count, and leaf loops that differ from leaf to leaf, whereas XLA:CPU
+    compiles identical kernels once. ``x / (1 + min(|x|, 0))`` is ``x`` (NaN
+    stays NaN) and XLA does not duplicate a division into several consumers,
+    so each link is a small kernel, the same for every link, and the loops
+    read the scalar as a parameter (ResNet-50's Nadam compiled in 4x optax's
+    time; BENCHMARKS.md, issue 17).
+    """
+    return divide(x, jnp.ones((), x.dtype))
+
+
 def stored_weight(weight: jax.Array, update: jax.Array,
                   finite: Optional[jax.Array]) -> jax.Array:
     """The weight the step writes: ``weight + update``, the update zeroed on a
@@ -460,6 +478,10 @@ def nadam_advance(m_schedule: Any, hp: Hyper):
     momentum_t = b1 * (one - 0.5 * (power(0.96, t * sd)))
     momentum_t_1 = b1 * (one - 0.5 * (power(0.96, (t + 1) * sd)))
     m_schedule = m_schedule * momentum_t
+    if not _is_python_number(m_schedule):
+        # On device (under a trace) each leaf's m_schedule is the previous leaf's times
+        # momentum_t: one link of a chain through every leaf (loop structure).
+        m_schedule = own_kernel(m_schedule)
     m_schedule_next = m_schedule * momentum_t_1
     return dict(one_minus_momentum_t=one - momentum_t, momentum_t_1=momentum_t_1,
                 one_minus_schedule=one - m_schedule,
