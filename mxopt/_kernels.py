@@ -43,7 +43,7 @@ __all__ = [
     "clip", "clip_is_static_off", "divide", "guard_constants",
     "is_static", "rescale", "decay", "prepared_gradient", "mean_square", "mean",
     "centered_root", "keep_if", "update_if", "clipped_weight_update", "apart", "after",
-    "own_loop", "stored_weight",
+    "own_loop", "own_kernel", "stored_weight",
     "adam_fold", "adamax_fold", "ftml_fold", "nadam_advance", "python_clip",
     "python_prepared_gradient", "adam_update", "adamax_update", "nadam_update", "ftrl_update",
     "ftrl_weight", "ftml_update", "ftml_weight",
@@ -365,6 +365,24 @@ def own_loop(x: jax.Array) -> jax.Array:
     return jax.lax.select(x > jnp.asarray(jnp.inf, x.dtype), -x, x)
 
 
+def own_kernel(x: jax.Array) -> jax.Array:
+    """``x``, a scalar, computed by a kernel of its own instead of inside every
+    loop that reads it.
+
+    XLA fuses cheap scalar arithmetic into each consumer. Where a chain of
+    scalars runs through the leaves (Nadam's shared ``m_schedule``: each
+    leaf's is the previous one's times ``momentum_t``), every leaf's loop then
+    recomputes the chain so far: code that grows with the square of the leaf
+    count, and leaf loops that differ from leaf to leaf, whereas XLA:CPU
+    compiles identical kernels once. ``x / (1 + min(|x|, 0))`` is ``x`` (NaN
+    stays NaN) and XLA does not duplicate a division into several consumers,
+    so each link is a small kernel, the same for every link, and the loops
+    read the scalar as a parameter (ResNet-50's Nadam compiled in 4x optax's
+    time; BENCHMARKS.md, issue 17).
+    """
+    return divide(x, jnp.ones((), x.dtype))
+
+
 def stored_weight(weight: jax.Array, update: jax.Array,
                   finite: Optional[jax.Array]) -> jax.Array:
     """The weight the step writes: ``weight + update``, the update zeroed on a
@@ -485,6 +503,10 @@ def nadam_advance(m_schedule: Any, hp: Hyper):
     momentum_t = b1 * (one - 0.5 * (power(0.96, t * sd)))
     momentum_t_1 = b1 * (one - 0.5 * (power(0.96, (t + 1) * sd)))
     m_schedule = m_schedule * momentum_t
+    if not _is_python_number(m_schedule):
+        # On device (under a trace) each leaf's m_schedule is the previous leaf's times
+        # momentum_t: one link of a chain through every leaf (loop structure).
+        m_schedule = own_kernel(m_schedule)
     m_schedule_next = m_schedule * momentum_t_1
     return dict(one_minus_momentum_t=one - momentum_t, momentum_t_1=momentum_t_1,
                 one_minus_schedule=one - m_schedule,
@@ -728,7 +750,8 @@ def rmspropalex_update(grad: jax.Array, weight: jax.Array, n: jax.Array, g_avg: 
 # ----------------------------------------------------------------------------------
 
 __all__ += [
-    "sgd_mom_update", "multi_sgd_update", "sgd_update", "nag_mom_update", "signsgd_update",
+    "sgd_mom_update", "multi_sgd_update", "sgd_update", "sgd_weight", "nag_mom_update",
+    "nag_mom_weight", "signsgd_update",
     "signum_update", "momentum_choice", "python_rescale", "adagrad_update", "adadelta_update",
 ]
 
@@ -840,12 +863,44 @@ def sgd_update(grad: jax.Array, weight: jax.Array, hp: Hyper,
         update = w_new - weight   (exactly -lr * clip(...) where lr * wd == 0)
 
     Without clipping the last product is ``(lr * rescale_grad) * grad``. See
-    :func:`_decayed` for when ``w + update`` is ``w_new`` bit for bit. Returns
-    ``(update,)``.
+    :func:`_decayed` for when ``w + update`` is ``w_new`` bit for bit
+    (:func:`sgd_weight` gives ``w_new`` itself). Returns ``(update,)``.
     """
     del finite
     step = -_scaled_lr_gradient(grad, hyper(hp["lr"], weight), hp)
     return (_decayed(weight, _lr_wd(hp, weight), step),)
+
+
+def sgd_weight(grad: jax.Array, weight: jax.Array, hp: Hyper,
+               finite: Optional[jax.Array] = None):
+    """:func:`sgd_update` giving MXNet's new weight itself, ``(w_new,)``, bit for
+    bit where a shrinking weight puts ``w + update`` on the old weight's ulp grid
+    (the class form :class:`mxopt.NAG` writes it; the old weight where
+    ``finite`` is False)."""
+    lr_wd = _lr_wd(hp, weight)
+    step = -_scaled_lr_gradient(grad, hyper(hp["lr"], weight), hp)
+    # (1 - 0) * w == w: where lr * wd is known to be 0 the factor is skipped.
+    new_w = weight + step if lr_wd is None else (
+        rounded((jnp.ones((), weight.dtype) - lr_wd) * weight) + step)
+    return (keep_if(finite, new_w, weight),)
+
+
+def _nag_mom(grad: jax.Array, weight: jax.Array, mom: jax.Array, hp: Hyper,
+             finite: Optional[jax.Array], written):
+    """``(w_new, mom)`` of ``NAGMomKernel``, the buffer's decay term reading
+    ``written(w_new)``, the weight as the caller stores it."""
+    lr, mu = hyper(hp["lr"], weight), hyper(hp["momentum"], weight)
+    g = clip(rescale(grad, hp["rescale_grad"]), hp["clip_gradient"])
+    m0 = rounded(mu * mom)
+    one = jnp.ones((), weight.dtype)
+    new_w = (weight - m0) + rounded(
+        (mu + one) * (m0 - rounded(lr * decay(g, weight, hp["wd"]))))
+    # The buffer's loop reads the weight's output, so it runs after the weight's
+    # loop, which reads the old buffer: no copy of it (loop structure).
+    stored = written(new_w)
+    # wd * w_new with wd == 0 too, as the kernel computes it (NaN for an inf weight).
+    m = keep_if(finite, m0 - rounded(lr * (g + rounded(hyper(hp["wd"], g) * stored))), mom)
+    return new_w, m
 
 
 def nag_mom_update(grad: jax.Array, weight: jax.Array, mom: jax.Array, hp: Hyper,
@@ -861,24 +916,30 @@ def nag_mom_update(grad: jax.Array, weight: jax.Array, mom: jax.Array, hp: Hyper
         update = w_new - weight
 
     ``w_new - weight`` is exact, so ``w + update == w_new``, whenever ``w_new``
-    is within a factor 2 of ``weight`` (Sterbenz). The buffer reads the weight
-    as written, ``weight + update`` (:func:`stored_weight`), as MXNet's kernel
-    reads ``weight_data`` after writing it; the two differ only where
-    ``w + update`` is not ``w_new``. ``wd * w_new`` is computed with ``wd == 0``
-    too, as the kernel computes it. Returns ``(update, mom)``.
+    is within a factor 2 of ``weight`` (Sterbenz); where a weight shrinks by
+    more in one step, ``w + update`` lies on the grid of ``ulp(weight)``, within
+    an ulp of the old weight's magnitude of ``w_new`` (optax's contract: the
+    weight is ``w + update``). The buffer reads the weight as written,
+    ``weight + update`` (:func:`stored_weight`), as MXNet's kernel reads
+    ``weight_data`` after writing it. :func:`nag_mom_weight` gives ``w_new``
+    itself. Returns ``(update, mom)``.
     """
-    lr, mu = hyper(hp["lr"], weight), hyper(hp["momentum"], weight)
-    g = clip(rescale(grad, hp["rescale_grad"]), hp["clip_gradient"])
-    m0 = rounded(mu * mom)
-    one = jnp.ones((), weight.dtype)
-    new_w = (weight - m0) + rounded(
-        (mu + one) * (m0 - rounded(lr * decay(g, weight, hp["wd"]))))
-    update = new_w - weight
-    # The buffer's loop reads the new weight's output, so it runs after the
-    # weight's loop, which reads the old buffer: no copy of it (loop structure).
-    stored = stored_weight(weight, update, finite)
-    m = keep_if(finite, m0 - rounded(lr * (g + rounded(hyper(hp["wd"], g) * stored))), mom)
-    return update, m
+    def written(new_w):
+        return stored_weight(weight, new_w - weight, finite)
+
+    new_w, m = _nag_mom(grad, weight, mom, hp, finite, written)
+    return new_w - weight, m
+
+
+def nag_mom_weight(grad: jax.Array, weight: jax.Array, mom: jax.Array, hp: Hyper,
+                   finite: Optional[jax.Array] = None):
+    """:func:`nag_mom_update` giving MXNet's new weight itself, ``(w_new, mom)``,
+    with the buffer reading ``w_new``: ``NAGMomKernel`` bit for bit (the class
+    form :class:`mxopt.NAG` writes it; the old weight where ``finite`` is
+    False)."""
+    new_w, m = _nag_mom(grad, weight, mom, hp, finite,
+                        lambda new_w: keep_if(finite, new_w, weight))
+    return keep_if(finite, new_w, weight), m
 
 
 def signsgd_update(grad: jax.Array, weight: jax.Array, hp: Hyper,

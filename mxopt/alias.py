@@ -776,11 +776,17 @@ def nag(learning_rate: ScalarOrSchedule = 0.01, momentum: Scalar = 0.0, *, wd: S
     MXNet's kernel writes the weight before it updates the buffer, so the
     buffer's decay term reads the updated weight; mxopt reproduces it. As lr sits
     inside the buffer, this is not the docstring's ``w -= lr * (g + momentum *
-    mom)`` once lr changes. ``clip_gradient`` None or 0 is off. The update is
-    ``w_new - w``, which lands on ``w_new`` bit for bit unless a weight shrinks
-    by more than half in one step (then within an ulp of the old weight); on
-    the golden runs weights agree to about 1e-6 relative (NAG's buffer, computed
-    from them, to an ulp or two).
+    mom)`` once lr changes. ``clip_gradient`` None or 0 is off.
+
+    MXNet writes ``w_new``; an optax update is added, ``w + (w_new - w)``, in
+    the weight's dtype. That is ``w_new`` bit for bit while ``w_new`` is within
+    a factor 2 of ``w``; where a weight more than doubles or shrinks by more
+    than half in one step, it rounds on the grid of the larger of the two and
+    can miss ``w_new`` by an ulp of it, and later steps carry the offset on. The
+    offset is absolute: a weight that grew to ~15 and then crosses zero can be
+    an ulp or two of 15 from MXNet's (about 2e-6), far more than 1e-5 of its
+    own size. This is inherent to the functional form; the class form
+    (:class:`mxopt.NAG`) writes ``w_new`` itself and is MXNet's bit for bit.
 
     >>> import jax.numpy as jnp, optax, mxopt
     >>> params = {"w": jnp.array([1.0, -2.0])}

@@ -478,19 +478,24 @@ def _as_array(name, x):
     raise TypeError(f"{name} must be a JAX or NumPy array, got {type(x).__name__}")
 
 
-@functools.partial(jax.jit, static_argnames=("kernel", "static", "rebuild"))
-def _kernel_step(weight, grad, state, hyper, *, kernel, static=(), rebuild=None):
+@functools.partial(jax.jit,
+                   static_argnames=("kernel", "static", "rebuild", "gives_weight"))
+def _kernel_step(weight, grad, state, hyper, *, kernel, static=(), rebuild=None,
+                 gives_weight=False):
     """One step of a per-leaf kernel of :mod:`mxopt._kernels` on one weight, with
     every numeric hyperparameter traced (already as MXNet's kernel receives it),
     so new values reuse the compiled step; ``static`` holds the ``(name, value)``
     pairs that choose code paths (Python bools, strings and None: a clip bound
     of None is off), compiled once per combination. A ``clip_weights`` entry
-    (RMSProp) clips the new weight. ``rebuild`` (Ftrl, FTML):
-    ``rebuild(*state, hyper)``, the weight MXNet writes, rebuilt from the new
-    state, where ``weight + update`` could miss it by an ulp."""
+    (RMSProp) clips the new weight. Where ``weight + update`` could miss the
+    weight MXNet writes by an ulp, the step returns that weight itself:
+    ``rebuild(*state, hyper)`` (Ftrl, FTML) rebuilds it from the new state;
+    ``gives_weight`` (NAG) means the kernel's first result is it."""
     hyper = dict(hyper, **dict(static))
     clip_weights = hyper.pop("clip_weights", None)
     update, *state = kernel(grad, weight, *state, hyper, None)
+    if gives_weight:
+        return update, tuple(state)
     if rebuild is not None:
         return rebuild(*state, hyper).astype(weight.dtype), tuple(state)
     if clip_weights is not None:
@@ -538,6 +543,7 @@ class _KernelOptimizer(Optimizer):
     _float32_state = False   # MXNet's state is float32: float16/bfloat16 weights are refused
     _rate_divides = False    # lr 0 gives NaN in MXNet: refused
     _rebuild = None          # the new weight from the new state (Ftrl, FTML)
+    _gives_weight = False    # the kernel gives the new weight, not an update (NAG)
     _single_call = False     # during update: whether the call names one index (not a list)
 
     def __init_subclass__(cls, **kwargs):
@@ -768,7 +774,8 @@ class _KernelOptimizer(Optimizer):
             else:
                 traced[name] = self._received(name, value, weight.dtype)
         return _kernel_step(weight, grad, buffers, traced, kernel=self._kernel_for(),
-                            static=tuple(sorted(static.items())), rebuild=self._rebuild)
+                            static=tuple(sorted(static.items())), rebuild=self._rebuild,
+                            gives_weight=self._gives_weight)
 
     def _received(self, name, value, dtype):
         if isinstance(value, np.floating):  # computed as the kernel does (FTML's powf)
@@ -849,15 +856,20 @@ class SGD(_KernelOptimizer):
 class NAG(_KernelOptimizer):
     """MXNet 1.9.1's ``mxnet.optimizer.NAG``: :func:`mxopt.nag`'s arithmetic
     (``nag_mom_update``, ``sgd_update`` with ``momentum=0``), including the
-    buffer's decay reading the updated weight. State as :class:`SGD`'s
-    (``mp_nag_mom_update`` keeps the master last too).
+    buffer's decay reading the updated weight. It writes MXNet's new weight
+    itself (not ``w + update``: see :func:`mxopt.nag`), so it is MXNet's bit
+    for bit. State as :class:`SGD`'s (``mp_nag_mom_update`` keeps the master
+    last too).
 
     Args:
       momentum: as in MXNet.
       **kwargs: the :class:`Optimizer` arguments.
     """
 
-    _momentum_kernels = (K.nag_mom_update, K.sgd_update)
+    _momentum_kernels = (K.nag_mom_weight, K.sgd_weight)
+    # MXNet's new weight itself, not w + (w_new - w), which can miss it by an
+    # ulp of the larger weight where the two are not within a factor 2.
+    _gives_weight = True
 
     def __init__(self, momentum=0.0, **kwargs):
         self.momentum = momentum

@@ -104,7 +104,8 @@ def _state_buffers(state):
     return master, state
 
 
-def assert_close(got, want, dtype, err_msg=""):
+def assert_close(got, want, dtype, err_msg="", slack=0.0):
+    """The issue's bound; ``slack`` (float32 only) is added to its atol per element."""
     got, want = np.asarray(got), np.asarray(want)
     assert got.dtype == want.dtype, (err_msg, got.dtype, want.dtype)
     if dtype == "float16":
@@ -113,7 +114,10 @@ def assert_close(got, want, dtype, err_msg=""):
         diff = np.abs(got.astype(np.float64) - want.astype(np.float64))
         assert (diff <= ulp).all(), (err_msg, float(np.max(diff / ulp)))
     else:
-        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6, err_msg=err_msg)
+        diff = np.abs(got.astype(np.float64) - want.astype(np.float64))
+        bound = 1e-6 + 1e-5 * np.abs(want.astype(np.float64)) + slack
+        assert (diff <= bound).all(), (err_msg, float(np.max(diff - bound)),
+                                       np.argwhere(diff > bound)[:5].tolist())
 
 
 def run_functional(opt, c):
@@ -138,18 +142,46 @@ def run_functional(opt, c):
 
 
 # Where a form is not MXNet's bit for bit (measured; the rest is held to
-# equality): NAG's weight formula is not of the form w + update (see
-# mxopt._kernels.nag_mom_update), nor Signum's with a decay factor. (Under jit an
-# MXNet scheduler's rates, small_lr's below 1e-4 included, are tabulated as
-# multi_sgd's Tuple<float> reads them: SGD stays bitwise.)
-NOT_BITWISE = {("nag", None), ("signum", "own"), ("signum", "mom0_wd_rescale_clip"),
+# equality): Signum's weight formula with a decay factor is not of the form
+# w + update, in either form. (Under jit an MXNet scheduler's rates, small_lr's
+# below 1e-4 included, are tabulated as multi_sgd's Tuple<float> reads them: SGD
+# stays bitwise.) NAG's class form writes MXNet's new weight itself (bitwise);
+# its functional form is w + (w_new - w), see nag_rounding_slack.
+NOT_BITWISE = {("signum", "own"), ("signum", "mom0_wd_rescale_clip"),
                ("signum", "mom0_clip0")}
-NOT_BITWISE_UNDER_JIT = NOT_BITWISE
+NOT_BITWISE_UNDER_JIT = NOT_BITWISE | {("nag", None)}
 
 
-def check_against_golden(opt, c, got, not_bitwise):
+def nag_rounding_slack(opt, c, what):
+    """For NAG's functional form: name -> the running sum, over the steps so
+    far, of one float32 ulp of the larger of MXNet's weight (or master) before
+    and after each step, stacked like the golden trajectories.
+
+    optax's contract is ``w + update`` in the weight's dtype. Where ``w_new`` is
+    not within a factor 2 of ``w`` (a weight that more than doubles, or shrinks
+    by more than half), ``w + (w_new - w)`` rounds on the grid of the larger of
+    the two and can miss MXNet's ``w_new`` by an ulp of it; NAG's recursion
+    (``w_new = (w - m0) + ...``) carries such an offset forward, re-rounded at
+    the magnitudes the weight passes through. So the offset is absolute: a
+    weight that grew to ~15 and later crosses zero still carries an ulp or two
+    of 15 (held-out seed 7: 1.9e-6 at a weight of 0.07), beyond rtol 1e-5 of
+    the small weight.
+    """
+    _, meta = golden(opt)
+    names, w0, _ = _inputs(opt, meta["configs"][c])
+    out = {}
+    for n, traj in _expected(opt, c, names, what).items():
+        traj = traj.astype(np.float32)
+        old = np.concatenate([w0[n].astype(np.float32)[None], traj[:-1]])
+        step_ulp = np.spacing(np.maximum(np.abs(old), np.abs(traj))).astype(np.float64)
+        out[n] = np.cumsum(step_ulp, axis=0)
+    return out
+
+
+def check_against_golden(opt, c, got, not_bitwise, slack=None):
     """``got``: what -> name -> array stacked over steps, for the weight, each
-    state buffer and (multi_precision) the master."""
+    state buffer and (multi_precision) the master. ``slack``: what -> name ->
+    array added to the float32 bound's atol (where not bitwise)."""
     cfg = golden(opt)[1]["configs"][c]
     names = golden(opt)[1]["names"]
     bitwise = not ({(opt, None), (opt, cfg["name"])} & not_bitwise)
@@ -162,7 +194,14 @@ def check_against_golden(opt, c, got, not_bitwise):
             if bitwise:
                 np.testing.assert_array_equal(got[what][n], want[n], err_msg=f"{what} of {n}")
             else:
-                assert_close(got[what][n], want[n], dtype, f"{what} of {n}")
+                extra = (slack or {}).get(what, {}).get(n, 0.0)
+                assert_close(got[what][n], want[n], dtype, f"{what} of {n}", extra)
+
+
+# NAG's functional form is held to the bound plus nag_rounding_slack on its
+# float32 weights and masters (mxopt.nag's docstring and the README, "Numerics",
+# say why); the class form writes MXNet's new weight itself, bit for bit.
+NAG_SLACK_ON = ("weight", "master")
 
 
 @pytest.mark.parametrize("opt, c", list(configs()))
@@ -172,7 +211,11 @@ def test_functional_form_under_jit_matches_mxnet(opt, c):
     got = {"weight": weights, **dict(zip(cfg["state_names"], buffers))}
     if masters is not None:
         got["master"] = masters
-    check_against_golden(opt, c, got, NOT_BITWISE_UNDER_JIT)
+    slack = None
+    if opt == "nag":
+        slack = {what: nag_rounding_slack(opt, c, what) for what in NAG_SLACK_ON
+                 if what in got}
+    check_against_golden(opt, c, got, NOT_BITWISE_UNDER_JIT, slack)
 
 
 # ----------------------------------------------------------------------------------
