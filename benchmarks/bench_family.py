@@ -2,8 +2,8 @@
 
 A plain script (not a test: timings are never asserted anywhere). On ResNet-50's
 trainable parameters in Flax's layout (convolution kernels ``(h, w, in, out)``,
-``benchmarks/resnet50_shapes.json``) it prints one row per optimizer of issue 17,
-measured in one run:
+``benchmarks/resnet50_shapes.json``) it prints one row per optimizer of issues 17 and
+18 (LARS and LAMB), measured in one run:
 
 - ``mxopt``: the fused alias (``mxopt.sgd(momentum=0.9)``, ``mxopt.nag``, ...),
   MXNet's defaults, no decay, rescaling or clipping (options optax's aliases have
@@ -11,7 +11,8 @@ measured in one run:
 - ``optax``: optax's nearest alias with the same options (``optax.sgd`` with
   ``momentum`` and ``nesterov``, ``signum``, ``adam``, ``adagrad`` with a zero
   initial accumulator, ``adadelta`` with ``learning_rate=1`` (MXNet's AdaDelta
-  has no rate), ``adamax``, ``nadam``). Optax has no Ftrl or FTML: those rows
+  has no rate), ``adamax``, ``nadam``, ``lars`` with ``momentum=0.9``, ``lamb``
+  with MXNet's ``eps=1e-6``). Optax has no Ftrl or FTML: those rows
   are a plain-JAX transformation of MXNet's formula (``jax.tree.map``, no
   rounding guards), the optax way a user would write one, and say so;
 - ``torch``: ``torch.optim``'s nearest optimizer (``SGD``, ``SGD(nesterov=True)``,
@@ -154,6 +155,16 @@ OPTIMIZERS = {
     "ftml": (lambda: mxopt.ftml(0.01),
              ("plain JAX (optax has no FTML)", lambda: _ftml_plain(0.01, 0.6, 0.999, 1e-8)),
              None, 3),
+    # Issue 18. LARS as a Gluon Trainer runs it (no names: every leaf gets the
+    # trust ratio, as optax.lars's default mask gives it); torch has neither.
+    "lars": (lambda: mxopt.lars(0.1, momentum=0.9, eta=0.001, keep_rate_names=()),
+             ("optax.lars(momentum=0.9)",
+              lambda: optax.lars(0.1, trust_coefficient=0.001, eps=0.0, momentum=0.9)),
+             None, 1),
+    "lamb": (lambda: mxopt.lamb(0.001),
+             ("optax.lamb(eps=1e-6)",
+              lambda: optax.lamb(0.001, b1=0.9, b2=0.999, eps=1e-6, weight_decay=0.0)),
+             None, 2),
 }
 
 def floor_step(num_states):
@@ -351,7 +362,7 @@ def report(tree, leaves, size, nbytes, rows, bandwidth):
     lines.append("optax column: " + "; ".join(f"{r['name']} = {r['optax_label']}" for r in rows))
     lines.append("torch column: " + "; ".join(f"{r['name']} = {r['torch_label']}" for r in rows
                                               if r["torch_label"]))
-    lines.append("issue 17 targets (ratios from this run):")
+    lines.append("issue 17 and 18 targets (ratios from this run):")
     for r in rows:
         vs_optax = r["mxopt_ms"] / r["optax_ms"]
         vs_floor, bound = r["mxopt_ms"] / r["floor_ms"], r["passes_mxopt"] / r["passes_floor"]
