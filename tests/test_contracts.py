@@ -53,8 +53,11 @@ def _params(entry, dtype=jnp.float32, seed=0, **extra):
 
 
 def _grads(k, like, nan=False):
+    # float0 zeros for integer and bool leaves, as jax.grad gives them.
     rng = np.random.RandomState(100 + k)
-    g = {key: jnp.asarray(rng.normal(size=x.shape), x.dtype) for key, x in like.items()}
+    g = {key: jnp.asarray(rng.normal(size=x.shape), x.dtype)
+         if jnp.issubdtype(x.dtype, jnp.floating) else np.zeros(x.shape, jax.dtypes.float0)
+         for key, x in like.items()}
     if nan:
         g["b"] = g["b"].at[1].set(jnp.nan)
     return g
@@ -71,14 +74,21 @@ def _types(tree):
 @functools.lru_cache(maxsize=None)
 def _trajectory(entry_id):
     """A jitted STEPS-step run of one entry: shared by the checks below, so each
-    entry's step compiles once."""
+    entry's step compiles once. Its params hold integer and bool leaves next to
+    the float ones, which must pass through (test_integer_and_bool_leaves...)."""
     entry = BY_ID[entry_id]
     tx = entry.build()
-    params = _params(entry, _dtype(entry))
+    params = _params(entry, _dtype(entry), steps=jnp.arange(3, dtype=jnp.int32),
+                     flag=jnp.asarray(True))
     state0 = tx.init(params)
+
+    traces = []
 
     @jax.jit
     def step(params, state, grads):
+        # Counted per trace: jit's C++ cache (_cache_size) does not hold calls
+        # with float0 arguments, and a recompile needs a new trace.
+        traces.append(1)
         updates, state = tx.update(grads, state, params)
         return optax.apply_updates(params, updates), state, updates
 
@@ -88,7 +98,7 @@ def _trajectory(entry_id):
         p_new, s, u = step(p, s, grads)
         out.append(dict(params=p_new, state=s, updates=u, grads=grads, before=p))
         p = p_new
-    return dict(tx=tx, params0=params, state0=state0, steps=out, step=step)
+    return dict(tx=tx, params0=params, state0=state0, steps=out, traces=len(traces))
 
 
 # ----------------------------------------------------------------------------------
@@ -114,7 +124,7 @@ def test_jitted_steps_keep_the_state_type_and_compile_once(entry):
     for rec in run["steps"]:
         assert jax.tree.structure(rec["state"]) == jax.tree.structure(run["state0"])
         assert _types(rec["state"]) == want
-    assert run["step"]._cache_size() == 1
+    assert run["traces"] == 1
 
 
 @PARAMS
@@ -159,20 +169,17 @@ def test_fused_and_chained_paths_agree(family):
 
 @PARAMS
 def test_integer_and_bool_leaves_pass_through(entry):
-    tx = entry.build()
-    params = _params(entry, _dtype(entry), steps=jnp.arange(3, dtype=jnp.int32),
-                     flag=jnp.asarray(True))
-    state = tx.init(params)
-    for path, _ in jax.tree_util.tree_flatten_with_path(state)[0]:
+    run = _trajectory(entry.id)  # its params hold int32 "steps" and a bool "flag"
+    for path, _ in jax.tree_util.tree_flatten_with_path(run["state0"])[0]:
         name = jax.tree_util.keystr(path)
         assert "'steps'" not in name and "'flag'" not in name, name  # no state for them
-    grads = {**_grads(0, {k: params[k] for k in ("w", "b")}),
-             "steps": np.zeros((3,), jax.dtypes.float0), "flag": np.zeros((), jax.dtypes.float0)}
-    updates, _ = jax.jit(tx.update)(grads, state, params)
-    new = optax.apply_updates(params, updates)
-    np.testing.assert_array_equal(new["steps"], params["steps"])
-    assert new["steps"].dtype == jnp.int32 and new["flag"].dtype == jnp.bool_
-    assert (np.asarray(new["w"]) != np.asarray(params["w"])).all()
+    for rec in run["steps"]:
+        np.testing.assert_array_equal(rec["params"]["steps"], run["params0"]["steps"])
+        assert bool(rec["params"]["flag"])
+        assert rec["params"]["steps"].dtype == jnp.int32
+        assert rec["params"]["flag"].dtype == jnp.bool_
+    new = run["steps"][0]["params"]
+    assert (np.asarray(new["w"]) != np.asarray(run["params0"]["w"])).all()
 
 
 @PARAMS
@@ -231,13 +238,7 @@ def test_gradients_of_another_dtype_are_computed_in_the_params_dtype(entry):
     assert updates["w"].dtype == jnp.bfloat16
     chex.assert_trees_all_equal(updates, jax.tree.map(lambda u: u.astype(jnp.bfloat16), want))
     chex.assert_trees_all_equal(new, want_state)
-    # optax.MultiSteps returns zeros of the gradients' dtype between emissions:
-    # both branches must agree.
-    multi = optax.MultiSteps(tx, every_k_schedule=2)
-    mstate = multi.init(params32)
-    for _ in range(2):
-        out, mstate = multi.update(low, mstate, params32)
-        assert out["w"].dtype == jnp.bfloat16
+    # (optax.MultiSteps with such gradients: test_composes_with_multisteps...)
 
 
 @PARAMS
@@ -423,21 +424,39 @@ def test_converges(entry, problem, dtype):
     assert float(loss(final)) < (0.1 if low else 0.02) * float(loss(params))
 
 
+def _multisteps(tx, params, grads):
+    """Steps of ``optax.MultiSteps(tx, every_k_schedule=2)``, one compiled update
+    for all of them (a jit made once, not per step: a new jax.jit of the bound
+    method recompiles): the final params and each step's updates."""
+    multi = optax.MultiSteps(tx, every_k_schedule=2)
+    update = jax.jit(multi.update)
+    p, state, out = params, multi.init(params), []
+    for g in grads:
+        updates, state = update(g, state, p)
+        p = optax.apply_updates(p, updates)
+        out.append(updates)
+    assert update._cache_size() == 1  # MultiSteps' state keeps its type
+    return p, out
+
+
 @PARAMS
 def test_composes_with_multisteps_and_extra_args(entry):
     params = _params(entry, _dtype(entry))
-    multi = optax.MultiSteps(entry.build(), every_k_schedule=2)
-    state = multi.init(params)
-    p = params
-    for k in range(4):
-        updates, state = jax.jit(multi.update)(_grads(k, params), state, p)
-        p = optax.apply_updates(p, updates)
+    p, _ = _multisteps(entry.build(), params, [_grads(k, params) for k in range(4)])
     assert (np.asarray(p["w"]) != np.asarray(params["w"])).all()
+    # optax.MultiSteps returns zeros of the gradients' dtype between emissions:
+    # both branches must agree with gradients of another dtype than the params
+    # (bfloat16 for float32).
+    params32 = _params(entry, jnp.float32)
+    _, mixed = _multisteps(entry.build(), params32, [
+        jax.tree.map(lambda g: g.astype(jnp.bfloat16), _grads(k, params32)) for k in range(2)])
+    assert [u["w"].dtype for u in mixed] == [jnp.bfloat16] * 2
+    assert not np.asarray(mixed[0]["w"], np.float32).any()  # between emissions: zeros
+    assert np.asarray(mixed[1]["w"], np.float32).any()
     # optax.chain hands every member the extra arguments of update (value=).
     chained = optax.chain(entry.build(), optax.contrib.reduce_on_plateau(patience=1))
-    state = chained.init(params)
-    updates, state = jax.jit(chained.update)(_grads(0, params), state, params,
-                                             value=jnp.asarray(1.0))
+    updates, _ = jax.jit(chained.update)(_grads(0, params), chained.init(params), params,
+                                         value=jnp.asarray(1.0))
     assert jax.tree.structure(updates) == jax.tree.structure(params)
 
 
