@@ -353,10 +353,10 @@ PART2_OPTION_SETS = {
                            steps=5000)}, False),
     # GroupAdaGrad: MXNet's GroupAdaGrad takes the base options but no weight
     # decay (it asserts wd == 0 after multipliers: the multipliers set gives wd
-    # and wd_mult 0 for every leaf, the checks' extra leaves too), and keeps float32 history (bfloat16 params
-    # need multi_precision, its generic master path). Rosenbrock's leaves are
-    # columns, one element per row: row-wise AdaGrad is AdaGrad there, so it
-    # takes AdaGrad's problem settings.
+    # and wd_mult 0 for every leaf, the checks' extra leaves too), and keeps
+    # float32 history (bfloat16 params need multi_precision, its generic master
+    # path). Rosenbrock's leaves are columns, one element per row: row-wise
+    # AdaGrad is AdaGrad there, so it takes AdaGrad's problem settings.
     "groupadagrad": (mxopt.groupadagrad, {
         "plain": {},
         "rescale+clips-eps": dict(rescale_grad=0.5, clip_gradient=0.3, eps=1e-3),
