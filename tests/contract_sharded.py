@@ -4,8 +4,8 @@ simulated CPU devices, on a mesh with Auto axes and on one with Explicit axes.
 Run by tests/test_contracts.py in its own process (the device count is fixed
 when JAX starts). For each entry and mesh it checks that
 
-* ``jax.jit(tx.init)`` gives every state leaf shaped like a param that param's
-  sharding, and so does abstract init: ``tx.init`` of sharded
+* ``jax.jit(tx.init)`` gives every state leaf shaped like a param (or row-wise,
+  ``(rows, 1)``) that param's (row) sharding, and so does abstract init: ``tx.init`` of sharded
   ``ShapeDtypeStruct`` params, and planning the state without allocating it;
 * two jitted steps return the state with the types (shapes, dtypes and, with
   Explicit axes, sharding) init gave it, and with Explicit axes compile once;
