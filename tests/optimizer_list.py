@@ -7,9 +7,11 @@ contract suite (tests/test_contracts.py) and its sharded half
 entry, so a new optimizer gets them all by adding its entries here.
 
 Params are always a tree with the float leaves ``w`` (a matrix) and ``b`` (a
-vector), so that multiplier option sets can name them.
+vector), so that multiplier option sets can name them; an entry whose optimizer
+takes 2-D params only (GroupAdaGrad) gets them as matrices (``Entry.shape``).
 """
 import functools
+import math
 import warnings
 from typing import Callable, NamedTuple, Optional
 
@@ -47,6 +49,24 @@ class Entry(NamedTuple):
     # True for MXNet's Test optimizer, which adds the gradient (w += r * g): on
     # the convergence problems it must climb, finitely, instead of converging.
     ascends: bool = False
+    # True where the optimizer trains 2-D params only: MXNet's GroupAdaGrad keeps
+    # one history entry per row and asserts a 2-D weight, so the suite's vector
+    # leaf b (and every other tree it builds) would be refused at init. The
+    # suite's tree builders ask ``shape`` for each float leaf's shape instead of
+    # writing it down, and then run every check over these entries unchanged.
+    matrices_only: bool = False
+
+    def shape(self, shape):
+        """The shape the suite gives a float leaf it would make ``shape``: as is,
+        or for ``matrices_only`` as a matrix with the same rows (a vector ``(n,)``
+        becomes a column ``(n, 1)``, a scalar ``(1, 1)``, trailing axes fold into
+        the columns), so that row sharding and elementwise losses still apply."""
+        shape = tuple(shape)
+        if not self.matrices_only or len(shape) == 2:
+            return shape
+        if len(shape) < 2:
+            return (shape[0] if shape else 1, 1)
+        return (shape[0], math.prod(shape[1:]))
 
     @property
     def multi_precision(self):
@@ -268,9 +288,8 @@ ENTRIES += _lars_lamb_entries()
 # its state has per-leaf entries for the state checks. LBSGD runs with
 # batch_scale=1 (an update every call, as the contracts expect), so its warmup
 # multiplier is 1.
-# GroupAdaGrad is not in the list: it takes 2-D weights only (MXNet asserts
-# it), and every contract's params hold a vector leaf; tests/test_family_part2.py
-# covers its rules.
+# GroupAdaGrad takes 2-D weights only (MXNet asserts it), so its entries train
+# matrices (Entry.matrices_only); tests/test_family_part2.py covers its refusals.
 
 @functools.wraps(mxopt.ccsgd)  # its signature, for optax.inject_hyperparams
 def _quiet_ccsgd(**kwargs):
@@ -312,27 +331,56 @@ PART2_OPTION_SETS = {
     }, _sgld_converge(), False),
     "lbsgd": (mxopt.lbsgd, {
         "momentum-wd+clips": dict(_MOMENTUM, **BASE_OPTION_SETS["wd+clips"]),
-        # Not 'lars': its multiplier |w| / |g| has a floor of 0.01, so a weight
-        # crawls through 0, and Rosenbrock's weights start at -1 with the
-        # optimum at 1 (tests/test_family_part2.py checks 'lars' against MXNet).
         # Momentum-free: master weights, as for SGD's (see above).
         "sqrt-multipliers-schedule-multi_precision": dict(_MULTIPLIERS_SCHEDULE, **_MP,
                                                           warmup_strategy="sqrt"),
         "momentum-multi_precision-skip_nonfinite": dict(_MOMENTUM, **_MP_SKIP),
     }, {"rosenbrock": dict(learning_rate=0.002, steps=20000)}, False),
+    # 'lars' on its own problem settings: its multiplier |w| / |g| (clipped to
+    # [0.01, 100]) turns lr * g into a normalised step lr * |w| * g / |g| that
+    # does not shrink near a minimum, and only crawls (the 0.01 floor) while a
+    # leaf's norm passes 0, where the parabola starts and Rosenbrock's w goes
+    # from -1 to 1. Momentum carries the weights through 0 and a decaying rate
+    # lets the normalised steps settle, as for LARS and LAMB; Rosenbrock's
+    # narrow valley wants a smaller start and end (err < 0.015 in float32 and
+    # float64, 0 in bfloat16 without masters; LARS's 3000-step decay from 0.05
+    # stops 0.1 short).
+    "lbsgd-lars": (mxopt.lbsgd, {
+        "lars-momentum-wd+clips": dict(_MOMENTUM, warmup_strategy="lars",
+                                       **BASE_OPTION_SETS["wd+clips"]),
+    }, {"parabola": _NORMALISED_CONVERGE["parabola"],
+        "rosenbrock": dict(learning_rate=optax.cosine_decay_schedule(0.02, 5000, alpha=0.001),
+                           steps=5000)}, False),
+    # GroupAdaGrad: MXNet's GroupAdaGrad takes the base options but no weight
+    # decay (it asserts wd == 0 after multipliers: the multipliers set gives wd
+    # and wd_mult 0 for every leaf, the checks' extra leaves too), and keeps
+    # float32 history (bfloat16 params need multi_precision, its generic master
+    # path). Rosenbrock's leaves are columns, one element per row: row-wise
+    # AdaGrad is AdaGrad there, so it takes AdaGrad's problem settings.
+    "groupadagrad": (mxopt.groupadagrad, {
+        "plain": {},
+        "rescale+clips-eps": dict(rescale_grad=0.5, clip_gradient=0.3, eps=1e-3),
+        "multipliers-schedule": dict(wd=0.01, lr_mult={"w": 0.5}, wd_mult={"*": 0.0},
+                                     **BASE_OPTION_SETS["mxnet-schedule"]),
+        "multi_precision-skip_nonfinite": dict(_MP_SKIP),
+    }, FAMILY_OPTION_SETS["adagrad"][1], True),
 }
 
 
 def _part2_entries():
     entries = []
-    for opt, (make, option_sets, converge, jit_exact) in PART2_OPTION_SETS.items():
+    for family, (make, option_sets, converge, jit_exact) in PART2_OPTION_SETS.items():
+        opt = family.split("-")[0]  # "lbsgd-lars": LBSGD with its own problem settings
         for name, kwargs in option_sets.items():
             kwargs = {"learning_rate": 0.05, **kwargs}
-            entries.append(Entry(f"{opt}-fused-{name}", make, kwargs, f"{opt}-{name}", "fused",
-                                 exact_paths=True, converge=converge, jit_exact=jit_exact,
+            entries.append(Entry(f"{opt}-fused-{name}", make, kwargs, f"{opt}-{name}",
+                                 "fused", exact_paths=True, converge=converge,
+                                 jit_exact=jit_exact,
                                  learning_rate_arg=None if opt == "test_optimizer"
                                  else "learning_rate",
-                                 ascends=opt == "test_optimizer"))
+                                 ascends=opt == "test_optimizer",
+                                 low_precision_state=opt != "groupadagrad",
+                                 matrices_only=opt == "groupadagrad"))
     return entries
 
 

@@ -15,6 +15,7 @@ float32 master's cast (``mxopt.master_weights``).
 import contextlib
 import functools
 import os
+import re
 import subprocess
 import sys
 import warnings
@@ -43,16 +44,20 @@ def _dtype(entry):
     return jnp.bfloat16 if entry.multi_precision else jnp.float32
 
 
-def _params(dtype=jnp.float32, seed=0, **extra):
+def _params(entry, dtype=jnp.float32, seed=0, **extra):
+    # The shapes the entry trains (a column b for 2-D-only optimizers).
     rng = np.random.RandomState(seed)
-    tree = {"w": jnp.asarray(rng.uniform(-1, 1, (3, 4)), dtype),
-            "b": jnp.asarray(rng.uniform(-1, 1, (4,)), dtype)}
+    tree = {"w": jnp.asarray(rng.uniform(-1, 1, entry.shape((3, 4))), dtype),
+            "b": jnp.asarray(rng.uniform(-1, 1, entry.shape((4,))), dtype)}
     return {**tree, **extra}
 
 
 def _grads(k, like, nan=False):
+    # float0 zeros for integer and bool leaves, as jax.grad gives them.
     rng = np.random.RandomState(100 + k)
-    g = {key: jnp.asarray(rng.normal(size=x.shape), x.dtype) for key, x in like.items()}
+    g = {key: jnp.asarray(rng.normal(size=x.shape), x.dtype)
+         if jnp.issubdtype(x.dtype, jnp.floating) else np.zeros(x.shape, jax.dtypes.float0)
+         for key, x in like.items()}
     if nan:
         g["b"] = g["b"].at[1].set(jnp.nan)
     return g
@@ -69,14 +74,21 @@ def _types(tree):
 @functools.lru_cache(maxsize=None)
 def _trajectory(entry_id):
     """A jitted STEPS-step run of one entry: shared by the checks below, so each
-    entry's step compiles once."""
+    entry's step compiles once. Its params hold integer and bool leaves next to
+    the float ones, which must pass through (test_integer_and_bool_leaves...)."""
     entry = BY_ID[entry_id]
     tx = entry.build()
-    params = _params(_dtype(entry))
+    params = _params(entry, _dtype(entry), steps=jnp.arange(3, dtype=jnp.int32),
+                     flag=jnp.asarray(True))
     state0 = tx.init(params)
+
+    traces = []
 
     @jax.jit
     def step(params, state, grads):
+        # Counted per trace: jit's C++ cache (_cache_size) does not hold calls
+        # with float0 arguments, and a recompile needs a new trace.
+        traces.append(1)
         updates, state = tx.update(grads, state, params)
         return optax.apply_updates(params, updates), state, updates
 
@@ -86,7 +98,7 @@ def _trajectory(entry_id):
         p_new, s, u = step(p, s, grads)
         out.append(dict(params=p_new, state=s, updates=u, grads=grads, before=p))
         p = p_new
-    return dict(tx=tx, params0=params, state0=state0, steps=out, step=step)
+    return dict(tx=tx, params0=params, state0=state0, steps=out, traces=len(traces))
 
 
 # ----------------------------------------------------------------------------------
@@ -112,7 +124,7 @@ def test_jitted_steps_keep_the_state_type_and_compile_once(entry):
     for rec in run["steps"]:
         assert jax.tree.structure(rec["state"]) == jax.tree.structure(run["state0"])
         assert _types(rec["state"]) == want
-    assert run["step"]._cache_size() == 1
+    assert run["traces"] == 1
 
 
 @PARAMS
@@ -157,32 +169,30 @@ def test_fused_and_chained_paths_agree(family):
 
 @PARAMS
 def test_integer_and_bool_leaves_pass_through(entry):
-    tx = entry.build()
-    params = _params(_dtype(entry), steps=jnp.arange(3, dtype=jnp.int32),
-                     flag=jnp.asarray(True))
-    state = tx.init(params)
-    for path, _ in jax.tree_util.tree_flatten_with_path(state)[0]:
+    run = _trajectory(entry.id)  # its params hold int32 "steps" and a bool "flag"
+    for path, _ in jax.tree_util.tree_flatten_with_path(run["state0"])[0]:
         name = jax.tree_util.keystr(path)
         assert "'steps'" not in name and "'flag'" not in name, name  # no state for them
-    grads = {**_grads(0, {k: params[k] for k in ("w", "b")}),
-             "steps": np.zeros((3,), jax.dtypes.float0), "flag": np.zeros((), jax.dtypes.float0)}
-    updates, _ = jax.jit(tx.update)(grads, state, params)
-    new = optax.apply_updates(params, updates)
-    np.testing.assert_array_equal(new["steps"], params["steps"])
-    assert new["steps"].dtype == jnp.int32 and new["flag"].dtype == jnp.bool_
-    assert (np.asarray(new["w"]) != np.asarray(params["w"])).all()
+    for rec in run["steps"]:
+        np.testing.assert_array_equal(rec["params"]["steps"], run["params0"]["steps"])
+        assert bool(rec["params"]["flag"])
+        assert rec["params"]["steps"].dtype == jnp.int32
+        assert rec["params"]["flag"].dtype == jnp.bool_
+    new = run["steps"][0]["params"]
+    assert (np.asarray(new["w"]) != np.asarray(run["params0"]["w"])).all()
 
 
 @PARAMS
 def test_bad_gradients_are_errors_naming_the_leaf(entry):
     tx = entry.build()
-    params = _params(_dtype(entry))
+    params = _params(entry, _dtype(entry))
     state = tx.init(params)
     grads = _grads(0, params)
     with pytest.raises(ValueError, match="needs the params"):
         tx.update(grads, state)
-    with pytest.raises(ValueError, match=r"gradient of 'b' has shape \(5,\)"):
-        tx.update({**grads, "b": jnp.ones((5,), grads["b"].dtype)}, state, params)
+    bad = entry.shape((5,))
+    with pytest.raises(ValueError, match=f"gradient of 'b' has shape {re.escape(str(bad))}"):
+        tx.update({**grads, "b": jnp.ones(bad, grads["b"].dtype)}, state, params)
     with pytest.raises(TypeError, match=r"gradient of 'b' has dtype int32.*floating gradient"):
         tx.update({**grads, "b": grads["b"].astype(jnp.int32)}, state, params)
     with pytest.raises(ValueError, match="structure of the params"):
@@ -196,13 +206,13 @@ def test_gradients_of_another_dtype_are_computed_in_the_params_dtype(entry):
     # computes in the param's dtype, MXNet's only case (float32 on master
     # weights), and the update keeps the gradient's dtype.
     tx = entry.build()
-    params = _params(jnp.bfloat16)
+    params = _params(entry, jnp.bfloat16)
     if not (entry.multi_precision or entry.low_precision_state):
         with pytest.raises(TypeError, match="multi_precision=True"):
             tx.init(params)  # float32-only state: no bfloat16 params at all
         return
     state = tx.init(params)
-    grads = _grads(0, _params(jnp.float32))
+    grads = _grads(0, _params(entry, jnp.float32))
     updates, new = tx.update(grads, state, params)
     if entry.multi_precision:
         _, rounded = tx.update(jax.tree.map(lambda g: g.astype(jnp.bfloat16), grads), state,
@@ -219,7 +229,7 @@ def test_gradients_of_another_dtype_are_computed_in_the_params_dtype(entry):
         chex.assert_trees_all_equal(updates, jax.tree.map(lambda u: u.astype(jnp.float32), want))
         chex.assert_trees_all_equal(new, want_state)
     # And the other way: bfloat16 gradients of float32 params.
-    params32 = _params(jnp.float32)
+    params32 = _params(entry, jnp.float32)
     state32 = tx.init(params32)
     low = jax.tree.map(lambda g: g.astype(jnp.bfloat16), grads)
     updates, new = tx.update(low, state32, params32)
@@ -228,21 +238,15 @@ def test_gradients_of_another_dtype_are_computed_in_the_params_dtype(entry):
     assert updates["w"].dtype == jnp.bfloat16
     chex.assert_trees_all_equal(updates, jax.tree.map(lambda u: u.astype(jnp.bfloat16), want))
     chex.assert_trees_all_equal(new, want_state)
-    # optax.MultiSteps returns zeros of the gradients' dtype between emissions:
-    # both branches must agree.
-    multi = optax.MultiSteps(tx, every_k_schedule=2)
-    mstate = multi.init(params32)
-    for _ in range(2):
-        out, mstate = multi.update(low, mstate, params32)
-        assert out["w"].dtype == jnp.bfloat16
+    # (optax.MultiSteps with such gradients: test_composes_with_multisteps...)
 
 
 @PARAMS
 def test_state_for_other_params_is_an_error_saying_so(entry):
     tx = entry.build()
-    params = _params(_dtype(entry))
+    params = _params(entry, _dtype(entry))
     grads = _grads(0, params)
-    other_shape = tx.init({**params, "b": jnp.zeros((5,), params["b"].dtype)})
+    other_shape = tx.init({**params, "b": jnp.zeros(entry.shape((5,)), params["b"].dtype)})
     with pytest.raises(ValueError, match=r"state does not match.*'b'|'b'.*state does not match"):
         tx.update(grads, other_shape, params)
     other_tree = tx.init({**params, "c": params["b"]})
@@ -259,14 +263,22 @@ def _layers(state):
     return tuple(names)
 
 
+def _trains(entry, params):
+    """Whether the entry's init takes these params (2-D leaves where it needs
+    them, float32 state where it keeps only that)."""
+    low = any(x.dtype in (jnp.float16, jnp.bfloat16) for x in jax.tree.leaves(params))
+    return (all(entry.shape(x.shape) == x.shape for x in jax.tree.leaves(params))
+            and not (low and not (entry.multi_precision or entry.low_precision_state)))
+
+
 @pytest.mark.parametrize("entry", FUSED, ids=[e.id for e in FUSED])
 def test_state_of_another_optimizer_is_an_error_naming_both(entry):
-    params = _params(_dtype(entry))
+    params = _params(entry, _dtype(entry))
     tx = entry.build()
     mine = _layers(tx.init(params))
     with warnings.catch_warnings():  # other optimizers' low-precision warnings
         warnings.simplefilter("ignore", UserWarning)
-        state = next(s for s in (e.build().init(params) for e in FUSED)
+        state = next(s for s in (e.build().init(params) for e in FUSED if _trains(e, params))
                      if _layers(s) != mine)
     with pytest.raises(ValueError, match="state does not match") as info:
         tx.update(_grads(0, params), state, params)
@@ -276,13 +288,14 @@ def test_state_of_another_optimizer_is_an_error_naming_both(entry):
 @PARAMS
 def test_complex_leaves_are_refused_by_name(entry):
     tx = entry.build()
-    real = _params(_dtype(entry))
-    cplx = {**real, "z": jnp.ones((2,), jnp.complex64)}
+    real = _params(entry, _dtype(entry))
+    z = entry.shape((2,))
+    cplx = {**real, "z": jnp.ones(z, jnp.complex64)}
     with pytest.raises(TypeError, match="'z' is complex"):
         tx.init(cplx)
-    state = tx.init({**real, "z": jnp.ones((2,), jnp.float32)})
+    state = tx.init({**real, "z": jnp.ones(z, jnp.float32)})
     with pytest.raises(TypeError, match="'z' is complex"):
-        tx.update({**_grads(0, real), "z": jnp.ones((2,), jnp.complex64)}, state, cplx)
+        tx.update({**_grads(0, real), "z": jnp.ones(z, jnp.complex64)}, state, cplx)
 
 
 # ----------------------------------------------------------------------------------
@@ -292,7 +305,7 @@ def test_complex_leaves_are_refused_by_name(entry):
 @PARAMS
 def test_abstract_init(entry):
     tx = entry.build()
-    params = _params(_dtype(entry))
+    params = _params(entry, _dtype(entry))
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), params)
     want = _types(tx.init(params))
     assert _types(tx.init(abstract)) == want
@@ -312,7 +325,7 @@ def _injectable(entry):
 def test_inject_hyperparams_matches_and_does_not_recompile(entry):
     numeric, static = _injectable(entry)
     tx = optax.inject_hyperparams(entry.make, static_args=static)(**{**entry.kwargs, **numeric})
-    params = _params(_dtype(entry))
+    params = _params(entry, _dtype(entry))
     state = tx.init(params)
     # inject_hyperparams injects the defaults too, and casts float
     # hyperparameters to the params' dtype: the plain form is built from the
@@ -364,37 +377,85 @@ PROBLEMS = {
 }
 
 
-@PARAMS
-@pytest.mark.parametrize("problem", list(PROBLEMS))
-@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float64"])
-def test_converges(entry, problem, dtype):
+DTYPES = ("float32", "bfloat16", "float64")
+
+
+def _convergence_run(entry, problem, dtype):
+    """The optimizer, start and step count of one convergence run."""
     loss, start, optimum, steps, lr, overrides = PROBLEMS[problem]
     overrides = {k: v for k, v in overrides.items() if k in entry.kwargs}
     if entry.learning_rate_arg and isinstance(entry.kwargs.get(entry.learning_rate_arg), float):
         overrides[entry.learning_rate_arg] = lr * entry.problem_lr_scale
     # The entry's own scale for the problem ("-low": bfloat16 without masters,
     # whose steps must exceed half an ulp).
-    low = dtype == "bfloat16" and not entry.multi_precision
-    custom = dict(entry.converge.get(f"{problem}-low" if low else problem,
+    custom = dict(entry.converge.get(f"{problem}-low" if _low(entry, dtype) else problem,
                                      entry.converge.get(problem, {})))
     steps = custom.pop("steps", steps)
     tx = entry.build(**{**overrides, **custom})
     shapes = {"w": (3, 4), "b": (4,)} if problem == "parabola" else {"w": (2,), "b": (2,)}
-    params = {k: jnp.full(shapes[k], start[k], dtype) for k in shapes}
-    if low and not entry.low_precision_state:
+    shapes = {k: entry.shape(s) for k, s in shapes.items()}  # elementwise losses
+    return tx, {k: jnp.full(shapes[k], start[k], dtype) for k in shapes}, steps
+
+
+def _low(entry, dtype):
+    return dtype == "bfloat16" and not entry.multi_precision
+
+
+def _refused(entry, dtype):
+    # MXNet's state is float32 only: bfloat16 params without masters are refused.
+    return _low(entry, dtype) and not entry.low_precision_state
+
+
+@functools.lru_cache(maxsize=None)
+def _converged(entry_id):
+    """Every convergence run of one entry (each problem in each dtype) in one
+    compiled function: the runs are independent programs, and compiling them
+    together costs about a quarter less than one by one. Per (problem, dtype):
+    the start, the result, and the warnings init gave (while tracing)."""
+    entry = BY_ID[entry_id]
+    runs = {(problem, dtype): _convergence_run(entry, problem, dtype)
+            for problem in PROBLEMS for dtype in DTYPES if not _refused(entry, dtype)}
+    caught = {}
+
+    def run(key, tx, params, steps):
+        loss = PROBLEMS[key[0]][0]
+
+        def body(_, carry):
+            p, s = carry
+            updates, s = tx.update(jax.grad(loss)(p), s, p)
+            return optax.apply_updates(p, updates), s
+
+        # Low-precision state is allowed, with MXNet's warning (recorded here
+        # and checked by the test of that run).
+        with warnings.catch_warnings(record=True) if _low(entry, key[1]) else (
+                contextlib.nullcontext()) as record:
+            if record is not None:
+                warnings.simplefilter("always")
+            state = tx.init(params)
+        caught[key] = [str(w.message) for w in record or ()]
+        return jax.lax.fori_loop(0, steps, body, (params, state))[0]
+
+    finals = jax.jit(lambda starts: {key: run(key, tx, starts[key], steps)
+                                     for key, (tx, _, steps) in runs.items()})(
+        {key: params for key, (_, params, _) in runs.items()})
+    return {key: (runs[key][1], finals[key], caught[key]) for key in runs}
+
+
+@PARAMS
+@pytest.mark.parametrize("problem", list(PROBLEMS))
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_converges(entry, problem, dtype):
+    loss, _, optimum = PROBLEMS[problem][:3]
+    low = _low(entry, dtype)
+    if _refused(entry, dtype):
+        tx, params, _ = _convergence_run(entry, problem, dtype)
         with pytest.raises(TypeError, match="is bfloat16.*multi_precision=True"):
             tx.init(params)  # MXNet's state is float32 only: a clear refusal
         return
-
-    def body(_, carry):
-        p, s = carry
-        updates, s = tx.update(jax.grad(loss)(p), s, p)
-        return optax.apply_updates(p, updates), s
-
-    # Low-precision state is allowed, with MXNet's warning.
-    with pytest.warns(UserWarning, match="multi_precision=True") if low else (
-            contextlib.nullcontext()):
-        final = jax.jit(lambda p: jax.lax.fori_loop(0, steps, body, (p, tx.init(p)))[0])(params)
+    params, final, caught = _converged(entry.id)[(problem, dtype)]
+    if low:
+        assert any(re.search("multi_precision=True", m) for m in caught), caught
+    shapes = list(params)
     if entry.ascends:  # MXNet's Test adds the gradient: it climbs, finitely
         assert all(np.isfinite(np.asarray(final[k], np.float32)).all() for k in shapes)
         assert float(loss(final)) > float(loss(params))
@@ -410,21 +471,39 @@ def test_converges(entry, problem, dtype):
     assert float(loss(final)) < (0.1 if low else 0.02) * float(loss(params))
 
 
+def _multisteps(tx, params, grads):
+    """Steps of ``optax.MultiSteps(tx, every_k_schedule=2)``, one compiled update
+    for all of them (a jit made once, not per step: a new jax.jit of the bound
+    method recompiles): the final params and each step's updates."""
+    multi = optax.MultiSteps(tx, every_k_schedule=2)
+    update = jax.jit(multi.update)
+    p, state, out = params, multi.init(params), []
+    for g in grads:
+        updates, state = update(g, state, p)
+        p = optax.apply_updates(p, updates)
+        out.append(updates)
+    assert update._cache_size() == 1  # MultiSteps' state keeps its type
+    return p, out
+
+
 @PARAMS
 def test_composes_with_multisteps_and_extra_args(entry):
-    params = _params(_dtype(entry))
-    multi = optax.MultiSteps(entry.build(), every_k_schedule=2)
-    state = multi.init(params)
-    p = params
-    for k in range(4):
-        updates, state = jax.jit(multi.update)(_grads(k, params), state, p)
-        p = optax.apply_updates(p, updates)
+    params = _params(entry, _dtype(entry))
+    p, _ = _multisteps(entry.build(), params, [_grads(k, params) for k in range(4)])
     assert (np.asarray(p["w"]) != np.asarray(params["w"])).all()
+    # optax.MultiSteps returns zeros of the gradients' dtype between emissions:
+    # both branches must agree with gradients of another dtype than the params
+    # (bfloat16 for float32).
+    params32 = _params(entry, jnp.float32)
+    _, mixed = _multisteps(entry.build(), params32, [
+        jax.tree.map(lambda g: g.astype(jnp.bfloat16), _grads(k, params32)) for k in range(2)])
+    assert [u["w"].dtype for u in mixed] == [jnp.bfloat16] * 2
+    assert not np.asarray(mixed[0]["w"], np.float32).any()  # between emissions: zeros
+    assert np.asarray(mixed[1]["w"], np.float32).any()
     # optax.chain hands every member the extra arguments of update (value=).
     chained = optax.chain(entry.build(), optax.contrib.reduce_on_plateau(patience=1))
-    state = chained.init(params)
-    updates, state = jax.jit(chained.update)(_grads(0, params), state, params,
-                                             value=jnp.asarray(1.0))
+    updates, _ = jax.jit(chained.update)(_grads(0, params), chained.init(params), params,
+                                         value=jnp.asarray(1.0))
     assert jax.tree.structure(updates) == jax.tree.structure(params)
 
 

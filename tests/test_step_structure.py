@@ -191,6 +191,13 @@ FAMILY_TEMP_BOUND = {
     "dcasgd-fused-lamda-multi_precision-skip_nonfinite": 2.0,
     "sgld-fused-multi_precision": 0.02,
     "sgld-fused-wd+clips-multipliers-schedule-multi_precision-skip_nonfinite": 0.02,
+    # Measured when GroupAdaGrad joined the list (issue 18): its row mean of
+    # g * g, a compensated scan along each row (2x; 4x with masters and
+    # skip_nonfinite). An open item, as the others were.
+    "groupadagrad-fused-plain": 2.0,
+    "groupadagrad-fused-rescale+clips-eps": 2.0,
+    "groupadagrad-fused-multipliers-schedule": 2.0,
+    "groupadagrad-fused-multi_precision-skip_nonfinite": 4.01,
 }
 # Test's float32 state is the new weight itself: for float32 params XLA returns
 # one buffer for both outputs, so the donated state buffer is not reused.
@@ -200,11 +207,13 @@ TRACED = [pytest.param(name, id=name) for name in
            "ftml")]
 
 
-def _family_trees(low_precision):
+def _family_trees(low_precision, shape=tuple):
+    # shape: the entry's shape for each leaf (Entry.shape: matrices for
+    # GroupAdaGrad, whose w is then (64, 288) and b a (64, 1) column).
     dtype = jnp.bfloat16 if low_precision else jnp.float32
     rng = np.random.RandomState(0)
-    return tuple({k: jnp.array(rng.normal(size=s), dtype) for k, s in FAMILY_SHAPES.items()}
-                 for _ in range(2))
+    return tuple({k: jnp.array(rng.normal(size=shape(s)), dtype)
+                  for k, s in FAMILY_SHAPES.items()} for _ in range(2))
 
 
 def _check_structure(tx, params, grads, temp_bound, in_place=True):
@@ -235,7 +244,7 @@ def _check_structure(tx, params, grads, temp_bound, in_place=True):
 
 @pytest.mark.parametrize("entry", [pytest.param(e, id=e.id) for e in FAMILY])
 def test_family_step_has_no_temporaries_and_updates_in_place(entry):
-    params, grads = _family_trees(entry.multi_precision)
+    params, grads = _family_trees(entry.multi_precision, entry.shape)
     bound = FAMILY_TEMP_BOUND.get(entry.id, 0.0)
     _check_structure(entry.build(), params, grads, bound, in_place=entry.id not in NOT_IN_PLACE)
 
