@@ -24,12 +24,13 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+import math
 from fractions import Fraction
 
 import numpy as np
 
-__all__ = ["kernel_float", "received_float", "kernel_double", "tuple_float", "scalar_operand",
-           "powf"]
+__all__ = ["kernel_float", "received_float", "received_floats", "distinct", "kernel_double",
+           "tuple_float", "scalar_operand", "powf"]
 
 _STRTOF_MAX_DIGITS = 19  # dmlc-core's kStrtofMaxDigits: later fraction digits are dropped
 
@@ -170,3 +171,70 @@ def powf(base, exponent) -> np.float32:
         fn.argtypes = [ctypes.c_float, ctypes.c_float]
         _POWF.append(fn)
     return np.float32(_POWF[0](float(np.float32(base)), float(np.float32(exponent))))
+
+
+# dmlc::stof's power of ten for each decimal exponent it accepts (0..38), built
+# as _dmlc_parse builds it: float32 products by 1e8, then by 10.
+def _float_scales():
+    scales = []
+    for expon in range(39):
+        scale = np.float32(1.0)
+        while expon >= 8:
+            scale, expon = np.float32(scale * np.float32(1e8)), expon - 8
+        while expon > 0:
+            scale, expon = np.float32(scale * np.float32(10.0)), expon - 1
+        scales.append(scale)
+    return np.array(scales, np.float32)
+
+
+_FLOAT_SCALES = _float_scales()
+
+
+def received_floats(values) -> np.ndarray:
+    """:func:`received_float` of every element of a float64 array, as float32,
+    with the per-element work cut to splitting ``str(value)``: the arithmetic of
+    ``dmlc::stof`` (:func:`_dmlc_parse`) runs vectorised, and each distinct value
+    is parsed once. A scheduler's rate table can hold millions of rates."""
+    values = np.asarray(values, np.float64)
+    unique, inverse = distinct(values)
+    out = np.empty(unique.shape, np.float32)
+    predec, frac, pow10, expon, simple, refused = [], [], [], [], [], []
+    for k, x in enumerate(unique.tolist()):
+        text = str(abs(x))
+        mant, _, exp = text.partition("e")
+        whole, _, digits = mant.partition(".")
+        if not (whole.isdigit() and len(whole) < 8 and math.isfinite(x)):
+            out[k] = received_float(x)  # inf, nan, or integer digits past 2**24
+            continue
+        e = int(exp) if exp else 0
+        if e > 38 or e < -38:
+            refused.append(k)  # MXNet refuses the text: received_float's float32
+            continue
+        kept = digits[:_STRTOF_MAX_DIGITS]
+        simple.append(k)
+        predec.append(int(whole))
+        frac.append(float(int(kept)) if kept else 0.0)
+        pow10.append(10.0 ** len(kept))
+        expon.append(e)
+    if refused:
+        with np.errstate(over="ignore"):  # beyond float32's range: inf, as np.float32
+            out[refused] = unique[refused].astype(np.float32)
+    if simple:
+        idx = np.array(simple)
+        with np.errstate(all="ignore"):
+            value = np.array(predec, np.float64).astype(np.float32)
+            value = (value + (np.array(frac) / np.array(pow10)).astype(np.float32)
+                     ).astype(np.float32)
+            e = np.array(expon)
+            scale = _FLOAT_SCALES[np.abs(e)]
+            value = np.where(e < 0, value / scale, value * scale).astype(np.float32)
+        out[idx] = np.where(np.signbit(unique[idx]), -value, value)
+    return out[inverse].reshape(values.shape)
+
+
+def distinct(values: np.ndarray):
+    """``(unique, inverse)`` of a float64 array by bit pattern (so -0.0 and 0.0
+    stay apart, as their texts do): ``unique[inverse]`` is ``values``, flat."""
+    bits, inverse = np.unique(np.ascontiguousarray(values, np.float64).view(np.int64),
+                              return_inverse=True)
+    return bits.view(np.float64), inverse.ravel()

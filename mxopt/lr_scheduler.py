@@ -95,7 +95,7 @@ import numpy as np
 
 from mxopt import _validation as v
 from mxopt._mxformat import MXNetObject
-from mxopt._mxnumbers import received_float
+from mxopt._mxnumbers import distinct, received_float, received_floats
 
 __all__ = [
     "LRScheduler",
@@ -182,8 +182,12 @@ def _float32_table(values64: np.ndarray, scale: float) -> jax.Array:
     # kernel receives from its str() (by default a float field's dmlc::stof, not
     # always the correctly rounded float32; rates_parsed_as).
     parse = _RATE_PARSE.get()
-    return jnp.asarray(np.array([parse(float(x)) for x in values64 * scale],
-                                np.float32).reshape(np.shape(values64)))
+    values = np.asarray(values64 * scale, np.float64)
+    if parse is received_float:  # the default: vectorised, each distinct rate once
+        return jnp.asarray(received_floats(values))
+    unique, inverse = distinct(values)
+    parsed = np.array([parse(float(x)) for x in unique], np.float32)
+    return jnp.asarray(parsed[inverse].reshape(values.shape))
 
 
 def _take(table: jax.Array, index: jax.Array) -> jax.Array:

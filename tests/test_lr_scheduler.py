@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 import mxopt
 from mxopt import lr_scheduler as lrs
-from mxopt._mxnumbers import received_float
+from mxopt._mxnumbers import received_float, received_floats
 from tests.conftest import GOLDEN_DIR
 
 _DATA = np.load(os.path.join(GOLDEN_DIR, "schedulers.npz"))
@@ -82,12 +82,15 @@ def test_golden_sequences_jit_are_what_mxnets_kernel_receives(dtype):
     # optax passes it.
     both = jax.jit(lambda counts, count: [(s(counts), s(count)) for s in scheds])
     counts = jnp.arange(STEPS, dtype=dtype)
+    # MXNet's float64 rate, as its kernel parses str(rate) into a float
+    # (dmlc::stof), which a jitted optimizer must reproduce: one number at a
+    # time, the reference the tables' vectorised parse is held to.
+    wants = {i: np.array([received_float(float(x)) for x in _golden_sequence(i)], np.float32)
+             for i, _ in configs}
     for trial, n in enumerate(np.random.RandomState(0).randint(0, STEPS, size=6)):
         out = both(counts, jnp.asarray(n, dtype))
         for (i, cfg), (got, value) in zip(configs, out):
-            # MXNet's float64 rate, as its kernel parses str(rate) into a float
-            # (dmlc::stof), which a jitted optimizer must reproduce.
-            want = np.array([received_float(float(x)) for x in _golden_sequence(i)], np.float32)
+            want = wants[i]
             chex.assert_type([got, value], jnp.float32)
             chex.assert_shape(value, ())
             assert value == want[n], (cfg["id"], n)
@@ -571,3 +574,21 @@ def test_pickles_by_constructor_arguments_checked_again_on_load(sched):
     bad = data.replace(b"warmup_mode", b"warmup_moda")
     with pytest.raises(TypeError, match="warmup_moda"):
         pickle.loads(bad)
+
+
+def test_rate_tables_parse_every_rate_as_one_at_a_time():
+    # received_floats (the vectorised dmlc::stof the tables use) against
+    # received_float, one Python number at a time: rates over every decade a
+    # float32 holds and past it (MXNet refuses exponents beyond 38), scheduler
+    # products, negative and signed zeros, integers, text with an exponent.
+    rng = np.random.default_rng(0)
+    values = np.concatenate([
+        10.0 ** rng.uniform(-46, 4, 4000), -(10.0 ** rng.uniform(-46, 4, 500)),
+        rng.uniform(0.0, 1.0, 2000), 0.05 * 0.9 ** np.arange(400.0), 0.3 * np.arange(50.0),
+        [0.0, -0.0, 1.0, 5.0, 1e-5, 1e16, 123456.7, 12345678.9, 1e38, 3e38, 1e-38, 1e-39,
+         2.5e-40, np.inf, -np.inf]]).reshape(-1, 7)
+    got = received_floats(values)
+    want = np.array([received_float(float(x)) for x in values.ravel()],
+                    np.float32).reshape(values.shape)
+    assert got.dtype == np.float32 and got.shape == values.shape
+    np.testing.assert_array_equal(got.view(np.int32), want.view(np.int32))
