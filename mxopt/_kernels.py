@@ -1131,6 +1131,14 @@ def _sum_of_squares(x: jax.Array) -> jax.Array:
     return jnp.sum((x * x).astype(jnp.float32), dtype=jnp.float32)
 
 
+def flat(x: jax.Array) -> jax.Array:
+    """``x.ravel()`` for a reduction that runs faster over a flat array, or ``x``
+    itself where its type carries sharded axes (a mesh with Explicit axes),
+    which a reshape cannot merge."""
+    spec = getattr(getattr(jax.typeof(x), "sharding", None), "spec", None) or ()
+    return x if any(axis is not None for axis in spec) else x.ravel()
+
+
 def _stored_value(x: jax.Array, dtype: str) -> jax.Array:
     """``x`` rounded to the 16-bit ``dtype`` through its bit pattern: XLA may
     otherwise keep excess precision through a cast down and back up
@@ -1287,7 +1295,7 @@ def lamb_update(grad: jax.Array, weight: jax.Array, mean: jax.Array, var: jax.Ar
     # slower (measured), and a contiguous array's flat view moves nothing. On
     # a skipped step both read the old moments, and the update is zeroed.
     *arrays, own_scalars = apart(new_mean, new_var, weight, scalars)
-    r2 = jnp.sqrt(sum_of_squares(_lamb_direction(*(x.ravel() for x in arrays), own_scalars,
+    r2 = jnp.sqrt(sum_of_squares(_lamb_direction(*(flat(x) for x in arrays), own_scalars,
                                                  jnp.sqrt)))
     f32 = jnp.zeros((), jnp.float32)
     if hp.get("lower_bound") is not None:
@@ -1593,8 +1601,8 @@ def _lbsgd_step(grad, weight, cum_grad, mom, hp, finite):
         # LAMB's u): shared, the division would be written to memory for them.
         own_weight, own_cum, own = apart(weight, cum_grad, dict(
             guard_constants(cum), bs=operand(float(bs) if _is_python_number(bs) else bs, cum)))
-        own_g = divide(own_cum.ravel() + grad.ravel(), own["bs"], own["zero"])
-        mult = lbsgd_lars_mult(own_weight.ravel(), own_g, hp["wd"], own["lowest"])
+        own_g = divide(flat(own_cum) + flat(grad), own["bs"], own["zero"])
+        mult = lbsgd_lars_mult(flat(own_weight), own_g, hp["wd"], own["lowest"])
     else:
         mult = lbsgd_warmup_mult(num_cums, hp)
     lr = hp["lr"]

@@ -1730,13 +1730,18 @@ def lbsgd(learning_rate: ScalarOrSchedule = 0.01, momentum: Scalar = 0.0,
         kernel, state_cls = K.lbsgd_update, LBSGDState
     else:
         kernel, state_cls = K.lbsgd_plain_update, LBSGDNoMomentumState
+    first = begin_epoch * updates_per_epoch  # num_cums of a fresh state
     opt = E.Optimizer(
         who="mxopt.lbsgd", kernel=kernel, state_cls=state_cls,
         hyper=dict(momentum=momentum, rescale_grad=rescale_grad, clip_gradient=clip_gradient,
                    batch_scale=batch_scale, nwup=warmup_epochs * updates_per_epoch,
                    warmup_strategy=warmup_strategy),
+        # A NumPy scalar where it is known, made a JAX array by init (a JAX
+        # array made here would sit on one device, not on the mesh init runs
+        # under); traced (inject_hyperparams), a JAX array.
         carry=E.Carry(field="num_cums",
-                      init=jnp.asarray(begin_epoch * updates_per_epoch, jnp.int32),
+                      init=(np.int32(first) if isinstance(first, int)
+                            else jnp.asarray(first, jnp.int32)),
                       advance=K.lbsgd_advance, per_leaf=False),
         rate_before_count=True)
     return _fused(opt, learning_rate, wd, lr_mult, wd_mult, begin_num_update, multi_precision,

@@ -91,3 +91,37 @@ def test_two_processes_train_identically_and_match_one(single_run, tmp_path):
     for k, v in single_run.items():
         np.testing.assert_array_equal(p0[k], p1[k], err_msg=k)
         np.testing.assert_allclose(p0[k], v, rtol=1e-4, atol=1e-5, err_msg=k)
+
+
+_MIDDLE_AXIS = r"""
+import os
+os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+import warnings
+import jax, jax.numpy as jnp, mxopt
+# Built outside the mesh, as a user (and optax's sharding test) builds them.
+txs = {"lamb": mxopt.lamb(1e-3),
+       "lbsgd": mxopt.lbsgd(0.1, momentum=0.9, warmup_strategy="lars"),
+       "lars": mxopt.lars(0.1, momentum=0.9)}
+mesh = jax.make_mesh((8,), ("x",), axis_types=(jax.sharding.AxisType.Explicit,))
+with jax.set_mesh(mesh):
+    p = jnp.linspace(-1, 1, 64, dtype=jnp.float32).reshape(2, 8, 4)
+    p = jax.sharding.reshard(p, jax.P(None, "x"))
+    for name, tx in txs.items():
+        for update in (tx.update, jax.jit(tx.update)):
+            state = tx.init(p)
+            updates, new = update(p, state, p)
+            assert jax.typeof(updates) == jax.typeof(p), (name, jax.typeof(updates))
+            same = jax.tree.map(lambda a, b: jax.typeof(a) == jax.typeof(b), state, new)
+            assert all(jax.tree.leaves(same)), (name, state, new)
+            assert bool(jnp.all(jnp.isfinite(updates))), name
+        print("ok", name)
+"""
+
+
+def test_norms_of_leaves_sharded_on_a_middle_axis_of_an_explicit_mesh():
+    # LAMB's and LBSGD's norms read their leaves flat where a reshape is free;
+    # a leaf sharded on a middle axis with Explicit axes cannot be reshaped so
+    # (found by optax's sharding test), and LBSGD's counter is made by init
+    # under the mesh, not where the optimizer was built.
+    out = _run(["-c", _MIDDLE_AXIS])
+    assert out.count("ok ") == 3, out
