@@ -1297,28 +1297,35 @@ def lamb_update(grad: jax.Array, weight: jax.Array, mean: jax.Array, var: jax.Ar
     *arrays, own_scalars = apart(new_mean, new_var, weight, scalars)
     r2 = jnp.sqrt(sum_of_squares(_lamb_direction(*(flat(x) for x in arrays), own_scalars,
                                                  jnp.sqrt)))
-    f32 = jnp.zeros((), jnp.float32)
-    if hp.get("lower_bound") is not None:
-        r1 = jnp.maximum(r1, hyper(hp["lower_bound"], f32))
-    if hp.get("upper_bound") is not None:
-        upper = hyper(hp["upper_bound"], f32)
-        # A traced bound of 0 is off, as MXNet's Python layer drops a falsy one.
-        r1 = jnp.where(upper > 0, jnp.minimum(r1, upper), r1)
+    r1 = _lamb_bounded(r1, hp)
     ratio = jnp.where((r1 == 0) | (r2 == 0), jnp.ones((), jnp.float32), r1 / r2)
     lr = rounded(tuple_hyper(hp["lr"], g) * ratio.astype(g.dtype))
     # -(x) added to w is exactly MXNet's w - x.
     return -rounded(lr * u), new_mean, new_var
 
 
-def _lamb_scalars(hp: Hyper, like: jax.Array) -> dict:
-    # The scalars of LAMB's u: epsilon, the bias corrections' 1 - beta**t, wd.
+def _lamb_bounded(r1: jax.Array, hp: Hyper) -> jax.Array:
+    # r1 clamped to [lower_bound, upper_bound], each only if set; a traced
+    # bound of 0 is off, as MXNet's Python layer drops a falsy one.
+    f32 = jnp.zeros((), jnp.float32)
+    if hp.get("lower_bound") is not None:
+        r1 = jnp.maximum(r1, hyper(hp["lower_bound"], f32))
+    if hp.get("upper_bound") is not None:
+        upper = hyper(hp["upper_bound"], f32)
+        r1 = jnp.where(upper > 0, jnp.minimum(r1, upper), r1)
+    return r1
+
+
+def _lamb_scalars(hp: Hyper, like: jax.Array, wd_field=tuple_hyper) -> dict:
+    # The scalars of LAMB's u: epsilon, the bias corrections' 1 - beta**t, wd
+    # (a Tuple<float> entry in the list kernel, a float field in phase 1).
     one = jnp.ones((), like.dtype)
     scalars = dict(guard_constants(like), epsilon=hyper(hp["epsilon"], like))
     if hp["bias_correction"]:
         scalars["one_minus_beta1_t"] = one - jnp.asarray(hp["beta1_t"], like.dtype)
         scalars["one_minus_beta2_t"] = one - jnp.asarray(hp["beta2_t"], like.dtype)
     if not is_static(hp["wd"], 0.0):
-        scalars["wd"] = tuple_hyper(hp["wd"], like)
+        scalars["wd"] = wd_field(hp["wd"], like)
     return scalars
 
 
@@ -1721,23 +1728,10 @@ def lamb_phases_update(grad: jax.Array, weight: jax.Array, mean: jax.Array, var:
     g = clip(g, hp["clip_gradient"])
     new_mean = _ema(g, mean, hp["beta1"])
     new_var = mean_square(g, var, hp["beta2"], centered=True)
-    eps = hyper(hp["epsilon"], g)
-    if hp["bias_correction"]:
-        one = jnp.ones((), g.dtype)
-        mean_hat = divide(new_mean, one - hyper(hp["beta1_t"], g))
-        var_hat = divide(new_var, one - hyper(hp["beta2_t"], g))
-        u = mean_hat / (root(var_hat) + eps)
-    else:
-        u = new_mean / (root(new_var) + eps)
-    u = u + rounded(hyper(hp["wd"], g) * weight)
-    r1 = jnp.sqrt(sum_of_squares(weight))
+    u = _lamb_direction(new_mean, new_var, weight, _lamb_scalars(hp, g, wd_field=hyper), root)
+    r1 = _lamb_bounded(jnp.sqrt(sum_of_squares(weight)), hp)
     r2 = jnp.sqrt(sum_of_squares(u))
-    f32 = jnp.zeros((), jnp.float32)
-    if hp.get("lower_bound") is not None:
-        r1 = jnp.maximum(r1, hyper(hp["lower_bound"], f32))
-    if hp.get("upper_bound") is not None:
-        r1 = jnp.minimum(r1, hyper(hp["upper_bound"], f32))
-    lr = hyper(hp["lr"], f32)
+    lr = hyper(hp["lr"], jnp.zeros((), jnp.float32))
     lr = jnp.where((r1 == 0) | (r2 == 0), lr, rounded(lr * r1) / r2).astype(g.dtype)
     # -(x) added to w is exactly MXNet's w - x.
     return (-rounded(lr * u), keep_if(finite, new_mean, mean), keep_if(finite, new_var, var))

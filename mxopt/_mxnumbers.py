@@ -78,13 +78,20 @@ def _dmlc_parse(text: str, ftype):
                 pos += 1
             if expon > (308 if ftype is np.float64 else 38):
                 raise OverflowError(f"MXNet rejects {text!r}: out of range")
-            scale = ftype(1.0)
-            while expon >= 8:
-                scale, expon = ftype(scale * ftype(1e8)), expon - 8
-            while expon > 0:
-                scale, expon = ftype(scale * ftype(10.0)), expon - 1
+            scale = _dmlc_scale(expon, ftype)
             value = ftype(value / scale) if divide else ftype(value * scale)
     return ftype(-value) if negative else value
+
+
+def _dmlc_scale(expon: int, ftype):
+    """dmlc::ParseFloat's power of ten for a decimal exponent: ``ftype`` products
+    by 1e8, then by 10, each rounded in ``ftype``."""
+    scale = ftype(1.0)
+    while expon >= 8:
+        scale, expon = ftype(scale * ftype(1e8)), expon - 8
+    while expon > 0:
+        scale, expon = ftype(scale * ftype(10.0)), expon - 1
+    return scale
 
 
 @functools.lru_cache(maxsize=4096)
@@ -173,21 +180,8 @@ def powf(base, exponent) -> np.float32:
     return np.float32(_POWF[0](float(np.float32(base)), float(np.float32(exponent))))
 
 
-# dmlc::stof's power of ten for each decimal exponent it accepts (0..38), built
-# as _dmlc_parse builds it: float32 products by 1e8, then by 10.
-def _float_scales():
-    scales = []
-    for expon in range(39):
-        scale = np.float32(1.0)
-        while expon >= 8:
-            scale, expon = np.float32(scale * np.float32(1e8)), expon - 8
-        while expon > 0:
-            scale, expon = np.float32(scale * np.float32(10.0)), expon - 1
-        scales.append(scale)
-    return np.array(scales, np.float32)
-
-
-_FLOAT_SCALES = _float_scales()
+# dmlc::stof's power of ten for each decimal exponent it accepts (0..38).
+_FLOAT_SCALES = np.array([_dmlc_scale(e, np.float32) for e in range(39)], np.float32)
 
 
 def received_floats(values) -> np.ndarray:
