@@ -624,7 +624,7 @@ def nadam_update(grad: jax.Array, weight: jax.Array, m: jax.Array, v: jax.Array,
 
 
 def _sign(x: jax.Array) -> jax.Array:
-    # (x > 0) - (x < 0): 0 for NaN, unlike jnp.sign.
+    # mshadow's sign: -1, 0 or 1, and 0 for NaN (jnp.sign gives NaN there).
     return (x > 0).astype(x.dtype) - (x < 0).astype(x.dtype)
 
 
@@ -664,7 +664,21 @@ def ftrl_weight(z: jax.Array, n: jax.Array, hp: Hyper) -> jax.Array:
     lr, l1 = hyper(hp["lr"], z), hyper(hp["lamda1"], z)
     return ((rounded(_sign(z) * l1) - z) / (divide(hyper(hp["beta"], z) + root(n), lr)
                                             + hyper(hp["wd"], z))
-            * (jnp.abs(z) > l1).astype(z.dtype))
+            * _above(jnp.abs(z), l1))
+
+
+def _above(x: jax.Array, bound: jax.Array) -> jax.Array:
+    """MXNet's ``(x > bound)`` as a float factor, for ``x >= 0`` or NaN: 1 above,
+    0 at or below, NaN where ``x`` is NaN.
+
+    XLA rewrites a product with ``convert(x > bound)`` into a select of 0, so
+    ``NaN * (x > bound)`` (NaN in MXNet's C++, and eagerly) would be 0 under
+    ``jax.jit``: a NaN weight silently reset to 0. ``min(x, 0)`` is +0 for every
+    ``x >= 0`` and NaN for NaN (as in :func:`divide`), so adding it changes no
+    number and the factor is no convert of a predicate: the product stays a
+    product, and a NaN stays NaN.
+    """
+    return (x > bound).astype(x.dtype) + jnp.minimum(x, jnp.zeros((), x.dtype))
 
 
 def ftml_update(grad: jax.Array, weight: jax.Array, d: jax.Array, v: jax.Array, z: jax.Array,
@@ -754,11 +768,6 @@ __all__ += [
     "nag_mom_weight", "signsgd_update",
     "signum_update", "momentum_choice", "python_rescale", "adagrad_update", "adadelta_update",
 ]
-
-
-def _sign(x: jax.Array) -> jax.Array:
-    # mshadow's sign: -1, 0 or 1, and 0 for NaN (jnp.sign gives NaN there).
-    return (x > 0).astype(x.dtype) - (x < 0).astype(x.dtype)
 
 
 def _by_clip(bound: Optional[Scalar], clipped, unclipped) -> jax.Array:

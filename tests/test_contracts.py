@@ -163,6 +163,38 @@ def test_fused_and_chained_paths_agree(family):
                 np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6, err_msg=key)
 
 
+@pytest.mark.parametrize("entry", [e for e in ENTRIES if not _skips(e)],
+                         ids=[e.id for e in ENTRIES if not _skips(e)])
+def test_nonfinite_gradients_give_the_same_weights_jitted_and_eagerly(entry):
+    """A NaN or infinite gradient element (no skip_nonfinite) leaves the same
+    weight under jax.jit as eagerly, where MXNet's arithmetic is evaluated op by
+    op: XLA must not turn a NaN into a number (Ftrl's ``NaN * (|z| > lamda1)``
+    had become a select of 0, a NaN weight silently reset). Entries with
+    skip_nonfinite skip such a step (test_trains_every_float_leaf...)."""
+    tx = entry.build()
+    params = _params(entry, _dtype(entry))
+    bad = _grads(1, params)
+    w, b = np.array(bad["w"], np.float32), np.array(bad["b"], np.float32)
+    w.flat[[0, 5, 10]] = np.nan, np.inf, -np.inf
+    b.flat[0] = np.nan
+    bad = {"w": jnp.asarray(w, bad["w"].dtype), "b": jnp.asarray(b, bad["b"].dtype)}
+
+    def step(p, s, g):
+        u, s = tx.update(g, s, p)
+        return optax.apply_updates(p, u), s
+
+    runs = []
+    for run in (step, jax.jit(step)):
+        p, s = params, tx.init(params)
+        for grads in (_grads(0, params), bad):
+            p, s = run(p, s, grads)
+        runs.append({k: np.asarray(x, np.float64) for k, x in p.items()})
+    eager, jitted = runs
+    for key in ("w", "b"):
+        np.testing.assert_allclose(jitted[key], eager[key], rtol=1e-5, atol=1e-6,
+                                   equal_nan=True, err_msg=key)
+
+
 # ----------------------------------------------------------------------------------
 # Leaves and errors
 # ----------------------------------------------------------------------------------
