@@ -10,13 +10,14 @@ read off the optimized HLO of the optimizer's own jitted step
 arithmetic:
 
 - every parameter-sized value the step computes (a loop: an array with the
-  element count of a parameter-sized array it reads, the entry's
-  parameter-sized arrays being those with a leaf's element count) becomes ``sum_i c_i * a_i + c * s``, where the
-  ``a_i`` are the same parameter-sized arrays the optimizer's loop reads (old
-  buffers, or other loops' results), ``c_i = 2**-(i + 1)`` times a constant
-  unique to the loop (so that XLA merges no two loops), and ``s`` is a scalar
-  standing for the scalars the loop reads. The ``c_i`` sum to less than 1, so
-  values stay bounded over any number of steps;
+  element count of a parameter-sized array it reads; the entry's
+  parameter-sized arrays are those with a leaf's element count) becomes
+  ``sum_i c_i * a_i + c * s``. The ``a_i`` are the same parameter-sized
+  arrays the optimizer's loop reads (old buffers, or other loops' results),
+  ``c_i = 2**-(i + 1)`` times a constant unique to the loop (so that XLA
+  merges no two loops), and ``s`` is a scalar standing for the scalars the
+  loop reads. The ``c_i`` sum to less than 1, so values stay bounded over any
+  number of steps;
 - every other value (scalars: counts, learning rates, norms) becomes one
   float32 scalar: half the mean of the scalars it reads, plus, for a reduction
   reading parameter-sized arrays, ``mean(a_1 * a_2 * ...)`` over them (a
