@@ -12,18 +12,20 @@ arithmetic:
 - every parameter-sized value the step computes (a loop: an array with the
   element count of a parameter-sized array it reads; the entry's
   parameter-sized arrays are those with a leaf's element count) becomes
-  ``sum_i c_i * a_i + c * s``. The ``a_i`` are the same parameter-sized
+  ``sum_i c_i * a_i + 1e-3 * s``. The ``a_i`` are the same parameter-sized
   arrays the optimizer's loop reads (old buffers, or other loops' results),
-  ``c_i = 2**-(i + 1)`` times a constant unique to the loop (so that XLA
-  merges no two loops), and ``s`` is a scalar standing for the scalars the
-  loop reads. The ``c_i`` sum to less than 1, so values stay bounded over any
-  number of steps;
-- every other value (scalars: counts, learning rates, norms) becomes one
-  float32 scalar: half the mean of the scalars it reads, plus, for a reduction
-  reading parameter-sized arrays, ``mean(a_1 * a_2 * ...)`` over them (a
-  parameter-sized loop read only by reductions, which XLA makes for a small
-  leaf's norm, is folded into the reduction's read, as ``jnp.mean(w * w)``
-  makes it again);
+  ``c_i = 2**-(i + 1)`` times a constant that differs between two loops
+  reading the same arrays (so that XLA merges no two loops) and is shared
+  across leaves (so that XLA compiles one body per shape), and ``s`` stands
+  for the scalars the loop reads. The ``c_i`` sum to less than 1, so values
+  stay bounded over any number of steps;
+- every other value (scalars: counts, learning rates, norms) is tracked as
+  the set of scalar inputs and reductions it depends on, and ``s`` is half
+  the mean of that set. Only a reduction, a scalar reading parameter-sized
+  arrays, is computed: ``s + mean(a_1 * a_2 * ...)`` over the arrays it
+  reads (``mean(a * a)`` for one). A parameter-sized loop read only by
+  reductions, which XLA makes for a small leaf's norm, is folded into the
+  reduction's read, where ``jnp.mean(w * w)`` makes it again;
 - each output leaf is the value the optimizer's step returns there.
 
 The loops then read the same arrays and depend on each other as the
