@@ -26,6 +26,17 @@ optimizer at its closest settings to MXNet's RMSProp with all options on:
   for the plain variant, three for the centered one), jitted with the same
   buffers donated. It reads and writes the same arrays as an optimizer step
   and does trivial arithmetic.
+- the structure row (``structure``): mxopt's own compiled step with its
+  arithmetic made trivial (``benchmarks/structure.py``). It is read off the
+  optimized HLO of ``mxopt.rmsprop``'s step (all options) and has the same
+  loops: the same outputs per leaf, each written by a loop reading the same
+  parameter-sized arrays (old buffers or other loops' results), with adds and
+  multiplies by constants instead of MXNet's arithmetic, and no temporaries.
+  Loops reading more input streams move their bytes at a lower bandwidth than
+  the floor's two-input loops, so this row, not the floor times the ratio of
+  passes, is what pure XLA with this structure reaches here; the table says
+  whether its passes and temporary bytes match mxopt's (they must) and how
+  many loops XLA split across threads in each;
 - "1-D leaves" rows (``floor_1d``, and ``mxopt_1d`` on request): the same step
   on the same data with every leaf reshaped to 1-D before jitting. XLA:CPU's
   loop emitter vectorises only the innermost dimension, so a 3x3 convolution
@@ -37,7 +48,7 @@ updates), new_state)`` with params and state donated. Each table gives the media
 step time over ``--reps`` runs after ``--warmup`` runs (the jitted steps are
 interleaved round-robin, so a burst of load hits them alike; torch runs after
 them, so that its OpenMP threads and XLA's pool do not compete, and MXNet runs
-last in its own process), the ratio mxopt / competitor, the
+last in its own process), the ratio mxopt / competitor, the ratio competitor / floor, the
 compile time (lower + compile, from empty caches), XLA's temporary bytes, and
 "passes": the bytes XLA's cost analysis counts as read and written, in units of
 the parameter bytes (5 plain / 9 centered is one pass over every array).
@@ -67,11 +78,13 @@ import time
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)  # structure.py
 sys.path.insert(0, os.path.dirname(HERE))  # run from a checkout without installing
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import optax  # noqa: E402
+import structure  # noqa: E402
 
 import mxopt  # noqa: E402
 
@@ -90,8 +103,9 @@ TREES = {
 }
 DEFAULT_TREES = ("resnet50", "big", "small")
 COMPETITORS = ("mxopt", "mxopt_nocw", "mxopt_1d", "optax", "optax_all", "torch", "mxnet",
-               "floor", "floor_1d")
-DEFAULT_COMPETITORS = ("mxopt", "optax", "optax_all", "torch", "mxnet", "floor", "floor_1d")
+               "structure", "floor", "floor_1d")
+DEFAULT_COMPETITORS = ("mxopt", "optax", "optax_all", "torch", "mxnet", "structure", "floor",
+                       "floor_1d")
 VARIANTS = ("plain", "centered")
 
 
@@ -213,6 +227,27 @@ class JaxRunner:
         return all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(self.params))
 
 
+def structure_runner(reference, init, names, params_np, grads, compile_reps):
+    """The structure step of ``reference`` (the optimizer's :class:`JaxRunner`, not
+    yet run) as a runner, and what :func:`structure.verify` finds wrong with it;
+    ``(None, [why])`` where it cannot be rebuilt."""
+    try:
+        step = structure.structure_step(reference.compiled.as_text(), reference.params,
+                                        reference.state, reference.grads)
+        run = JaxRunner((step, init), names, params_np, grads, compile_reps)
+    except structure.Unsupported as e:
+        return None, [f"not rebuilt: {e}"]
+    run.parallel_loops = structure.parallel_loops(run.compiled)
+    reference.parallel_loops = structure.parallel_loops(reference.compiled)
+    return run, structure.verify(reference.compiled, run.compiled, len(names))
+
+
+def parallel_note(run, reference):
+    (loops, elements), (ref_loops, ref_elements) = run.parallel_loops, reference.parallel_loops
+    return (f"parallel loops {loops} over {elements / 1e6:.2f}M elements (mxopt's "
+            f"{ref_loops} over {ref_elements / 1e6:.2f}M)")
+
+
 class TorchRunner:
     compile_s = temp_bytes = bytes_accessed = None
 
@@ -332,26 +367,41 @@ def print_table(tree, shapes, rows, nbytes):
     print(f"\n== {tree}: {TREES[tree]}\n   {len(shapes)} leaves, {n:,} float32 parameters "
           f"({nbytes / 1e6:.1f} MB)")
     head = (f"{'variant':9s} {'implementation':44s} {'median ms':>9s} {'p25-p75 ms':>13s} "
-            f"{'min ms':>7s} {'mxopt/this':>10s} {'compile s':>9s} {'temp MB':>8s} {'passes':>6s}")
+            f"{'min ms':>7s} {'mxopt/this':>10s} {'this/floor':>10s} {'compile s':>9s} "
+            f"{'temp MB':>8s} {'passes':>6s}")
     print(head)
     print("-" * len(head))
     for r in rows:
-        ratio = None
+        ratio = vs_floor = None
         ref = next((x for x in rows if x["variant"] == r["variant"] and x["key"] == "mxopt"), None)
+        floor = next((x for x in rows if x["variant"] == r["variant"] and x["key"] == "floor"),
+                     None)
         if ref and r["median_ms"]:
             ratio = ref["median_ms"] / r["median_ms"]
+        if floor and floor["median_ms"] and r["median_ms"]:
+            vs_floor = r["median_ms"] / floor["median_ms"]
         iqr = f"{r['p25_ms']:.1f}-{r['p75_ms']:.1f}" if r["median_ms"] else "-"
         low = 1e3 * min(r["times_s"]) if r["times_s"] else None
         passes = r["bytes_accessed"] / nbytes if r["bytes_accessed"] else None
         temp = r["temp_bytes"] / 1e6 if r["temp_bytes"] is not None else None
         print(f"{r['variant']:9s} {r['label']:44s} {fmt(r['median_ms'], '9.2f')} {iqr:>13s} "
-              f"{fmt(low, '7.2f')} {fmt(ratio, '10.2f')} {fmt(r['compile_s'], '9.2f')} "
-              f"{fmt(temp, '8.2f')} {fmt(passes, '6.1f')}")
+              f"{fmt(low, '7.2f')} {fmt(ratio, '10.2f')} {fmt(vs_floor, '10.2f')} "
+              f"{fmt(r['compile_s'], '9.2f')} {fmt(temp, '8.2f')} {fmt(passes, '6.1f')}")
+    for r in rows:
+        if r.get("key") == "structure":
+            problems = [n for n in r["notes"] if not n.startswith("parallel loops")]
+            verdict = ("WARNING, not mxopt's structure: " + "; ".join(problems) if problems
+                       else "same passes and temp bytes as mxopt's step")
+            extra = [n for n in r["notes"] if n.startswith("parallel loops")]
+            print(f"  {r['variant']} structure row: {verdict}"
+                  + (f"; {extra[0]}" if extra else ""))
 
 
 # Issue 14's targets. Step time on the ResNet-50 tree in Flax's layout: XLA:CPU
 # writes each output with its own loop, so pure XLA cannot go below 8/6
-# (plain) and 17/12 (centered) of the floor's traffic.
+# (plain) and 17/12 (centered) of the floor's traffic, and the structure row
+# measures what it reaches with mxopt's loops (more streams per loop, lower
+# bandwidth).
 STEP_TARGETS = {"plain": 1.4, "centered": 1.5}
 # Compile time against optax's closest chain with the same options: at most
 # optax's without clip_weights, at most 1.25x with it (optax has none).
@@ -376,8 +426,16 @@ def targets(tree, rows):
         if tree == "resnet50_hwio" and mx and floor and floor["median_ms"]:
             ratio = mx["median_ms"] / floor["median_ms"]
             limit = STEP_TARGETS[variant]
-            out.append(f"  {variant:8s} step mxopt/floor = {ratio:.2f} (target <= {limit}): "
-                       f"{'met' if ratio <= limit else 'NOT met'}")
+            line = (f"  {variant:8s} step mxopt/floor = {ratio:.2f} (target <= {limit}): "
+                    f"{'met' if ratio <= limit else 'NOT met'}")
+            st = get.get("structure")
+            if st and st["median_ms"]:
+                warn = [n for n in st["notes"] if not n.startswith("parallel loops")]
+                line += (f"; pure XLA with mxopt's loops here: structure/floor = "
+                         f"{st['median_ms'] / floor['median_ms']:.2f}, mxopt/structure = "
+                         f"{mx['median_ms'] / st['median_ms']:.2f}"
+                         + (" (structure row NOT verified)" if warn else ""))
+            out.append(line)
     return out
 
 
@@ -454,12 +512,14 @@ def main(argv=None):
                 "optax_all": "optax scale+decay+clip+rmsprop" + (" c+mom" if centered else ""),
                 "torch": "torch RMSprop(foreach)" + (" centered+mom" if centered else ""),
                 "mxnet": "MXNet 1.9.1 Updater " + ("rmspropalex" if centered else "rmsprop"),
+                "structure": "structure: mxopt's loops, trivial math",
                 "floor": f"floor: w+g, s*0.9+g ({3 if centered else 1} state)",
                 "mxopt_1d": "mxopt.rmsprop (all options), 1-D leaves",
                 "floor_1d": "floor, 1-D leaves",
             }
-            runners = {}
-            for key in competitors:
+            runners, notes = {}, {}
+            # The structure step is read off mxopt's compiled step: set up last.
+            for key in sorted(competitors, key=lambda k: k == "structure"):
                 if key == "mxnet":
                     continue
                 print(f"[{tree}/{variant}] setting up {key} ...", flush=True)
@@ -481,6 +541,18 @@ def main(argv=None):
                                              one_d=key == "floor_1d")
                 elif key == "torch":
                     runners[key] = TorchRunner(centered, params_np, grads_np, args.threads)
+                elif key == "structure":
+                    mx = runners.get("mxopt") or JaxRunner(tx_step(mxopt_tx(centered)), names,
+                                                           params_np, grads, 1)
+                    run, notes[key] = structure_runner(mx, mxopt_tx(centered).init, names,
+                                                       params_np, grads, args.compile_reps)
+                    if run is None:
+                        rows.append(dict(variant=variant, key=key, label=labels[key],
+                                         times_s=[], compile_s=None, temp_bytes=None,
+                                         bytes_accessed=None, notes=notes[key]))
+                    else:
+                        runners[key] = run
+                        notes[key] += [parallel_note(run, mx)]
             # The jitted steps interleaved round-robin (a burst of load hits them
             # alike); torch on its own afterwards, since its OpenMP threads and
             # XLA's pool would otherwise compete for the same cores.
@@ -503,7 +575,8 @@ def main(argv=None):
                     print(f"    warning: {key} produced non-finite weights")
                 rows.append(dict(variant=variant, key=key, label=labels[key],
                                  times_s=times[key], compile_s=run.compile_s,
-                                 temp_bytes=run.temp_bytes, bytes_accessed=run.bytes_accessed))
+                                 temp_bytes=run.temp_bytes, bytes_accessed=run.bytes_accessed,
+                                 notes=notes.get(key, [])))
             del runners
             gc.collect()
             if "mxnet" in competitors:
