@@ -23,6 +23,7 @@ Nothing here knows about trees, masking, schedules or state layout: that is
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 from typing import Any, Callable, Mapping, Optional, Union
@@ -39,7 +40,8 @@ Scalar = Union[float, jax.Array]
 Hyper = Mapping[str, Any]
 
 __all__ = [
-    "Scalar", "Hyper", "hyper", "tuple_hyper", "operand", "one_minus", "rounded", "root",
+    "Scalar", "Hyper", "hyper", "sharing_hypers", "share_hypers", "tuple_hyper", "operand",
+    "one_minus", "rounded", "root",
     "clip", "clip_is_static_off", "divide", "guard_constants",
     "is_static", "rescale", "decay", "prepared_gradient", "mean_square", "mean",
     "centered_root", "keep_if", "update_if", "clipped_weight_update", "apart", "after",
@@ -74,12 +76,61 @@ def hyper(value: Scalar, like: jax.Array) -> jax.Array:
     A Python number is what MXNet's Python side computes and sends as
     ``str(value)``, parsed by dmlc-core's ``stof``, which is not always
     correctly rounded (:func:`mxopt._mxnumbers.kernel_float`): it is rounded
-    exactly that way. A JAX or NumPy scalar (a traced hyperparameter, a
-    scheduler's float32 table) is taken as float32.
+    exactly that way (the step's shared scalar, where :func:`share_hypers`
+    made one). A JAX or NumPy scalar (a traced hyperparameter, a scheduler's
+    float32 table) is taken as float32.
     """
     if _is_python_number(value):
+        shared = _SHARED[-1].get(_shared_key(value, like)) if _SHARED else None
+        if shared is not None:
+            return shared
         value = N.received_float(value)
     return _barrier(jnp.asarray(value, dtype=jnp.float32).astype(like.dtype))
+
+
+# The step's shared hyperparameters, {(str(value), dtype): scalar}, innermost last.
+_SHARED: list = []
+
+
+def _shared_key(value: Any, like: jax.Array) -> tuple:
+    # str(value) is what MXNet parses (and tells -0.0 from 0.0, unlike ==).
+    return (str(value), jnp.dtype(like.dtype))
+
+
+@contextlib.contextmanager
+def sharing_hypers():
+    """A step's scope for :func:`share_hypers`.
+
+    Every leaf's kernel reads the same few static hyperparameters, and each
+    read would otherwise be a constant and a barrier of its own in every
+    leaf's loop: thousands of instructions on a model's tree that XLA's passes
+    walk one by one before the barriers go (compile time: BENCHMARKS.md,
+    "compile time, 2026-12-01"). Shared, each value is one barrier per step
+    and dtype, which the per-leaf functions close over (``jax.jit`` makes a
+    closed-over value of the enclosing trace an argument). The values, and
+    what XLA may do with them, are the same.
+    """
+    _SHARED.append({})
+    try:
+        yield
+    finally:
+        _SHARED.pop()
+
+
+def share_hypers(values, like: jax.Array) -> None:
+    """Make :func:`hyper` of each Python number in ``values``, for leaves of
+    ``like``'s dtype, one scalar for the rest of the :func:`sharing_hypers`
+    scope (nothing outside one). Call it where the scope was entered, in the
+    step's own trace: a scalar made inside a per-leaf trace cannot be shared."""
+    if not _SHARED:
+        return
+    shared = _SHARED[-1]
+    for value in values:
+        if _is_python_number(value) and math.isfinite(value):
+            key = _shared_key(value, like)
+            if key not in shared:
+                shared[key] = _barrier(jnp.asarray(N.received_float(value), dtype=jnp.float32)
+                                       .astype(like.dtype))
 
 
 def tuple_hyper(value: Scalar, like: jax.Array) -> jax.Array:
