@@ -342,9 +342,9 @@ def clipped_weight_update(w: jax.Array, u: jax.Array, bound: Scalar) -> jax.Arra
 
     new = lax.add(w, u)
     outside = lax.gt(lax.abs(new), b)
-    # copysign(b, new): new's sign bit over b's magnitude.
-    target = lax.bitwise_or(lax.bitwise_and(bits(new), ints(np.iinfo(ints).min)),
-                            bits(lax.abs(b)))
+    # copysign(b, new): new's sign bit over b, whose own sign bit is clear (a
+    # bound that is on is > 0, and _bound makes one that is off +inf).
+    target = lax.bitwise_or(lax.bitwise_and(bits(new), ints(np.iinfo(ints).min)), bits(b))
     fix = lax.sub(lax.bitcast_convert_type(target, w.dtype), w)
     fix_bits = bits(fix)
     # (fix ^ target) >> (width - 1) is 0 where the signs agree and -1 where
