@@ -104,8 +104,8 @@ def sharing_hypers():
     Every leaf's kernel reads the same few static hyperparameters, and each
     read would otherwise be a constant and a barrier of its own in every
     leaf's loop: thousands of instructions on a model's tree that XLA's passes
-    walk one by one before the barriers go (compile time: BENCHMARKS.md,
-    "compile time, 2026-12-01"). Shared, each value is one barrier per step
+    walk one by one before the barriers go (BENCHMARKS.md, "Issue 14:
+    compile time, 2026-12-01"). Shared, each value is one barrier per step
     and dtype, which the per-leaf functions close over (``jax.jit`` makes a
     closed-over value of the enclosing trace an argument). The values, and
     what XLA may do with them, are the same.
@@ -323,7 +323,7 @@ def clipped_weight_update(w: jax.Array, u: jax.Array, bound: Scalar) -> jax.Arra
 
     It runs on every element of every step and is inlined into every leaf's
     loop, so it is written as few primitives as it takes (compile time grows
-    with them: BENCHMARKS.md, "compile time, 2026-12-01"): the target's sign
+    with them: BENCHMARKS.md, "Issue 14: compile time"): the target's sign
     and the step's direction are sign bits, and the ulp step adds -1 or +1 to
     the bit pattern. Every operand is an array shaped (and sharded) like ``w``
     or a scalar: no select between broadcast constants, which would be an
