@@ -770,8 +770,6 @@ def fused(opt: Optimizer, *, learning_rate: ScalarOrSchedule, wd: Any, lr_mult: 
         # loop is ordered after the weight's): keep the two in step.
         return (K.update_if(finite, u), *new)
 
-    leaf = per_leaf(leaf)
-
     def init_fn(params):
         check_params(params, who)
         if opt.low_precision_state:
@@ -830,22 +828,26 @@ def fused(opt: Optimizer, *, learning_rate: ScalarOrSchedule, wd: Any, lr_mult: 
             additions = {}
         per_leaf_extra = leaf_hypers(names, flat_params, stored_params, treedef)
         outs = []
-        for i, (g, w) in enumerate(zip(treedef.flatten_up_to(updates), flat_params)):
-            if is_float(w):
-                hp = dict(opt.hyper, lr=lrs[i], wd=wds[i], t=t)
-                if per_leaf_extra is not None:
-                    hp.update(per_leaf_extra[i])
-                if opt.fold is not None:
-                    hp = opt.fold(hp)
-                if carry is not None:
-                    if carry.per_leaf or not additions:
-                        additions, value = carry.advance(value, hp)
-                    hp.update(additions)
-                g, back = in_param_dtype(g, w)
-                u, *new_bufs = leaf(g, w, tuple(c[i] for c in columns), hp, finite)
-                outs.append((back(u), *new_bufs))
-            else:  # integer and bool leaves pass through with no state
-                outs.append((jnp.zeros_like(w),) + (optax.MaskedNode(),) * len(buffers))
+        # Per step: the per-leaf functions close over the step's shared scalars.
+        leaf_fn = per_leaf(leaf)
+        with K.sharing_hypers():
+            for i, (g, w) in enumerate(zip(treedef.flatten_up_to(updates), flat_params)):
+                if is_float(w):
+                    hp = dict(opt.hyper, lr=lrs[i], wd=wds[i], t=t)
+                    if per_leaf_extra is not None:
+                        hp.update(per_leaf_extra[i])
+                    if opt.fold is not None:
+                        hp = opt.fold(hp)
+                    if carry is not None:
+                        if carry.per_leaf or not additions:
+                            additions, value = carry.advance(value, hp)
+                        hp.update(additions)
+                    g, back = in_param_dtype(g, w)
+                    K.share_hypers((*hp.values(), clip_weights), w)
+                    u, *new_bufs = leaf_fn(g, w, tuple(c[i] for c in columns), hp, finite)
+                    outs.append((back(u), *new_bufs))
+                else:  # integer and bool leaves pass through with no state
+                    outs.append((jnp.zeros_like(w),) + (optax.MaskedNode(),) * len(buffers))
         new = dict(zip(buffers, (treedef.unflatten([o[k] for o in outs])
                                  for k in range(1, 1 + len(buffers)))))
         if carry is not None:

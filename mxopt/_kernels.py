@@ -23,6 +23,7 @@ Nothing here knows about trees, masking, schedules or state layout: that is
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 from typing import Any, Callable, Mapping, Optional, Union
@@ -39,7 +40,8 @@ Scalar = Union[float, jax.Array]
 Hyper = Mapping[str, Any]
 
 __all__ = [
-    "Scalar", "Hyper", "hyper", "tuple_hyper", "operand", "one_minus", "rounded", "root",
+    "Scalar", "Hyper", "hyper", "sharing_hypers", "share_hypers", "tuple_hyper", "operand",
+    "one_minus", "rounded", "root",
     "clip", "clip_is_static_off", "divide", "guard_constants",
     "is_static", "rescale", "decay", "prepared_gradient", "mean_square", "mean",
     "centered_root", "keep_if", "update_if", "clipped_weight_update", "apart", "after",
@@ -74,12 +76,61 @@ def hyper(value: Scalar, like: jax.Array) -> jax.Array:
     A Python number is what MXNet's Python side computes and sends as
     ``str(value)``, parsed by dmlc-core's ``stof``, which is not always
     correctly rounded (:func:`mxopt._mxnumbers.kernel_float`): it is rounded
-    exactly that way. A JAX or NumPy scalar (a traced hyperparameter, a
-    scheduler's float32 table) is taken as float32.
+    exactly that way (the step's shared scalar, where :func:`share_hypers`
+    made one). A JAX or NumPy scalar (a traced hyperparameter, a scheduler's
+    float32 table) is taken as float32.
     """
     if _is_python_number(value):
+        shared = _SHARED[-1].get(_shared_key(value, like)) if _SHARED else None
+        if shared is not None:
+            return shared
         value = N.received_float(value)
     return _barrier(jnp.asarray(value, dtype=jnp.float32).astype(like.dtype))
+
+
+# The step's shared hyperparameters, {(str(value), dtype): scalar}, innermost last.
+_SHARED: list = []
+
+
+def _shared_key(value: Any, like: jax.Array) -> tuple:
+    # str(value) is what MXNet parses (and tells -0.0 from 0.0, unlike ==).
+    return (str(value), jnp.dtype(like.dtype))
+
+
+@contextlib.contextmanager
+def sharing_hypers():
+    """A step's scope for :func:`share_hypers`.
+
+    Every leaf's kernel reads the same few static hyperparameters, and each
+    read would otherwise be a constant and a barrier of its own in every
+    leaf's loop: thousands of instructions on a model's tree that XLA's passes
+    walk one by one before the barriers go (BENCHMARKS.md, "Issue 14:
+    compile time, 2026-12-01"). Shared, each value is one barrier per step
+    and dtype, which the per-leaf functions close over (``jax.jit`` makes a
+    closed-over value of the enclosing trace an argument). The values, and
+    what XLA may do with them, are the same.
+    """
+    _SHARED.append({})
+    try:
+        yield
+    finally:
+        _SHARED.pop()
+
+
+def share_hypers(values, like: jax.Array) -> None:
+    """Make :func:`hyper` of each Python number in ``values``, for leaves of
+    ``like``'s dtype, one scalar for the rest of the :func:`sharing_hypers`
+    scope (nothing outside one). Call it where the scope was entered, in the
+    step's own trace: a scalar made inside a per-leaf trace cannot be shared."""
+    if not _SHARED:
+        return
+    shared = _SHARED[-1]
+    for value in values:
+        if _is_python_number(value) and math.isfinite(value):
+            key = _shared_key(value, like)
+            if key not in shared:
+                shared[key] = _barrier(jnp.asarray(N.received_float(value), dtype=jnp.float32)
+                                       .astype(like.dtype))
 
 
 def tuple_hyper(value: Scalar, like: jax.Array) -> jax.Array:
@@ -259,45 +310,51 @@ def update_if(finite: Optional[jax.Array], update: jax.Array) -> jax.Array:
     return keep_if(finite, update, jnp.zeros_like(update))
 
 
-def _ulp_step(x: jax.Array, down: jax.Array) -> jax.Array:
-    """``nextafter(x, -inf)`` where ``down``, else ``nextafter(x, inf)``, for ``x``
-    nonzero and not NaN: one step of the bit pattern, a few integer operations
-    instead of ``jnp.nextafter``'s general case."""
-    ints = {2: jnp.int16, 4: jnp.int32, 8: jnp.int64}[jnp.dtype(x.dtype).itemsize]
-    bits = jax.lax.bitcast_convert_type(x, ints)
-    # Toward zero the magnitude (and so the bit pattern, sign apart) drops by one.
-    # Arithmetic on the comparison, not a select between broadcast constants:
-    # those would be unsharded operands on a mesh with explicit axes.
-    step = (1 - 2 * ((x > 0) == down).astype(ints)).astype(ints)
-    return jax.lax.bitcast_convert_type(bits + step, x.dtype)
-
-
 def clipped_weight_update(w: jax.Array, u: jax.Array, bound: Scalar) -> jax.Array:
     """An update ``u'`` with ``w + u'`` equal to ``clip(w + u)``, or within one ulp
     of it and never outside ``[-bound, bound]``.
 
-    ``w + (t - w)`` can round one ulp past ``t`` when ``t - w`` is inexact; such
-    corrections are nudged one ulp back toward the interval.
+    Where ``w + u`` leaves the interval, the correction is ``t - w`` for the
+    target ``t = copysign(bound, w + u)``. ``w + (t - w)`` can round one ulp past
+    ``t`` when ``t - w`` is inexact (never inward past it: it lands near ``t``),
+    and such corrections are stepped one ulp back toward the interval: toward
+    zero where the correction has the target's sign, away from it otherwise.
+    Elsewhere, NaN included, ``u`` is returned unchanged.
 
-    Written as compares and selects between arrays shaped (and sharded) like
-    ``w`` (no min/max, one integer step instead of ``jnp.nextafter``) because it
-    runs on every element of every step.
+    It runs on every element of every step and is inlined into every leaf's
+    loop, so it is written as few primitives as it takes (compile time grows
+    with them: BENCHMARKS.md, "Issue 14: compile time"): the target's sign
+    and the step's direction are sign bits, and the ulp step adds -1 or +1 to
+    the bit pattern. Every operand is an array shaped (and sharded) like ``w``
+    or a scalar: no select between broadcast constants, which would be an
+    unsharded operand on a mesh with explicit axes.
     """
     b = _bound(bound, w)
-    new = w + u
-    above = new > b
-    outside = above | (new < -b)
-    # The target is b above the interval and -b below it: copysign(b, new).
-    fix = jnp.copysign(b, new) - w
-    landed = w + fix
-    # landed is near the target, so it can only overshoot outward: past b when
-    # above (step fix down), past -b below (step it up). fix is then nonzero
-    # (w + 0 == w lands exactly).
-    fix = jax.lax.select(jnp.abs(landed) > b, _ulp_step(fix, above), fix)
-    if fix.dtype != u.dtype or fix.shape != u.shape:  # mixed dtypes: promote as ever
-        return jnp.where(outside, fix, u)
-    # lax.select rather than jnp.where: no nested call per leaf for XLA to inline.
-    return jax.lax.select(outside, fix, u)
+    if w.dtype != u.dtype or jnp.shape(w) != jnp.shape(u):  # mixed: promote as ever
+        dtype, shape = jnp.result_type(w, u), jnp.broadcast_shapes(jnp.shape(w), jnp.shape(u))
+        w, u = (jnp.broadcast_to(jnp.asarray(x, dtype), shape) for x in (w, u))
+        b = b.astype(dtype)
+    lax = jax.lax
+    ints = {2: np.int16, 4: np.int32, 8: np.int64}[jnp.dtype(w.dtype).itemsize]
+
+    def bits(x):
+        return lax.bitcast_convert_type(x, ints)
+
+    new = lax.add(w, u)
+    outside = lax.gt(lax.abs(new), b)
+    # copysign(b, new): new's sign bit over b, whose own sign bit is clear (a
+    # bound that is on is > 0, and _bound makes one that is off +inf).
+    target = lax.bitwise_or(lax.bitwise_and(bits(new), ints(np.iinfo(ints).min)), bits(b))
+    fix = lax.sub(lax.bitcast_convert_type(target, w.dtype), w)
+    fix_bits = bits(fix)
+    # (fix ^ target) >> (width - 1) is 0 where the signs agree and -1 where
+    # they differ; | 1 makes that -1 or +1, subtracted from fix's bits.
+    away = lax.shift_right_arithmetic(lax.bitwise_xor(fix_bits, target),
+                                      ints(8 * np.dtype(ints).itemsize - 1))
+    stepped = lax.bitcast_convert_type(lax.sub(fix_bits, lax.bitwise_or(away, ints(1))),
+                                       w.dtype)
+    fix = lax.select(lax.gt(lax.abs(lax.add(w, fix)), b), stepped, fix)
+    return lax.select(outside, fix, u)
 
 
 # ----------------------------------------------------------------------------------

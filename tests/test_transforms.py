@@ -155,6 +155,60 @@ def test_clip_weights_extreme_bounds(dtype, bound):
 
 
 
+_CLIP_UPDATE = jax.jit(lambda w, u, bound: mxopt.clip_weights(bound).update(u, None, w)[0])
+
+
+def _check_clip_contract(w, u, bound, dtype):
+    """clip_weights' contract (README, "Numerics") for a traced ``bound`` (taken
+    as float32, then the weights' dtype): the new weight never leaves
+    [-b, b]; where ``w + u`` stays inside (or is NaN) the update is ``u``
+    itself; where it is clipped, the new weight is within an ulp of the bound at
+    the scale of the old weight (2 eps max(|w|, b)), unless ``b - w`` overflows."""
+    b = np.float32(bound).astype(dtype)
+    out = _CLIP_UPDATE(jnp.asarray(w), jnp.asarray(u), jnp.float32(bound))
+    new = np.asarray(optax.apply_updates(jnp.asarray(w), out), np.float64)
+    plain = np.asarray(optax.apply_updates(jnp.asarray(w), jnp.asarray(u)), np.float64)
+    w64, b64, out = np.asarray(w, np.float64), float(b), np.asarray(out)
+    outside = np.abs(plain) > b64
+    assert not np.any(np.abs(new) > b64), (dtype, bound, w[np.abs(new) > b64][:4])
+    kept = ~outside
+    assert np.array_equal(out[kept], np.asarray(u)[kept], equal_nan=True), (dtype, bound)
+    finite = np.abs(w64) + b64 <= float(jnp.finfo(dtype).max)  # b - w does not overflow
+    err = np.abs(new - np.clip(plain, -b64, b64))[outside & finite]
+    scale = np.maximum(np.abs(w64), b64)[outside & finite]
+    assert np.all(err <= 2 * float(jnp.finfo(dtype).eps) * scale), (dtype, bound, err.max())
+
+
+def test_clip_weights_contract_every_float16_weight():
+    # Where w + u is clipped, the update depends only on w, the bound and the
+    # side w + u left on, so every finite float16 weight against both sides
+    # (u = +-inf) covers the nudge exhaustively for these bounds: every 16th
+    # float16 in [1, 2), one per binade from the smallest normal to 2**14, and
+    # subnormal ones. u = NaN and u = -w (inside) check the untouched branch.
+    w = np.arange(1 << 16, dtype=np.uint16).view(np.float16)
+    w = w[np.isfinite(w)]
+    ones = np.ones_like(w)
+    ws = np.concatenate([w, w, w, w])
+    us = np.concatenate([np.inf * ones, -np.inf * ones, np.nan * ones, -w])
+    in_binade = np.arange(1024, step=16, dtype=np.uint16) + np.float16(1).view(np.uint16)
+    bounds = [*in_binade.view(np.float16), *(2.0 ** np.arange(-14, 15)) * 1.3,
+              2.0 ** -20, 2.0 ** -24, 65504.0]
+    for bound in bounds:
+        _check_clip_contract(ws, us, float(bound), np.float16)
+
+
+def test_clip_weights_contract_random_float32():
+    rng = np.random.default_rng(0)
+    n = 1 << 16
+    w = (rng.choice([-1.0, 1.0], n) * 10.0 ** rng.uniform(-40, 38, n)).astype(np.float32)
+    for bound in 10.0 ** rng.uniform(-30, 30, 12):
+        u_near = (rng.choice([-1.0, 1.0], n) * bound * (1 + rng.exponential(1e-3, n))
+                  - w).astype(np.float32)  # lands just outside, after rounding or not
+        for u in (u_near, np.float32(np.inf) * np.sign(u_near),
+                  (rng.standard_normal(n) * bound * 3).astype(np.float32)):
+            _check_clip_contract(w, u, float(np.float32(bound)), np.float32)
+
+
 # ---- property tests against the reference ----------------------------------
 
 def _zero_or_normal(hi):
