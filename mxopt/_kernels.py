@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import threading
 from typing import Any, Callable, Mapping, Optional, Union
 
 import jax
@@ -81,15 +82,24 @@ def hyper(value: Scalar, like: jax.Array) -> jax.Array:
     float32 table) is taken as float32.
     """
     if _is_python_number(value):
-        shared = _SHARED[-1].get(_shared_key(value, like)) if _SHARED else None
+        pools = _SHARED.stack
+        shared = pools[-1].get(_shared_key(value, like)) if pools else None
         if shared is not None:
             return shared
         value = N.received_float(value)
     return _barrier(jnp.asarray(value, dtype=jnp.float32).astype(like.dtype))
 
 
-# The step's shared hyperparameters, {(str(value), dtype): scalar}, innermost last.
-_SHARED: list = []
+class _Pools(threading.local):
+    # The step's shared hyperparameters, {(str(value), dtype): scalar}, innermost
+    # last; per thread, as jax traces are (a step traced on another thread at the
+    # same time must not read this trace's scalars).
+    def __init__(self):
+        super().__init__()
+        self.stack = []
+
+
+_SHARED = _Pools()
 
 
 def _shared_key(value: Any, like: jax.Array) -> tuple:
@@ -110,11 +120,11 @@ def sharing_hypers():
     closed-over value of the enclosing trace an argument). The values, and
     what XLA may do with them, are the same.
     """
-    _SHARED.append({})
+    _SHARED.stack.append({})
     try:
         yield
     finally:
-        _SHARED.pop()
+        _SHARED.stack.pop()
 
 
 def share_hypers(values, like: jax.Array) -> None:
@@ -122,9 +132,9 @@ def share_hypers(values, like: jax.Array) -> None:
     ``like``'s dtype, one scalar for the rest of the :func:`sharing_hypers`
     scope (nothing outside one). Call it where the scope was entered, in the
     step's own trace: a scalar made inside a per-leaf trace cannot be shared."""
-    if not _SHARED:
+    if not _SHARED.stack:
         return
-    shared = _SHARED[-1]
+    shared = _SHARED.stack[-1]
     for value in values:
         if _is_python_number(value) and math.isfinite(value):
             key = _shared_key(value, like)

@@ -1,5 +1,6 @@
 """Bad input, odd trees, non-finite gradients, numerical edge cases, round trips."""
 import pickle
+import threading
 
 import chex
 import jax
@@ -9,7 +10,7 @@ import optax
 import pytest
 
 import mxopt
-from mxopt import reference
+from mxopt import _kernels, reference
 from mxopt._mxnumbers import received_float
 
 
@@ -331,3 +332,40 @@ def test_invariants_over_random_trees(spec, hp, seed):
     assert all(n.dtype == (jnp.float32 if hp["multi_precision"] and p.dtype in (
         jnp.float16, jnp.bfloat16) else p.dtype) for n, p in zip(buffers, floats))
     assert int(inner.count) == 2
+
+
+def test_a_steps_shared_hyperparameters_stay_on_its_own_thread():
+    """The scalars a step shares among its leaves (one barrier per value) belong
+    to the trace that made them: a step traced on another thread at the same
+    time must make its own, or it would read a tracer of a foreign trace."""
+    like = jnp.zeros(3, jnp.float32)
+    with _kernels.sharing_hypers():
+        _kernels.share_hypers([0.5], like)
+        mine = _kernels.hyper(0.5, like)
+        assert _kernels.hyper(0.5, like) is mine  # shared within the step
+        seen = []
+        other = threading.Thread(target=lambda: seen.append(_kernels.hyper(0.5, like)))
+        other.start()
+        other.join()
+        assert seen and seen[0] is not mine
+        assert float(seen[0]) == float(mine) == 0.5
+
+    def step_on_thread(out, k):
+        tx = mxopt.rmsprop(0.01, wd=1e-4, clip_weights=2.0)
+        params = {"w": jnp.full((4,), 0.1 * (k + 1)), "b": jnp.ones((2,))}
+
+        @jax.jit
+        def step(p, s):
+            u, s = tx.update(jax.tree.map(jnp.ones_like, p), s, p)
+            return optax.apply_updates(p, u)
+        out[k] = step(params, tx.init(params))
+
+    results = {}
+    threads = [threading.Thread(target=step_on_thread, args=(results, k)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == [0, 1, 2, 3]
+    for k in range(1, 4):  # the same step from other weights: all traced fine
+        np.testing.assert_array_equal(results[k]["b"], results[0]["b"])
