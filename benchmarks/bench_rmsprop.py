@@ -191,13 +191,6 @@ def floor_step(num_states):
     return step, init
 
 
-def _cost(compiled):
-    cost = compiled.cost_analysis()
-    if isinstance(cost, (list, tuple)):  # older jax: one dict per computation
-        cost = cost[0] if cost else {}
-    return (cost or {}).get("bytes accessed")
-
-
 class JaxRunner:
     """A jitted step with params and state donated, compiled from empty caches."""
 
@@ -216,7 +209,7 @@ class JaxRunner:
             times.append(time.perf_counter() - t0)
         self.compile_s = statistics.median(times)
         self.temp_bytes = compiled.memory_analysis().temp_size_in_bytes
-        self.bytes_accessed = _cost(compiled)
+        self.bytes_accessed = structure.bytes_accessed(compiled)
         self.compiled, self.params, self.state, self.grads = compiled, params, state, grads
 
     def __call__(self):

@@ -46,7 +46,8 @@ import re
 import jax
 import jax.numpy as jnp
 
-__all__ = ["Unsupported", "parallel_loops", "parse_entry", "structure_step", "verify"]
+__all__ = ["Unsupported", "bytes_accessed", "parallel_loops", "parse_entry", "structure_step",
+           "verify"]
 
 
 class Unsupported(ValueError):
@@ -319,7 +320,7 @@ def verify(reference, structure, leaves, rtol=0.01):
     parameter-sized buffer is that small); where the reference has no
     temporary at all, neither may the structure step."""
     problems = []
-    cost = [_bytes(c) for c in (reference, structure)]
+    cost = [bytes_accessed(c) for c in (reference, structure)]
     if None in cost:
         problems.append("no cost analysis")
     elif abs(cost[1] - cost[0]) > rtol * cost[0]:
@@ -347,7 +348,8 @@ def parallel_loops(compiled):
     return loops, elements
 
 
-def _bytes(compiled):
+def bytes_accessed(compiled):
+    """The bytes XLA's cost analysis counts as read and written by ``compiled``."""
     cost = compiled.cost_analysis()
     if isinstance(cost, (list, tuple)):  # older jax: one dict per computation
         cost = cost[0] if cost else {}
