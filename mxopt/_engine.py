@@ -176,7 +176,7 @@ def zeros_like_sharded(p: Any) -> jax.Array:
     """
     if isinstance(p, jax.ShapeDtypeStruct):
         return jnp.zeros_like(p)
-    m = jnp.minimum(jnp.abs(p), jnp.zeros((), p.dtype))
+    m = K.nan_or_zero(p)
     return jnp.where(m == m, m, jnp.zeros((), p.dtype))
 
 

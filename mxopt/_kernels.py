@@ -43,7 +43,7 @@ Hyper = Mapping[str, Any]
 __all__ = [
     "Scalar", "Hyper", "hyper", "sharing_hypers", "share_hypers", "tuple_hyper", "operand",
     "one_minus", "rounded", "root",
-    "clip", "clip_is_static_off", "divide", "guard_constants",
+    "clip", "clip_is_static_off", "nan_or_zero", "divide", "guard_constants",
     "is_static", "rescale", "decay", "prepared_gradient", "mean_square", "mean",
     "centered_root", "keep_if", "update_if", "clipped_weight_update", "apart", "after",
     "own_loop", "own_kernel", "stored_weight",
@@ -193,6 +193,17 @@ def root(x: jax.Array) -> jax.Array:
                                     mantissa_bits=info.nmant)
 
 
+def nan_or_zero(x: jax.Array, zero: Optional[jax.Array] = None) -> jax.Array:
+    """``min(|x|, 0)``: +0 for every ``x`` (infinities included) and NaN where
+    ``x`` is NaN, an expression of ``x``'s elements that XLA does not fold. Added
+    to a value, it changes no number but ties the value to ``x``: its shape and
+    sharding (no broadcast constant), and its NaNs. ``zero``: the 0 to compare
+    with, from :func:`guard_constants` (default: its own)."""
+    if zero is None:
+        zero = jnp.zeros((), x.dtype)
+    return jnp.minimum(jnp.abs(x), zero)
+
+
 def divide(x: jax.Array, scalar: jax.Array, zero: Optional[jax.Array] = None) -> jax.Array:
     """``x / scalar`` that XLA keeps as a division.
 
@@ -205,9 +216,7 @@ def divide(x: jax.Array, scalar: jax.Array, zero: Optional[jax.Array] = None) ->
     a mesh with explicit axes). ``zero``: that 0, from :func:`guard_constants`
     (default: its own).
     """
-    if zero is None:
-        zero = jnp.zeros((), x.dtype)
-    return x / (scalar + jnp.minimum(jnp.abs(x), zero))
+    return x / (scalar + nan_or_zero(x, zero))
 
 
 def guard_constants(like: jax.Array) -> dict:
@@ -740,12 +749,11 @@ def _above(x: jax.Array, bound: jax.Array) -> jax.Array:
 
     XLA rewrites a product with ``convert(x > bound)`` into a select of 0, so
     ``NaN * (x > bound)`` (NaN in MXNet's C++, and eagerly) would be 0 under
-    ``jax.jit``: a NaN weight silently reset to 0. ``min(x, 0)`` is +0 for every
-    ``x >= 0`` and NaN for NaN (as in :func:`divide`), so adding it changes no
-    number and the factor is no convert of a predicate: the product stays a
-    product, and a NaN stays NaN.
+    ``jax.jit``: a NaN weight silently reset to 0. Adding :func:`nan_or_zero`
+    changes no number, and the factor is no convert of a predicate: the
+    product stays a product, and a NaN stays NaN.
     """
-    return (x > bound).astype(x.dtype) + jnp.minimum(x, jnp.zeros((), x.dtype))
+    return (x > bound).astype(x.dtype) + nan_or_zero(x)
 
 
 def ftml_update(grad: jax.Array, weight: jax.Array, d: jax.Array, v: jax.Array, z: jax.Array,
@@ -1597,8 +1605,8 @@ def group_adagrad_update(grad: jax.Array, weight: jax.Array, history: jax.Array,
     history = keep_if(finite, history + row_mean_square(g), history)
     x = rounded(g * operand(hp["lr"], g))
     # A division by the broadcast row root would become a multiplication by its
-    # reciprocal (as divide explains); adding min(|x|, 0) (+0) keeps it a division.
-    d = root(history + operand(hp["eps"], g)) + jnp.minimum(jnp.abs(x), jnp.zeros((), x.dtype))
+    # reciprocal (as divide explains); adding nan_or_zero(x) (+0) keeps it a division.
+    d = root(history + operand(hp["eps"], g)) + nan_or_zero(x)
     return -(x / d), history
 
 
