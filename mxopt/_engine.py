@@ -335,16 +335,37 @@ def learning_rates(learning_rate: ScalarOrSchedule, count: jax.Array, lr_mult: A
             count = int(count)
         mults = multipliers.resolve(lr_mult, tree, "lr_mult")
         if before_count:
-            rate = learning_rate(count)
+            rate = _computed_once(learning_rate(count))
             if mults is None:
                 return jax.tree.map(lambda _: rate, tree)
             return jax.tree.map(lambda m: rate if m == 1.0 else rate * m, mults)
         if mults is None:
-            return jax.tree.map(lambda _: learning_rate(count + 1), tree)
-        return jax.tree.map(
-            lambda m: lr_scheduler.mxnet_schedule(learning_rate, lr_mult=m)(count), mults)
-    lr = learning_rate(count) if callable(learning_rate) else learning_rate
+            rate = _computed_once(learning_rate(count + 1))
+            return jax.tree.map(lambda _: rate, tree)
+        rates = {}
+
+        def rate_for(m):
+            if m not in rates:
+                rates[m] = _computed_once(
+                    lr_scheduler.mxnet_schedule(learning_rate, lr_mult=m)(count))
+            return rates[m]
+        return jax.tree.map(rate_for, mults)
+    lr = _computed_once(learning_rate(count)) if callable(learning_rate) else learning_rate
     return scale_by_multipliers(lr, lr_mult, tree, "lr_mult")
+
+
+def _computed_once(rate: Any) -> Any:
+    """A rate the step computes from its count (a schedule's cosine, a
+    scheduler's table lookup), in a kernel of its own under a trace.
+
+    XLA fuses cheap scalar arithmetic into every loop that reads it, so each
+    leaf's loop would recompute the schedule: its instructions times the leaf
+    count in the compiled step, and in every distinct kernel LLVM compiles
+    (ResNet-50 in Flax's layout: 1,700 of 19,300 instructions after
+    optimization for a cosine schedule). :func:`mxopt._kernels.own_kernel`
+    computes it once and the loops read it; the value is the same.
+    """
+    return K.own_kernel(rate) if v.is_traced(rate) and jnp.ndim(rate) == 0 else rate
 
 
 # ----------------------------------------------------------------------------------

@@ -342,11 +342,11 @@ def clipped_weight_update(w: jax.Array, u: jax.Array, bound: Scalar) -> jax.Arra
 
     It runs on every element of every step and is inlined into every leaf's
     loop, so it is written as few primitives as it takes (compile time grows
-    with them: BENCHMARKS.md, "Issue 14: compile time"): the target's sign
-    and the step's direction are sign bits, and the ulp step adds -1 or +1 to
-    the bit pattern. Every operand is an array shaped (and sharded) like ``w``
-    or a scalar: no select between broadcast constants, which would be an
-    unsharded operand on a mesh with explicit axes.
+    with them: BENCHMARKS.md, "Issue 14: compile time"): the target is
+    ``new`` clamped, the step's direction is a sign bit, and the ulp step adds
+    -1 or +1 to the bit pattern. Every operand is an array shaped (and sharded)
+    like ``w`` or a scalar: no select between broadcast constants, which would
+    be an unsharded operand on a mesh with explicit axes.
     """
     b = _bound(bound, w)
     if w.dtype != u.dtype or jnp.shape(w) != jnp.shape(u):  # mixed: promote as ever
@@ -361,14 +361,13 @@ def clipped_weight_update(w: jax.Array, u: jax.Array, bound: Scalar) -> jax.Arra
 
     new = lax.add(w, u)
     outside = lax.gt(lax.abs(new), b)
-    # copysign(b, new): new's sign bit over b, whose own sign bit is clear (a
-    # bound that is on is > 0, and _bound makes one that is off +inf).
-    target = lax.bitwise_or(lax.bitwise_and(bits(new), ints(np.iinfo(ints).min)), bits(b))
-    fix = lax.sub(lax.bitcast_convert_type(target, w.dtype), w)
+    # Where new is outside, clamping it gives the target copysign(b, new), and
+    # the target's sign is new's.
+    fix = lax.sub(lax.min(lax.max(new, lax.neg(b)), b), w)
     fix_bits = bits(fix)
-    # (fix ^ target) >> (width - 1) is 0 where the signs agree and -1 where
-    # they differ; | 1 makes that -1 or +1, subtracted from fix's bits.
-    away = lax.shift_right_arithmetic(lax.bitwise_xor(fix_bits, target),
+    # (fix ^ new) >> (width - 1) is 0 where fix has the target's sign and -1
+    # where it has the other; | 1 makes that -1 or +1, subtracted from fix's bits.
+    away = lax.shift_right_arithmetic(lax.bitwise_xor(fix_bits, bits(new)),
                                       ints(8 * np.dtype(ints).itemsize - 1))
     stepped = lax.bitcast_convert_type(lax.sub(fix_bits, lax.bitwise_or(away, ints(1))),
                                        w.dtype)

@@ -160,6 +160,20 @@ def test_per_leaf_code_is_traced_once_per_signature():
     assert calls == [2.0]
 
 
+@pytest.mark.parametrize("how, op, count", [
+    ("optax-schedule", " cosine(", 1),
+    # An MXNet scheduler's rate is a lookup in its table, one per distinct
+    # lr_mult (MXNet multiplies in float64 before the cast): 2.0, 0.5 and 1.0.
+    ("mxnet-schedule", " dynamic-slice(", 3)])
+def test_schedule_is_computed_once_per_step(how, op, count):
+    # Compile time: XLA fuses a scalar computation into every loop reading it,
+    # so each leaf's loop would compute the schedule again (5 here).
+    tx = _all_options(False, how)
+    params, grads = _trees(how)
+    text = _compiled_step(tx, params, tx.init(params), grads).as_text()
+    assert text.count(op) == count
+
+
 # ----------------------------------------------------------------------------------
 # MXNet's optimizer family (issue 17): every fused entry of tests/optimizer_list.py
 # ----------------------------------------------------------------------------------
