@@ -313,21 +313,20 @@ def measure(args):
         make_mxopt, (optax_label, make_optax), torch_spec, num_states = OPTIMIZERS[name]
         print(f"[{name}] compiling ...", flush=True)
         runners = {
-            "mxopt": common.JaxRunner(common.tx_step(make_mxopt()), names, params_np, grads,
-                                      args.compile_reps),
-            "optax": common.JaxRunner(common.tx_step(make_optax()), names, params_np, grads,
-                                      args.compile_reps),
+            "mxopt": common.JaxRunner(common.tx_step(make_mxopt()), names, params_np, grads),
+            "optax": common.JaxRunner(common.tx_step(make_optax()), names, params_np, grads),
         }
+        common.time_compiles(dict(runners), args.compile_reps)
         # The structure floor: mxopt's own loops with trivial arithmetic, read off
         # its compiled step (benchmarks/structure.py), set up before any step runs.
         structure, notes = common.structure_runner(runners["mxopt"], make_mxopt().init, names,
-                                                   params_np, grads, args.compile_reps)
+                                                   params_np, grads)
         if structure is not None:
             runners["structure"] = structure
             notes.append(common.parallel_note(structure, runners["mxopt"]))
         if num_states not in floors:  # one floor per state size, kept for later rows
             floors[num_states] = common.JaxRunner(floor_step(num_states), names,
-                                                  params_np, grads, args.compile_reps)
+                                                  params_np, grads)
             floors[num_states].times = []
         runners["floor"] = floors[num_states]
         times = {key: [] for key in runners}
@@ -451,7 +450,8 @@ def parse_args(argv=None):
     p.add_argument("--reps", type=int, default=20, help="timed steps per implementation")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first")
     p.add_argument("--compile-reps", type=int, default=1,
-                   help="compilations per jitted step (the median is reported)")
+                   help="timed compilations of each jitted step, in rounds over mxopt's and "
+                        "optax's (the fastest is reported)")
     p.add_argument("--no-torch", dest="torch", action="store_false", help="skip torch rows")
     p.add_argument("--torch-python", help="python with torch (default: this one)")
     p.add_argument("--torch-procs", type=int, default=3,
