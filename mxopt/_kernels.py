@@ -81,17 +81,42 @@ def hyper(value: Scalar, like: jax.Array) -> jax.Array:
     made one). A JAX or NumPy scalar (a traced hyperparameter, a scheduler's
     float32 table) is taken as float32.
     """
+    return _derived("", value, like)
+
+
+def one_minus(value: Scalar, like: jax.Array) -> jax.Array:
+    """``1 - hyper(value, like)``, computed in the leaf's dtype as the kernels
+    compute ``(1.f - beta)`` from the rounded ``beta``."""
+    return _derived("1-", value, like)
+
+
+# Scalars derived from a hyperparameter. For a Python number the arithmetic is
+# done on the host, in the leaf's dtype (IEEE negation and subtraction, as the
+# device does them), so the kernel reads a constant: XLA does not fold scalar
+# arithmetic on an optimization barrier's result, and every loop that reads
+# ``-bound`` or ``1 - beta`` would compute it again (and keep a max and a min
+# that it would otherwise make one clamp).
+_DERIVED = {"": lambda x: x, "-": lambda x: -x, "1-": lambda x: np.asarray(1, x.dtype) - x}
+
+
+def _derived(tag: str, value: Scalar, like: jax.Array) -> jax.Array:
     if _is_python_number(value):
         pools = _SHARED.stack
-        shared = pools[-1].get(_shared_key(value, like)) if pools else None
+        shared = pools[-1].get((tag,) + _shared_key(value, like)) if pools else None
         if shared is not None:
             return shared
-        value = N.received_float(value)
-    return _barrier(jnp.asarray(value, dtype=jnp.float32).astype(like.dtype))
+        return _barrier(jnp.asarray(_DERIVED[tag](_received(value, like.dtype))))
+    # A traced value: the same arithmetic, on the device.
+    return _DERIVED[tag](_barrier(jnp.asarray(value, dtype=jnp.float32).astype(like.dtype)))
+
+
+def _received(value: Any, dtype: Any) -> np.ndarray:
+    # The float32 a kernel's float field receives, cast to the leaf's dtype.
+    return np.asarray(N.received_float(value), np.float32).astype(dtype)
 
 
 class _Pools(threading.local):
-    # The step's shared hyperparameters, {(str(value), dtype): scalar}, innermost
+    # The step's shared hyperparameters, {(tag, str(value), dtype): scalar}, innermost
     # last; per thread, as jax traces are (a step traced on another thread at the
     # same time must not read this trace's scalars).
     def __init__(self):
@@ -130,17 +155,19 @@ def sharing_hypers():
 def share_hypers(values, like: jax.Array) -> None:
     """Make :func:`hyper` of each Python number in ``values``, for leaves of
     ``like``'s dtype, one scalar for the rest of the :func:`sharing_hypers`
-    scope (nothing outside one). Call it where the scope was entered, in the
-    step's own trace: a scalar made inside a per-leaf trace cannot be shared."""
+    scope (nothing outside one), and likewise its negation (a clip's lower
+    bound) and :func:`one_minus`. Call it where the scope was entered, in the step's own
+    trace: a scalar made inside a per-leaf trace cannot be shared."""
     if not _SHARED.stack:
         return
     shared = _SHARED.stack[-1]
     for value in values:
         if _is_python_number(value) and math.isfinite(value):
             key = _shared_key(value, like)
-            if key not in shared:
-                shared[key] = _barrier(jnp.asarray(N.received_float(value), dtype=jnp.float32)
-                                       .astype(like.dtype))
+            if ("",) + key not in shared:
+                received = _received(value, like.dtype)
+                for tag, derive in _DERIVED.items():
+                    shared[(tag,) + key] = _barrier(jnp.asarray(derive(received)))
 
 
 def tuple_hyper(value: Scalar, like: jax.Array) -> jax.Array:
@@ -158,11 +185,6 @@ def operand(value: Scalar, like: jax.Array) -> jax.Array:
     if _is_python_number(value):
         value = N.scalar_operand(value, like.dtype)
     return _barrier(jnp.asarray(value).astype(like.dtype))
-
-
-def one_minus(value: Scalar, like: jax.Array) -> jax.Array:
-    # The kernels compute (1.f - beta) in the weight's dtype, from the rounded beta.
-    return (jnp.ones((), like.dtype) - hyper(value, like)).astype(like.dtype)
 
 
 def rounded(product: jax.Array, lowest: Optional[jax.Array] = None) -> jax.Array:
@@ -245,19 +267,21 @@ def clip_is_static_off(bound: Optional[Scalar]) -> bool:
     return bound is None or (not v.is_traced(bound) and not v.static_value(bound) > 0)
 
 
-def _bound(bound: Scalar, like: jax.Array) -> jax.Array:
-    """A clip bound as MXNet passes it, with a traced bound that is not > 0 (off)
-    replaced by infinity: clipping to [-inf, inf] changes nothing, NaN included.
+def _bounds(bound: Scalar, like: jax.Array) -> tuple:
+    """``(-b, b)`` for a clip bound ``b`` as MXNet passes it, with a traced bound
+    that is not > 0 (off) replaced by infinity: clipping to [-inf, inf] changes
+    nothing, NaN included.
 
     Deciding on the scalar rather than selecting between clipped and unclipped
     arrays keeps the per-element work the same as for a static bound, and keeps
     XLA from materialising the clipped gradient (a select between two arrays is
     not cheap to duplicate into the step's two output fusions).
     """
-    b = hyper(bound, like)
     if v.is_traced(bound):
+        b = hyper(bound, like)
         b = jax.lax.select(b > 0, b, jnp.asarray(jnp.inf, b.dtype))
-    return b
+        return -b, b
+    return _derived("-", bound, like), hyper(bound, like)
 
 
 def clip(x: jax.Array, bound: Optional[Scalar]) -> jax.Array:
@@ -265,8 +289,8 @@ def clip(x: jax.Array, bound: Optional[Scalar]) -> jax.Array:
     (None and 0 switch it off, as in the kernel optimizers). NaN passes through."""
     if clip_is_static_off(bound):
         return x
-    b = _bound(bound, x)
-    return jnp.minimum(jnp.maximum(x, -b), b)
+    lo, hi = _bounds(bound, x)
+    return jax.lax.clamp(lo, x, hi)
 
 
 def rescale(g: jax.Array, rescale_grad: Scalar) -> jax.Array:
@@ -348,11 +372,11 @@ def clipped_weight_update(w: jax.Array, u: jax.Array, bound: Scalar) -> jax.Arra
     like ``w`` or a scalar: no select between broadcast constants, which would
     be an unsharded operand on a mesh with explicit axes.
     """
-    b = _bound(bound, w)
+    lo, b = _bounds(bound, w)
     if w.dtype != u.dtype or jnp.shape(w) != jnp.shape(u):  # mixed: promote as ever
         dtype, shape = jnp.result_type(w, u), jnp.broadcast_shapes(jnp.shape(w), jnp.shape(u))
         w, u = (jnp.broadcast_to(jnp.asarray(x, dtype), shape) for x in (w, u))
-        b = b.astype(dtype)
+        lo, b = lo.astype(dtype), b.astype(dtype)
     lax = jax.lax
     ints = {2: np.int16, 4: np.int32, 8: np.int64}[jnp.dtype(w.dtype).itemsize]
 
@@ -363,7 +387,7 @@ def clipped_weight_update(w: jax.Array, u: jax.Array, bound: Scalar) -> jax.Arra
     outside = lax.gt(lax.abs(new), b)
     # Where new is outside, clamping it gives the target copysign(b, new), and
     # the target's sign is new's.
-    fix = lax.sub(lax.min(lax.max(new, lax.neg(b)), b), w)
+    fix = lax.sub(lax.clamp(lo, new, b), w)
     fix_bits = bits(fix)
     # (fix ^ new) >> (width - 1) is 0 where fix has the target's sign and -1
     # where it has the other; | 1 makes that -1 or +1, subtracted from fix's bits.

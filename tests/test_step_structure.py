@@ -7,6 +7,8 @@ passes over memory than the step's output buffers need. These are read from the
 compiled executable, so they do not depend on the machine's load. Timings live
 in benchmarks/bench_rmsprop.py and BENCHMARKS.md.
 """
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -172,6 +174,20 @@ def test_schedule_is_computed_once_per_step(how, op, count):
     params, grads = _trees(how)
     text = _compiled_step(tx, params, tx.init(params), grads).as_text()
     assert text.count(op) == count
+
+
+@pytest.mark.parametrize("centered", [False, True])
+def test_static_hyperparameters_reach_the_loops_as_constants(centered):
+    # -clip_gradient, -clip_weights and 1 - gamma1 are computed on the host
+    # (_kernels._derived): XLA does not fold scalar arithmetic on an optimization
+    # barrier's result, so every loop would compute them again (and clip with a
+    # max and a min rather than one clamp).
+    tx = mxopt.rmsprop(0.01, centered=centered, **ALL_OPTIONS)
+    params, grads = _trees("plain")
+    text = _compiled_step(tx, params, tx.init(params), grads).as_text()
+    on_constants = r"= f32\[\] (?:negate|subtract)\(%constant[.\d]*(?:, %constant[.\d]*)?\)"
+    assert re.findall(on_constants, text) == []
+    assert " clamp(" in text
 
 
 # ----------------------------------------------------------------------------------
