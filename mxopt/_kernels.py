@@ -156,8 +156,8 @@ def share_hypers(values, like: jax.Array) -> None:
     """Make :func:`hyper` of each Python number in ``values``, for leaves of
     ``like``'s dtype, one scalar for the rest of the :func:`sharing_hypers`
     scope (nothing outside one), and likewise its negation (a clip's lower
-    bound) and :func:`one_minus`. Call it where the scope was entered, in the step's own
-    trace: a scalar made inside a per-leaf trace cannot be shared."""
+    bound) and :func:`one_minus`. Call it where the scope was entered, in the
+    step's own trace: a scalar made inside a per-leaf trace cannot be shared."""
     if not _SHARED.stack:
         return
     shared = _SHARED.stack[-1]
