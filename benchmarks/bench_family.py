@@ -22,8 +22,7 @@ trainable parameters in Flax's layout (convolution kernels ``(h, w, in, out)``,
   bimodal from one process to the next on a shared 2-core machine, so the table
   gives the fastest and the median of the processes' medians;
 - ``floor``: per leaf ``w + g`` and ``s * 0.9 + g`` for each of the optimizer's
-  state buffers, jitted with the same buffers donated (as in
-  ``bench_rmsprop.py``, but with the weight's loop a fusion: see
+  state buffers, jitted with the same buffers donated (``bench_rmsprop.py``'s
   :func:`floor_step`): the arrays an optimizer must read and write, with
   trivial arithmetic and XLA:CPU's one loop per output. Its bytes over its time
   is the memory bandwidth the table reports.
@@ -186,26 +185,6 @@ OPTIMIZERS = {
              None, 2),
 }
 
-def floor_step(num_states):
-    """Per leaf ``w + g`` and ``s * 0.9 + g`` for each state buffer: the arrays an
-    optimizer with ``num_states`` buffers reads and writes, trivial arithmetic.
-
-    ``bench_rmsprop.py``'s floor with one change: the weight's loop adds
-    ``select(g > inf, -g, g)`` (which is ``g``) rather than ``g``, because XLA:CPU
-    emits a lone ``w + g`` with a serial emitter, about 1.35x slower than a
-    fused loop (``mxopt._kernels.own_loop``), which would flatter every ratio."""
-    inf = jnp.float32(jnp.inf)
-
-    def step(params, states, grads):
-        params = jax.tree.map(lambda w, g: w + jax.lax.select(g > inf, -g, g), params, grads)
-        states = tuple(jax.tree.map(lambda s, g: s * 0.9 + g, s, grads) for s in states)
-        return params, states
-
-    def init(params):
-        return tuple(jax.tree.map(jnp.zeros_like, params) for _ in range(num_states))
-    return step, init
-
-
 QUICK_TREE = (["conv_weight", "conv_bias"], [(3, 3, 64, 64), (64,)])  # two loops to compile
 
 
@@ -325,7 +304,7 @@ def measure(args):
             runners["structure"] = structure
             notes.append(common.parallel_note(structure, runners["mxopt"]))
         if num_states not in floors:  # one floor per state size, kept for later rows
-            floors[num_states] = common.JaxRunner(floor_step(num_states), names,
+            floors[num_states] = common.JaxRunner(common.floor_step(num_states), names,
                                                   params_np, grads)
             floors[num_states].times = []
         runners["floor"] = floors[num_states]
