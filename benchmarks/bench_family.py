@@ -39,7 +39,8 @@ trainable parameters in Flax's layout (convolution kernels ``(h, w, in, out)``,
 
 Jitted steps are ``step(params, state, grads) -> (optax.apply_updates(params,
 updates), new_state)`` with params and state donated, compiled from empty caches
-(the compile column: lower + compile), then run round-robin (mxopt, optax, the
+(the compile column: trace + lower + compile, the fastest of ``--compile-reps``
+rounds over mxopt's and optax's steps), then run round-robin (mxopt, optax, the
 structure step and the floor of the same state size interleaved, so a burst of
 load hits them alike; a step that frees large temporaries is followed by a
 20 ms pause, since the freeing otherwise slows the next step). "passes" is the
@@ -388,7 +389,7 @@ def report(tree, leaves, size, nbytes, rows, bandwidth):
         line = (f"  {r['name']:9s} step / optax {vs_optax:.2f} (target <= 1.0): "
                 f"{'met' if vs_optax <= 1.0 else 'NOT met'};  step / floor {vs_floor:.2f} "
                 f"(bytes bound {bound:.2f}): {'met' if vs_floor <= bound else 'NOT met'};  ")
-        if r["structure_ms"] and not _problems(r):
+        if r["structure_ms"] and not common.structure_problems(r["structure_notes"]):
             vs_st = r["mxopt_ms"] / r["structure_ms"]
             line += (f"step / structure {vs_st:.2f} (measured structural bound <= 1.0): "
                      + ("met" if vs_st <= 1.0 else
@@ -401,22 +402,13 @@ def report(tree, leaves, size, nbytes, rows, bandwidth):
     lines.append("structure rows (mxopt's loops, trivial arithmetic; checked against mxopt's "
                  "compiled step):")
     for r in rows:
-        problems = _problems(r)
-        lines.append(f"  {r['name']:9s} " + ("WARNING, not mxopt's structure: "
-                                              + "; ".join(problems) if problems else
-                                              "same passes and temp bytes as mxopt's step")
-                     + "".join(f"; {n}" for n in r["structure_notes"]
-                               if n.startswith("parallel loops")))
+        lines.append(f"  {r['name']:9s} {common.structure_verdict(r['structure_notes'])}")
     return lines
 
 
 # Ratios of interleaved medians on the shared 2-core machine move by about this
 # much from one run to the next.
 NOISE = 1.05
-
-
-def _problems(r):
-    return [n for n in r["structure_notes"] if not n.startswith("parallel loops")]
 
 
 def parse_args(argv=None):

@@ -208,12 +208,12 @@ class JaxRunner:
     (once here, untimed; :func:`time_compiles` times further compiles)."""
 
     def __init__(self, make, names, params_np, grads, one_d=False):
-        self.step, _ = make
+        self.step, init = make
         params = {n: jnp.array(a.reshape(-1) if one_d else a)  # copies
                   for n, a in zip(names, params_np)}
         if one_d:
             grads = {n: g.reshape(-1) for n, g in grads.items()}
-        self.params, self.state, self.grads = params, make[1](params), grads
+        self.params, self.state, self.grads = params, init(params), grads
         self.compiled = self._compile()
         self.compile_s = None
         self.temp_bytes = self.compiled.memory_analysis().temp_size_in_bytes
@@ -266,10 +266,28 @@ def structure_runner(reference, init, names, params_np, grads):
     return run, structure.verify(reference.compiled, run.compiled, len(names))
 
 
+PARALLEL = "parallel loops"  # how parallel_note's notes begin
+
+
 def parallel_note(run, reference):
     (loops, elements), (ref_loops, ref_elements) = run.parallel_loops, reference.parallel_loops
-    return (f"parallel loops {loops} over {elements / 1e6:.2f}M elements (mxopt's "
+    return (f"{PARALLEL} {loops} over {elements / 1e6:.2f}M elements (mxopt's "
             f"{ref_loops} over {ref_elements / 1e6:.2f}M)")
+
+
+def structure_problems(notes):
+    """A structure row's notes that say it is not mxopt's structure (the others
+    are :func:`parallel_note`'s)."""
+    return [n for n in notes if not n.startswith(PARALLEL)]
+
+
+def structure_verdict(notes):
+    """A structure row's notes as one report line: whether it is mxopt's
+    structure, then its parallel loops."""
+    problems = structure_problems(notes)
+    return (("WARNING, not mxopt's structure: " + "; ".join(problems) if problems
+             else "same passes and temp bytes as mxopt's step")
+            + "".join(f"; {n}" for n in notes if n.startswith(PARALLEL)))
 
 
 class TorchRunner:
@@ -413,12 +431,7 @@ def print_table(tree, shapes, rows, nbytes):
               f"{fmt(r['compile_s'], '9.2f')} {fmt(temp, '8.2f')} {fmt(passes, '6.1f')}")
     for r in rows:
         if r.get("key") == "structure":
-            problems = [n for n in r["notes"] if not n.startswith("parallel loops")]
-            verdict = ("WARNING, not mxopt's structure: " + "; ".join(problems) if problems
-                       else "same passes and temp bytes as mxopt's step")
-            extra = [n for n in r["notes"] if n.startswith("parallel loops")]
-            print(f"  {r['variant']} structure row: {verdict}"
-                  + (f"; {extra[0]}" if extra else ""))
+            print(f"  {r['variant']} structure row: {structure_verdict(r['notes'])}")
 
 
 # Issue 14's targets. Step time on the ResNet-50 tree in Flax's layout: XLA:CPU
@@ -456,7 +469,7 @@ def targets(tree, rows):
                     f"{'met' if ratio <= limit else 'NOT met'}")
             st = get.get("structure")
             if st and st["median_ms"]:
-                warn = [n for n in st["notes"] if not n.startswith("parallel loops")]
+                warn = structure_problems(st["notes"])
                 line += (f"; pure XLA with mxopt's loops here: structure/floor = "
                          f"{st['median_ms'] / floor['median_ms']:.2f}, mxopt/structure = "
                          f"{mx['median_ms'] / st['median_ms']:.2f}"
