@@ -64,8 +64,13 @@ from mxopt import _kernels  # noqa: E402  (the kernel whose cost this measures)
 EXACT = _kernels.clipped_weight_update
 
 
+def bound_as(bound, dtype):
+    """A static bound as the kernels receive it: a float32, then the weight's dtype."""
+    return np.float32(bound).astype(dtype)
+
+
 def _static_bounds(bound, w):
-    b = jnp.asarray(bound, w.dtype)
+    b = jnp.asarray(bound_as(bound, w.dtype))
     return -b, b
 
 
@@ -106,7 +111,7 @@ def contract_violations(form, bound, w, u):
     w, u = jnp.asarray(w), jnp.asarray(u)
     new = np.asarray(jax.jit(lambda w, u: w + form(w, u, bound))(w, u), np.float64)
     plain = np.asarray(w + u, np.float64)
-    w64, b = np.asarray(w, np.float64), float(np.float16(bound))
+    w64, b = np.asarray(w, np.float64), float(bound_as(bound, np.float16))
     inside = np.abs(plain) <= b
     clipped = np.abs(plain) > b
     outside = int(np.sum(np.abs(new) > b))
@@ -134,14 +139,17 @@ def float16_cases(sample_updates, seed=0):
 
 def contract_table(sample_updates):
     ws, us = float16_cases(sample_updates)
+    plain = np.abs((ws + us).astype(np.float64))  # float16 sums, as apply_updates makes them
     print(f"\n== contract violations, float16: {ws.size:,} (weight, update) pairs per bound "
           f"({2 * (ws.size // (sample_updates + 2)):,} clipped exhaustively, the rest a sample)")
-    print(f"{'form':12s} {'bound':>8s} {'ends outside':>13s} {'inside changed':>15s} "
-          f"{'> 2eps*scale':>13s}")
+    print(f"{'form':12s} {'bound':>8s} {'clipped':>10s} {'ends outside':>13s} "
+          f"{'inside changed':>15s} {'> 2eps*scale':>13s}")
     for name, form in FORMS.items():
         for bound in FLOAT16_BOUNDS:
+            clipped = int(np.sum(plain > float(bound_as(bound, np.float16))))
             outside, changed, far = contract_violations(form, bound, ws, us)
-            print(f"{name:12s} {bound:8g} {outside:13,d} {changed:15,d} {far:13,d}")
+            print(f"{name:12s} {bound:8g} {clipped:10,d} {outside:13,d} {changed:15,d} "
+                  f"{far:13,d}")
 
 
 def runners_for(tree, centered):
