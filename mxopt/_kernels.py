@@ -353,6 +353,42 @@ def update_if(finite: Optional[jax.Array], update: jax.Array) -> jax.Array:
     return keep_if(finite, update, jnp.zeros_like(update))
 
 
+def _float_step_dtype(dtype, bound: Scalar):
+    """The dtype in which :func:`clipped_weight_update` steps a correction by
+    float arithmetic, or None where it steps the bit pattern.
+
+    Subtracting ``sign(t) * c * |fix|`` with ``c = 1.25 * 2**-p`` (``p`` the
+    precision of ``dtype``) moves ``fix`` by 5/8 to 5/4 of its ulp, which rounds
+    to exactly one ulp, with or without an FMA: the same value as the bit step,
+    in four float operations where the bit step takes five integer ones and
+    three bitcasts (each is inlined into every leaf's loop, and compile time
+    grows with them: BENCHMARKS.md, "what exact weight clipping costs"). It is
+    the same only where ``c * |fix|`` is a normal number and ``fix`` is finite,
+    so it is used for a static bound that keeps both:
+
+    * an overshoot needs an inexact ``t - w``, so ``|fix| >= b / 2``: a bound
+      above ``tiny * 2**(p + 3)`` keeps ``c * |fix|`` normal (XLA:CPU flushes
+      subnormal results to zero, and a zero step would leave the overshoot);
+    * ``|w| + b`` rounds to at most the largest float while ``b`` is under half
+      its ulp: a bound under a quarter of it keeps ``t - w`` finite (where it
+      overflows, the bit step gives the largest float and the float step NaN).
+
+    float16 steps in float32, where its ``c * |fix|`` is normal for every
+    bound, and rounds once. bfloat16 keeps the bit step: XLA:CPU computes
+    bfloat16 in float32 between operations (excess precision), and only the
+    bitcast pins ``fix`` to bfloat16 before it is stepped.
+    """
+    dtype = jnp.dtype(dtype)
+    wide = {jnp.dtype(jnp.float16): jnp.dtype(jnp.float32)}.get(dtype, dtype)
+    if v.is_traced(bound) or dtype not in (jnp.float16, jnp.float32, jnp.float64):
+        return None
+    b, info = abs(float(v.static_value(bound))), jnp.finfo(dtype)
+    if float(jnp.finfo(wide).tiny) * 2.0 ** (info.nmant + 4) <= b <= (
+            float(info.max) * 2.0 ** -(info.nmant + 3)):
+        return wide
+    return None
+
+
 def clipped_weight_update(w: jax.Array, u: jax.Array, bound: Scalar) -> jax.Array:
     """An update ``u'`` with ``w + u'`` equal to ``clip(w + u)``, or within one ulp
     of it and never outside ``[-bound, bound]``.
@@ -367,10 +403,11 @@ def clipped_weight_update(w: jax.Array, u: jax.Array, bound: Scalar) -> jax.Arra
     It runs on every element of every step and is inlined into every leaf's
     loop, so it is written as few primitives as it takes (compile time grows
     with them: BENCHMARKS.md, "Issue 14: compile time"): the target is
-    ``new`` clamped, the step's direction is a sign bit, and the ulp step adds
-    -1 or +1 to the bit pattern. Every operand is an array shaped (and sharded)
-    like ``w`` or a scalar: no select between broadcast constants, which would
-    be an unsharded operand on a mesh with explicit axes.
+    ``new`` clamped, and the ulp step is float arithmetic where that gives the
+    same value (:func:`_float_step_dtype`), else -1 or +1 added to the bit
+    pattern, its direction a sign bit. Every operand is an array shaped (and
+    sharded) like ``w`` or a scalar: no select between broadcast constants,
+    which would be an unsharded operand on a mesh with explicit axes.
     """
     lo, b = _bounds(bound, w)
     if w.dtype != u.dtype or jnp.shape(w) != jnp.shape(u):  # mixed: promote as ever
@@ -378,23 +415,29 @@ def clipped_weight_update(w: jax.Array, u: jax.Array, bound: Scalar) -> jax.Arra
         w, u = (jnp.broadcast_to(jnp.asarray(x, dtype), shape) for x in (w, u))
         lo, b = lo.astype(dtype), b.astype(dtype)
     lax = jax.lax
-    ints = {2: np.int16, 4: np.int32, 8: np.int64}[jnp.dtype(w.dtype).itemsize]
-
-    def bits(x):
-        return lax.bitcast_convert_type(x, ints)
-
     new = lax.add(w, u)
     outside = lax.gt(lax.abs(new), b)
     # Where new is outside, clamping it gives the target copysign(b, new), and
     # the target's sign is new's.
     fix = lax.sub(lax.clamp(lo, new, b), w)
-    fix_bits = bits(fix)
-    # (fix ^ new) >> (width - 1) is 0 where fix has the target's sign and -1
-    # where it has the other; | 1 makes that -1 or +1, subtracted from fix's bits.
-    away = lax.shift_right_arithmetic(lax.bitwise_xor(fix_bits, bits(new)),
-                                      ints(8 * np.dtype(ints).itemsize - 1))
-    stepped = lax.bitcast_convert_type(lax.sub(fix_bits, lax.bitwise_or(away, ints(1))),
-                                       w.dtype)
+    wide = _float_step_dtype(w.dtype, bound)
+    if wide is not None:
+        c = np.asarray(1.25 * 2.0 ** -(jnp.finfo(w.dtype).nmant + 1), w.dtype)
+        # sign(new) * c is exact in w's dtype; the rest is rounded once.
+        toward = lax.convert_element_type(lax.mul(lax.sign(new), c), wide)
+        wide_fix = lax.convert_element_type(fix, wide)
+        stepped = lax.convert_element_type(
+            lax.sub(wide_fix, lax.mul(toward, lax.abs(wide_fix))), w.dtype)
+    else:
+        ints = {2: np.int16, 4: np.int32, 8: np.int64}[jnp.dtype(w.dtype).itemsize]
+        fix_bits = lax.bitcast_convert_type(fix, ints)
+        # (fix ^ new) >> (width - 1) is 0 where fix has the target's sign and -1
+        # where it has the other; | 1 makes that -1 or +1, subtracted from fix's bits.
+        away = lax.shift_right_arithmetic(
+            lax.bitwise_xor(fix_bits, lax.bitcast_convert_type(new, ints)),
+            ints(8 * np.dtype(ints).itemsize - 1))
+        stepped = lax.bitcast_convert_type(lax.sub(fix_bits, lax.bitwise_or(away, ints(1))),
+                                           w.dtype)
     fix = lax.select(lax.gt(lax.abs(lax.add(w, fix)), b), stepped, fix)
     return lax.select(outside, fix, u)
 

@@ -209,6 +209,41 @@ def test_clip_weights_contract_random_float32():
             _check_clip_contract(w, u, float(np.float32(bound)), np.float32)
 
 
+@pytest.mark.parametrize("dtype,bounds", [
+    # 7.9: just under the end where float16's b - w could overflow
+    (np.float16, (1e-5, 0.3333, 2.0, 7.9)),
+    (np.float32, (1e-29, 0.3333333, 2.0, 1e30)),
+    (np.float64, (1e-37, 0.3333333, 2.0, 1e38)),  # MXNet parses bounds as float32
+])
+def test_clip_weights_float_step_is_the_bit_step(dtype, bounds):
+    # A static bound in range steps an overshooting correction by float
+    # arithmetic (fewer operations to compile); a traced bound keeps the bit
+    # step. They must agree bit for bit, NaN and infinities included, on every
+    # float16 weight and on weights of every float32/float64 magnitude, with
+    # updates that land just outside, far outside, inside, or are not finite.
+    rng = np.random.default_rng(1)
+    if dtype == np.float16:
+        w = np.arange(1 << 16, dtype=np.uint16).view(np.float16)
+    else:
+        info = np.finfo(dtype)
+        w = (rng.choice([-1.0, 1.0], 1 << 16)
+             * 10.0 ** rng.uniform(np.log10(info.tiny), np.log10(info.max), 1 << 16)).astype(dtype)
+    ints = {2: np.uint16, 4: np.uint32, 8: np.uint64}[np.dtype(dtype).itemsize]
+    for bound in bounds:
+        received = reference.kernel_float(bound)  # the static bound as parsed: traced alike
+        b = float(received.astype(dtype))
+        with np.errstate(over="ignore", invalid="ignore"):
+            near = (rng.choice([-1.0, 1.0], w.size) * b * (1 + rng.exponential(1e-3, w.size))
+                    - w.astype(np.float64)).astype(dtype)
+        for u in (near, np.full_like(w, np.inf), np.full_like(w, -np.inf),
+                  (rng.standard_normal(w.size) * 3 * b).astype(dtype), np.full_like(w, np.nan)):
+            static = jax.jit(lambda w, u, bound=bound: mxopt.clip_weights(bound).update(
+                u, None, w)[0])(jnp.asarray(w), jnp.asarray(u))
+            bit = _CLIP_UPDATE(jnp.asarray(w), jnp.asarray(u), jnp.float32(received))
+            same = np.asarray(static).view(ints) == np.asarray(bit).view(ints)
+            assert same.all(), (dtype, bound, w[~same][:3], u[~same][:3])
+
+
 # ---- property tests against the reference ----------------------------------
 
 def _zero_or_normal(hi):
