@@ -358,12 +358,13 @@ def _float_step_dtype(dtype, bound: Scalar):
     float arithmetic, or None where it steps the bit pattern.
 
     Subtracting ``sign(t) * c * |fix|`` with ``c = 1.25 * 2**-p`` (``p`` the
-    precision of ``dtype``) moves ``fix`` by 5/8 to 5/4 of its ulp, which rounds
-    to exactly one ulp, with or without an FMA: the same value as the bit step,
-    in four float operations where the bit step takes five integer ones and
-    three bitcasts (each is inlined into every leaf's loop, and compile time
-    grows with them: BENCHMARKS.md, "what exact weight clipping costs"). It is
-    the same only where ``c * |fix|`` is a normal number and ``fix`` is finite,
+    precision of ``dtype``; the sign and ``c`` come as ``t * (c / b)``) moves
+    ``fix`` by 5/8 to 5/4 of its ulp, which rounds to exactly one ulp, with or
+    without an FMA: the same value as the bit step, in four float operations
+    where the bit step takes five integer ones and three bitcasts (each is
+    inlined into every leaf's loop, and compile time grows with them:
+    BENCHMARKS.md, "what exact weight clipping costs"). It is the same only
+    where ``c * |fix|`` is a normal number and ``fix`` is finite,
     so it is used for a static bound that keeps both:
 
     * an overshoot needs an inexact ``t - w``, so ``|fix| >= b / 2``: a bound
@@ -371,7 +372,8 @@ def _float_step_dtype(dtype, bound: Scalar):
       subnormal results to zero, and a zero step would leave the overshoot);
     * ``|w| + b`` rounds to at most the largest float while ``b`` is under half
       its ulp: a bound under a quarter of it keeps ``t - w`` finite (where it
-      overflows, the bit step gives the largest float and the float step NaN).
+      overflows, the bit step gives the largest float and the float step NaN),
+      and ``c / b`` normal.
 
     float16 steps in float32, where its ``c * |fix|`` is normal for every
     bound, and rounds once. bfloat16 keeps the bit step: XLA:CPU computes
@@ -419,12 +421,16 @@ def clipped_weight_update(w: jax.Array, u: jax.Array, bound: Scalar) -> jax.Arra
     outside = lax.gt(lax.abs(new), b)
     # Where new is outside, clamping it gives the target copysign(b, new), and
     # the target's sign is new's.
-    fix = lax.sub(lax.clamp(lo, new, b), w)
+    target = lax.clamp(lo, new, b)
+    fix = lax.sub(target, w)
     wide = _float_step_dtype(w.dtype, bound)
     if wide is not None:
-        c = np.asarray(1.25 * 2.0 ** -(jnp.finfo(w.dtype).nmant + 1), w.dtype)
-        # sign(new) * c is exact in w's dtype; the rest is rounded once.
-        toward = lax.convert_element_type(lax.mul(lax.sign(new), c), wide)
+        # target * (c / bound) is +-c, to a rounding or two that leave c * |fix|
+        # well inside (1/2, 3/2) of fix's ulp; a sign() would cost more (it
+        # handles zeros and NaN), which shows in the scalar loops of MXNet's layout.
+        per_bound = np.asarray(1.25 * 2.0 ** -(jnp.finfo(w.dtype).nmant + 1)
+                               / abs(float(v.static_value(bound))), wide)
+        toward = lax.mul(lax.convert_element_type(target, wide), per_bound)
         wide_fix = lax.convert_element_type(fix, wide)
         stepped = lax.convert_element_type(
             lax.sub(wide_fix, lax.mul(toward, lax.abs(wide_fix))), w.dtype)
