@@ -155,9 +155,21 @@ def contract_table(sample_updates):
                   f"{far:13,d}")
 
 
+def traced_with(form, make):
+    """``make``'s ``(step, init)`` with ``step`` traced under :class:`using_form`,
+    so that every compile of it (:func:`bench_rmsprop.time_compiles` too) sees
+    ``form``."""
+    step, init = make
+
+    def traced(*args):
+        with using_form(form):
+            return step(*args)
+    return traced, init
+
+
 def runners_for(tree, centered):
-    """``(runners, forms, floor)``: a :class:`bench_rmsprop.JaxRunner` per step,
-    the weight-clip form each is traced with, and the floor's runner."""
+    """``(runners, floor)``: a :class:`bench_rmsprop.JaxRunner` per step, each
+    traced with its weight-clip form, and the floor's runner."""
     names, shapes = common.tree_leaves(tree)
     params_np, grads_np = common.make_data(shapes, 0)
     grads = {n: jnp.asarray(g) for n, g in zip(names, grads_np)}
@@ -165,25 +177,15 @@ def runners_for(tree, centered):
              "mxopt w/o clip_weights": (common.mxopt_tx(centered, False), EXACT)}
     for name, form in FORMS.items():
         steps[f"mxopt {name}"] = (common.mxopt_tx(centered, True), form)
-    runners = {}
-    for key, (tx, form) in steps.items():
-        with using_form(form):
-            runners[key] = common.JaxRunner(common.tx_step(tx), names, params_np, grads)
+    runners = {key: common.JaxRunner(traced_with(form, common.tx_step(tx)), names, params_np,
+                                     grads)
+               for key, (tx, form) in steps.items()}
     floor = common.JaxRunner(common.floor_step(3 if centered else 1), names, params_np, grads)
-    return runners, {key: form for key, (_, form) in steps.items()}, floor
+    return runners, floor
 
 
 def instructions(compiled):
     return sum(1 for line in compiled.as_text().splitlines() if " = " in line)
-
-
-def timed_compiles(runners, forms, reps):
-    times = {key: [] for key in runners}
-    for _ in range(reps):
-        for key, run in runners.items():
-            with using_form(forms[key]):
-                times[key].append(run.timed_compile())
-    return {key: min(t) for key, t in times.items()}
 
 
 def step_times(runners, rounds, calls=10):
@@ -201,8 +203,9 @@ def step_times(runners, rounds, calls=10):
 
 
 def tree_table(tree, centered, args):
-    runners, forms, floor = runners_for(tree, centered)
-    compile_s = timed_compiles(runners, forms, args.compile_reps)
+    runners, floor = runners_for(tree, centered)
+    common.time_compiles(runners, args.compile_reps)
+    compile_s = {key: run.compile_s for key, run in runners.items()}
     steps = step_times({**runners, "floor": floor}, args.rounds) if args.step else None
     ref = compile_s["optax_all"]
     variant = "centered" if centered else "plain"
